@@ -1,0 +1,36 @@
+# Everything runs from .venv; `make install` creates it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test compile lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and exactly pinned: the CPU build on this machine's disk, never a multi-GB CUDA download.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(PY) -m pipelines.local
+
+test: install
+	$(PY) -m pytest -q
+
+compile: install
+	$(PY) -m pipelines.compile
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+bench: install
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf build .local .pytest_cache

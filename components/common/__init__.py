@@ -1,0 +1,1 @@
+"""Logic shared by several components: artifact writing, datasets, models."""

@@ -1,0 +1,53 @@
+"""KFP component: pull DVC-tracked data at a git revision into a ``Dataset``."""
+
+from typing import Dict, List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components.images import COMPONENTS_IMAGE
+
+
+@dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+def dvc_pull(
+    repo_url: str,
+    rev: str,
+    paths: List[str],
+    dataset: Output[Dataset],
+    remote: str = "",
+    remote_config: Dict[str, str] = {},
+    jobs: int = 4,
+    cache_dir: str = "",
+):
+    """Pulls DVC-tracked paths of a git revision.
+
+    Args:
+        repo_url: git repository (https, ssh or a path); must not embed credentials.
+        rev: branch, tag or commit SHA.
+        paths: DVC-tracked paths relative to the repository root, e.g. ["data/raw"].
+        dataset: output directory keeping the repository layout (``data/raw/...``).
+            Metadata: ``commit`` (resolved SHA), ``md5`` (DVC hash per path),
+            ``file_count``, ``total_bytes``, ``remote``, ``paths``.
+        remote: DVC remote name; empty for the repository's default remote.
+        remote_config: non-secret remote settings applied locally, e.g.
+            {"endpointurl": "https://..."} or {"url": "gs://bucket/path"}.
+            Credentials come from files (GOOGLE_APPLICATION_CREDENTIALS), never from here.
+        jobs: parallel transfer jobs.
+        cache_dir: a DVC cache to reuse (e.g. on a PVC); empty for a throwaway cache.
+    """
+    import logging
+
+    from components.dvc_pull.pull import pull
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    result = pull(
+        repo_url=repo_url,
+        rev=rev,
+        paths=paths,
+        output_dir=dataset.path,
+        remote=remote,
+        remote_config=remote_config,
+        jobs=jobs,
+        cache_dir=cache_dir,
+    )
+    dataset.metadata.update(result.metadata())

@@ -1,0 +1,418 @@
+"""Materialise DVC-tracked paths of a git revision into a directory.
+
+Plain Python over git and DVC's own API, no KFP. ``pull`` clones the
+repository, checks out the revision, checks that every path is tracked by DVC,
+applies remote settings locally (never committed, never logged), fetches from
+the remote and moves the files into the output directory, which appears only
+when everything succeeded.
+
+Credentials never travel as parameters. For a ``gs://`` remote they come from
+the file named by ``GOOGLE_APPLICATION_CREDENTIALS`` (in a cluster, a
+Kubernetes Secret mounted as a volume) or, without it, from Application
+Default Credentials such as GKE Workload Identity.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from components.common.artifacts import atomic_directory
+
+log = logging.getLogger(__name__)
+
+# Remote settings that hold secrets: they must come from mounted files instead.
+SECRET_SETTINGS = frozenset(
+    {
+        "password",
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "token",
+        "key",
+        "account_key",
+        "sas_token",
+        "connection_string",
+        "client_secret",
+        "gdrive_client_secret",
+        "ask_password",
+        "key_file",
+    }
+)
+CREDENTIAL_TYPES = ("service_account", "authorized_user", "external_account", "impersonated_service_account")
+
+
+class DvcPullError(RuntimeError):
+    """A pull that cannot succeed; the message says which input is wrong and what would be valid."""
+
+
+@dataclass
+class PullResult:
+    repo_url: str
+    revision: str
+    commit: str
+    remote: str
+    paths: list[str]
+    md5: dict[str, str]  # DVC hash of each path ("<md5>.dir" for directories)
+    file_count: int
+    total_bytes: int
+    extra: dict = field(default_factory=dict)
+
+    def metadata(self) -> dict:
+        """Flat, JSON-friendly artifact metadata."""
+        payload = asdict(self)
+        payload.pop("extra")
+        return payload
+
+
+def validate_inputs(
+    repo_url: str,
+    rev: str,
+    paths: Sequence[str],
+    remote_config: Mapping[str, object] | None = None,
+    jobs: int = 4,
+) -> None:
+    """Checks that need nothing but the parameters; run at pipeline build time too."""
+    if not repo_url or not isinstance(repo_url, str):
+        raise DvcPullError("repo_url is empty: give a git URL (https://, ssh://, git@host:org/repo) or a local path")
+    parts = urlsplit(repo_url)
+    if parts.password or (parts.scheme in ("http", "https") and parts.username):
+        raise DvcPullError(
+            f"repo_url {redact_url(repo_url)} embeds credentials; pass a URL without them and mount "
+            "git credentials from a Kubernetes Secret instead"
+        )
+    if not rev or not isinstance(rev, str) or rev.startswith("-") or any(c.isspace() for c in rev):
+        raise DvcPullError(f"rev {rev!r} is not a valid git revision: give a branch, tag or commit SHA")
+    if isinstance(paths, str) or not paths:
+        raise DvcPullError(f"paths must be a non-empty list of DVC-tracked paths, got {paths!r}")
+    for path in paths:
+        pure = PurePosixPath(path)
+        if not path or pure.is_absolute() or ".." in pure.parts:
+            raise DvcPullError(
+                f"path {path!r} must be relative to the repository root and stay inside it (e.g. 'data/raw')"
+            )
+    if not isinstance(jobs, int) or jobs < 1:
+        raise DvcPullError(f"jobs must be an integer >= 1, got {jobs!r}")
+    for key in remote_config or {}:
+        if key.lower() in SECRET_SETTINGS:
+            raise DvcPullError(
+                f"remote setting {key!r} is a credential and must not be passed as a parameter; mount it "
+                "from a Kubernetes Secret (for GCS: a key file named by GOOGLE_APPLICATION_CREDENTIALS)"
+            )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user and password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.username and not parts.password:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return parts._replace(netloc=f"***@{host}").geturl()
+
+
+def check_gcs_credentials(remote_settings: Mapping[str, object]) -> str:
+    """Fail early, with a clear message, when GCS credentials are missing or malformed.
+
+    Returns a description of where credentials come from (never their content).
+    """
+    if str(remote_settings.get("allow_anonymous_login", "")).lower() in ("true", "1"):
+        return "anonymous access (allow_anonymous_login)"
+    path = remote_settings.get("credentialpath") or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    source = "credentialpath" if remote_settings.get("credentialpath") else "GOOGLE_APPLICATION_CREDENTIALS"
+    if path:
+        path = Path(str(path))
+        if not path.is_file():
+            raise DvcPullError(
+                f"GCS credentials file {path} (from {source}) does not exist; mount the service-account "
+                "key Secret there or fix the path"
+            )
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise DvcPullError(
+                f"GCS credentials file {path} (from {source}) is not a readable JSON key file: {type(error).__name__}"
+            ) from None
+        kind = payload.get("type") if isinstance(payload, dict) else None
+        if kind not in CREDENTIAL_TYPES:
+            raise DvcPullError(
+                f"GCS credentials file {path} (from {source}) has type {kind!r}; expected one of "
+                f"{', '.join(CREDENTIAL_TYPES)}"
+            )
+        if kind == "service_account" and not (payload.get("client_email") and payload.get("private_key")):
+            raise DvcPullError(
+                f"GCS credentials file {path} (from {source}) is a service_account key without "
+                "client_email or private_key"
+            )
+        return f"{kind} key file from {source}"
+    if remote_settings.get("endpointurl"):
+        # An emulator or private endpoint: let it decide.
+        return "no credentials (custom endpointurl)"
+    import google.auth
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        google.auth.default()
+    except DefaultCredentialsError:
+        raise DvcPullError(
+            "no GCS credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file mounted "
+            "from a Kubernetes Secret, or run with Workload Identity"
+        ) from None
+    return "Application Default Credentials"
+
+
+def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def _clone_at(repo_url: str, rev: str, destination: Path) -> str:
+    """Clone ``repo_url`` into ``destination``, check out ``rev``; return the commit SHA."""
+    cloned = _git("clone", "--quiet", "--no-checkout", repo_url, str(destination), cwd=destination.parent)
+    if cloned.returncode != 0:
+        raise DvcPullError(
+            f"cannot clone {redact_url(repo_url)}: {_last_line(cloned.stderr)}; check the URL and that "
+            "the repository is reachable from this pod"
+        )
+    commit = None
+    for candidate in (rev, f"origin/{rev}"):
+        parsed = _git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", cwd=destination)
+        if parsed.returncode == 0:
+            commit = parsed.stdout.strip()
+            break
+    if commit is None and re.fullmatch(r"[0-9a-fA-F]{7,40}", rev):
+        # A commit that no branch or tag advertises can still be fetched by SHA.
+        if _git("fetch", "--quiet", "origin", rev, cwd=destination).returncode == 0:
+            commit = _git("rev-parse", "FETCH_HEAD", cwd=destination).stdout.strip()
+    if commit is None:
+        refs = _git("for-each-ref", "--format=%(refname:short)", "refs/remotes/origin", "refs/tags", cwd=destination)
+        known = sorted(r.removeprefix("origin/") for r in refs.stdout.split() if r != "origin/HEAD" and r != "origin")
+        raise DvcPullError(
+            f"unknown revision {rev!r} in {redact_url(repo_url)}; known branches and tags: "
+            f"{', '.join(known) or '(none)'}, or give a commit SHA"
+        )
+    checked_out = _git("checkout", "--quiet", "--detach", commit, cwd=destination)
+    if checked_out.returncode != 0:
+        raise DvcPullError(f"cannot check out {commit}: {_last_line(checked_out.stderr)}")
+    return commit
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "no error output"
+
+
+def _repo_relative(repo, out) -> str:
+    return PurePosixPath(os.path.relpath(out.fs_path, repo.root_dir)).as_posix()
+
+
+def _tracked_outputs(repo) -> list[str]:
+    return sorted({_repo_relative(repo, out) for stage in repo.index.stages for out in stage.outs})
+
+
+def _remote_settings(repo, remote: str) -> tuple[str, dict]:
+    config = repo.config
+    name = remote or config["core"].get("remote")
+    if not name:
+        raise DvcPullError(
+            "the repository has no default DVC remote and no remote name was given; "
+            f"configured remotes: {', '.join(config['remote']) or '(none)'}"
+        )
+    if name not in config["remote"]:
+        raise DvcPullError(
+            f"unknown DVC remote {name!r}; configured remotes: {', '.join(config['remote']) or '(none)'}"
+        )
+    return name, dict(config["remote"][name])
+
+
+def _apply_remote_config(repo, name: str, settings: Mapping[str, object]) -> None:
+    from dvc.config import ConfigError
+
+    try:
+        with repo.config.edit("local") as local:
+            section = local.setdefault("remote", {}).setdefault(name, {})
+            for key, value in settings.items():
+                section[key] = value if isinstance(value, str) else json.dumps(value)
+    except ConfigError as error:
+        raise DvcPullError(f"invalid remote setting for remote {name!r}: {error}") from None
+
+
+def _probe_endpoint(name: str, url: str, settings: Mapping[str, object], timeout: float = 10.0) -> None:
+    """A TCP connect to an object store's endpoint: fails in seconds where client retries take minutes."""
+    scheme = urlsplit(url).scheme
+    endpoint = str(settings.get("endpointurl") or "")
+    if not endpoint and scheme == "gs":
+        endpoint = "https://storage.googleapis.com"
+    if not endpoint:
+        return
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as error:
+        raise DvcPullError(
+            f"DVC remote {name!r} ({url}) is unreachable: cannot connect to {parts.hostname}:{port} "
+            f"({error.strerror or error})"
+        ) from None
+
+
+def _check_remote_reachable(repo, name: str, url: str, settings: Mapping[str, object]) -> None:
+    """Fail fast on a remote that does not exist or does not answer, before any transfer."""
+    _probe_endpoint(name, url, settings)
+    try:
+        odb = repo.cloud.get_remote_odb(name)
+        exists = odb.fs.exists(odb.path)
+    except Exception as error:
+        raise DvcPullError(
+            f"DVC remote {name!r} ({url}) is unreachable: {type(error).__name__}: {_first_line(error)}"
+        ) from None
+    if not exists:
+        raise DvcPullError(f"DVC remote {name!r} ({url}) does not exist or is empty: nothing was ever pushed there")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _summarise_tree(root: Path) -> tuple[int, int]:
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def pull(
+    repo_url: str,
+    rev: str,
+    paths: Sequence[str],
+    output_dir: str | Path,
+    remote: str = "",
+    remote_config: Mapping[str, object] | None = None,
+    jobs: int = 4,
+    cache_dir: str = "",
+) -> PullResult:
+    """Pull ``paths`` of ``repo_url`` at ``rev`` into ``output_dir``.
+
+    The output keeps the repository layout (``output_dir/data/raw/...``). It
+    appears only when every path was pulled; on any failure it is absent.
+    ``cache_dir`` points DVC at a shared cache (e.g. on a PVC) so objects
+    already there are not fetched again.
+    """
+    remote_config = dict(remote_config or {})
+    validate_inputs(repo_url, rev, paths, remote_config, jobs)
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    # gcsfs probes each bucket's type and warns once per file when it cannot; off unless asked for.
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+    output_dir = Path(output_dir)
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=".dvc-pull-", dir=output_dir.parent))
+    try:
+        checkout = workdir / "repo"
+        commit = _clone_at(repo_url, rev, checkout)
+        log.info("checked out %s at %s (%s)", redact_url(repo_url), rev, commit)
+
+        from dvc.exceptions import OutputNotFoundError
+        from dvc.repo import Repo
+
+        with Repo(str(checkout)) as repo:
+            md5 = {}
+            for path in paths:
+                try:
+                    outs = repo.find_outs_by_path(str(checkout / path))
+                except OutputNotFoundError:
+                    tracked = _tracked_outputs(repo)
+                    raise DvcPullError(
+                        f"path {path!r} is not tracked by DVC at {commit[:12]}; tracked paths: "
+                        f"{', '.join(tracked) or '(none)'}"
+                    ) from None
+                if len(outs) != 1 or _repo_relative(repo, outs[0]) != PurePosixPath(path).as_posix():
+                    raise DvcPullError(
+                        f"path {path!r} is not a DVC output itself at {commit[:12]}; give one of: "
+                        f"{', '.join(_tracked_outputs(repo))}"
+                    )
+                md5[path] = outs[0].hash_info.value
+
+            name, settings = _remote_settings(repo, remote)
+            _apply_remote_config(repo, name, remote_config)
+            settings.update(remote_config)
+            url = str(settings.get("url", ""))
+            if cache_dir:
+                with repo.config.edit("local") as local:
+                    local.setdefault("cache", {})["dir"] = str(Path(cache_dir).resolve())
+            # Re-open so DVC sees the local settings written above.
+        with Repo(str(checkout)) as repo:
+            if url.startswith("gs://"):
+                log.info("GCS credentials: %s", check_gcs_credentials(settings))
+            _check_remote_reachable(repo, name, url, settings)
+            _fetch_and_checkout(repo, [str(checkout / p) for p in paths], md5, name, url, jobs)
+
+        with atomic_directory(output_dir) as staging:
+            for path in paths:
+                target = staging / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(checkout / path, target)
+            file_count, total_bytes = _summarise_tree(staging)
+            result = PullResult(
+                repo_url=redact_url(repo_url),
+                revision=rev,
+                commit=commit,
+                remote=name,
+                paths=list(paths),
+                md5=md5,
+                file_count=file_count,
+                total_bytes=total_bytes,
+            )
+        log.info("pulled %d files, %d bytes from remote %r", file_count, total_bytes, name)
+        return result
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _fetch_and_checkout(repo, targets: Sequence[str], md5: Mapping[str, str], name: str, url: str, jobs: int) -> None:
+    from dvc.exceptions import DvcException
+
+    try:
+        repo.pull(targets=list(targets), remote=name, jobs=jobs)
+    except DvcException as error:
+        missing = _missing_from_remote(repo, name, md5, jobs)
+        if missing:
+            shown = ", ".join(f"{path} (md5 {oid})" for path, oid in missing[:10])
+            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            raise DvcPullError(
+                f"{len(missing)} object(s) missing from DVC remote {name!r} ({url}): {shown}{more}; "
+                "was `dvc push` run for this revision?"
+            ) from None
+        raise DvcPullError(f"dvc pull from remote {name!r} ({url}) failed: {_first_line(error)}") from None
+
+
+def _missing_from_remote(repo, name: str, md5: Mapping[str, str], jobs: int) -> list[tuple[str, str]]:
+    """(path, md5) of every object the remote lacks for the given DVC outputs."""
+    try:
+        odb = repo.cloud.get_remote_odb(name)
+        missing = []
+        for path, oid in md5.items():
+            if not oid.endswith(".dir"):
+                if not odb.exists(oid):
+                    missing.append((path, oid))
+                continue
+            if not odb.exists(oid):
+                missing.append((f"{path} (directory listing)", oid))
+                continue
+            entries = json.loads(odb.fs.cat_file(odb.oid_to_path(oid)))
+            present = set(odb.oids_exist([entry["md5"] for entry in entries], jobs=jobs))
+            missing += [(f"{path}/{e['relpath']}", e["md5"]) for e in entries if e["md5"] not in present]
+        return missing
+    except Exception:  # diagnosis is best effort; the caller reports the original failure
+        log.debug("could not list missing objects", exc_info=True)
+        return []

@@ -1,0 +1,1 @@
+"""Pipelines composed from the components, and tools to compile and run them."""

@@ -1,0 +1,1 @@
+"""BentoML service for the models this library trains (arrives with the serving issue)."""

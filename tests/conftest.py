@@ -1,0 +1,59 @@
+"""Shared fixtures: the real digits under DVC with a local remote, and a fake GCS server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.demo_data import DemoRepo, prepare_digits_repo
+from tests.support.fake_gcs import FakeGcs
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
+
+@pytest.fixture(scope="session")
+def digits_repo(tmp_path_factory) -> DemoRepo:
+    """The 1,797 digits as PNGs in ``data/raw`` of a git repo, tracked by DVC, pushed to a local remote."""
+    return prepare_digits_repo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def digits_dir(digits_repo) -> Path:
+    """The digits dataset directory itself (labels.csv, classes.txt, images/)."""
+    return Path(digits_repo.repo_url) / digits_repo.data_path
+
+
+@pytest.fixture(scope="session")
+def fake_gcs():
+    with FakeGcs() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_remote(fake_gcs, digits_repo, tmp_path_factory) -> dict:
+    """The digits pushed with real `dvc push` to gs://dvc-test/store on the fake GCS server.
+
+    Returns the non-secret remote settings a pull needs.
+    """
+    fake_gcs.client().create_bucket("dvc-test")
+    settings = {"url": "gs://dvc-test/store", "endpointurl": fake_gcs.url, "allow_anonymous_login": "true"}
+    # Push from a copy so the session's repo keeps only its local remote.
+    repo = tmp_path_factory.mktemp("gcs-push") / "repo"
+    shutil.copytree(digits_repo.repo_url, repo, symlinks=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "remote", "add", "--local", "gcs", settings["url"]], cwd=repo, check=True)
+    for key in ("endpointurl", "allow_anonymous_login"):
+        subprocess.run([*dvc, "remote", "modify", "--local", "gcs", key, settings[key]], cwd=repo, check=True)
+    subprocess.run([*dvc, "push", "--quiet", "-r", "gcs", "-j", "4"], cwd=repo, check=True)
+    return settings
+
+
+def leftovers(parent: Path, name: str) -> list[Path]:
+    """Anything under ``parent`` that looks like (part of) the output ``name``."""
+    return sorted(p for p in parent.iterdir() if name in p.name) if parent.exists() else []
