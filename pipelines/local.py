@@ -13,6 +13,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from pipelines.compile import compile_all
@@ -31,7 +32,11 @@ def run_local(arguments: dict, pipeline_root: Path) -> Path:
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(pipeline_root))
-    training_pipeline(**arguments)
+    with warnings.catch_warnings():
+        # The images are for clusters; here the library is installed in this very environment.
+        warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
+        warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+        training_pipeline(**arguments)
     runs = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
     if not runs:
         raise RuntimeError(f"kfp.local wrote no run directory under {pipeline_root}")

@@ -56,6 +56,10 @@ class DvcPullError(RuntimeError):
     """A pull that cannot succeed; the message says which input is wrong and what would be valid."""
 
 
+class DvcPullInputError(DvcPullError, ValueError):
+    """A parameter is wrong on its face, before any repository or remote is contacted."""
+
+
 @dataclass
 class PullResult:
     repo_url: str
@@ -84,28 +88,28 @@ def validate_inputs(
 ) -> None:
     """Checks that need nothing but the parameters; run at pipeline build time too."""
     if not repo_url or not isinstance(repo_url, str):
-        raise DvcPullError("repo_url is empty: give a git URL (https://, ssh://, git@host:org/repo) or a local path")
+        raise DvcPullInputError("repo_url is empty: give a git URL (https://, ssh://, git@host:org/repo) or a local path")
     parts = urlsplit(repo_url)
     if parts.password or (parts.scheme in ("http", "https") and parts.username):
-        raise DvcPullError(
+        raise DvcPullInputError(
             f"repo_url {redact_url(repo_url)} embeds credentials; pass a URL without them and mount "
             "git credentials from a Kubernetes Secret instead"
         )
     if not rev or not isinstance(rev, str) or rev.startswith("-") or any(c.isspace() for c in rev):
-        raise DvcPullError(f"rev {rev!r} is not a valid git revision: give a branch, tag or commit SHA")
+        raise DvcPullInputError(f"rev {rev!r} is not a valid git revision: give a branch, tag or commit SHA")
     if isinstance(paths, str) or not paths:
-        raise DvcPullError(f"paths must be a non-empty list of DVC-tracked paths, got {paths!r}")
+        raise DvcPullInputError(f"paths must be a non-empty list of DVC-tracked paths, got {paths!r}")
     for path in paths:
         pure = PurePosixPath(path)
         if not path or pure.is_absolute() or ".." in pure.parts:
-            raise DvcPullError(
+            raise DvcPullInputError(
                 f"path {path!r} must be relative to the repository root and stay inside it (e.g. 'data/raw')"
             )
     if not isinstance(jobs, int) or jobs < 1:
-        raise DvcPullError(f"jobs must be an integer >= 1, got {jobs!r}")
+        raise DvcPullInputError(f"jobs must be an integer >= 1, got {jobs!r}")
     for key in remote_config or {}:
         if key.lower() in SECRET_SETTINGS:
-            raise DvcPullError(
+            raise DvcPullInputError(
                 f"remote setting {key!r} is a credential and must not be passed as a parameter; mount it "
                 "from a Kubernetes Secret (for GCS: a key file named by GOOGLE_APPLICATION_CREDENTIALS)"
             )
