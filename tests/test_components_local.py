@@ -45,9 +45,7 @@ def promotion_record(run_dir: Path) -> Path:
 
 @pytest.mark.slow
 def test_training_pipeline_promotes_a_good_model(digits_repo, tmp_path):
-    run_dir = run_local(
-        {"repo_url": digits_repo.repo_url, "epochs": 6, "accuracy_threshold": 0.9}, tmp_path / "root"
-    )
+    run_dir = run_local({"repo_url": digits_repo.repo_url, "epochs": 6, "accuracy_threshold": 0.9}, tmp_path / "root")
     record = json.loads(promotion_record(run_dir).read_text())
     assert record["dataset"]["commit"] == digits_repo.commit
     assert record["evaluation"]["accuracy"] >= 0.9 and record["evaluation"]["promote"] is True

@@ -73,7 +73,11 @@ def test_resume_after_crash_gives_the_uninterrupted_result(digits_dir, tmp_path)
 
     epochs_run = []
     result = train(
-        digits_dir, tmp_path / "resumed", config, checkpoint_dir=checkpoints, on_epoch_end=lambda r: epochs_run.append(r.epoch)
+        digits_dir,
+        tmp_path / "resumed",
+        config,
+        checkpoint_dir=checkpoints,
+        on_epoch_end=lambda r: epochs_run.append(r.epoch),
     )
     assert result.resumed_from_epoch == 2
     assert epochs_run == [3, 4]

@@ -88,7 +88,9 @@ def validate_inputs(
 ) -> None:
     """Checks that need nothing but the parameters; run at pipeline build time too."""
     if not repo_url or not isinstance(repo_url, str):
-        raise DvcPullInputError("repo_url is empty: give a git URL (https://, ssh://, git@host:org/repo) or a local path")
+        raise DvcPullInputError(
+            "repo_url is empty: give a git URL (https://, ssh://, git@host:org/repo) or a local path"
+        )
     parts = urlsplit(repo_url)
     if parts.password or (parts.scheme in ("http", "https") and parts.username):
         raise DvcPullInputError(

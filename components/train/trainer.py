@@ -233,6 +233,7 @@ def train(
     resumed_from = start_epoch - 1
 
     n = len(x_train)
+    loop_began = time.perf_counter()
     for epoch in range(start_epoch, config.epochs + 1):
         began = time.perf_counter()
         model.train()
@@ -289,6 +290,7 @@ def train(
         if on_epoch_end is not None:
             on_epoch_end(result)
 
+    loop_seconds = time.perf_counter() - loop_began  # training, validation and checkpoints
     spec.training = {
         "parameters": asdict(config),
         "device": device.type,
@@ -298,4 +300,10 @@ def train(
     }
     with atomic_directory(model_dir) as staging:
         save_model(staging, model, spec)
-    return TrainResult(spec=spec, history=history, device=device.type, resumed_from_epoch=resumed_from)
+    return TrainResult(
+        spec=spec,
+        history=history,
+        device=device.type,
+        resumed_from_epoch=resumed_from,
+        extra={"loop_seconds": loop_seconds, "epochs_run": config.epochs - resumed_from},
+    )
