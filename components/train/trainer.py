@@ -23,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
 
 from components import __version__
 from components.common.artifacts import atomic_directory
 from components.common.dataset import load_split
 from components.common.model import ARCHITECTURES, ModelSpec, save_model
+from components.train.distributed import DistributedContext, context_from_env, device_for, init_process_group
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +87,6 @@ class TrainResult:
     device: str
     resumed_from_epoch: int  # 0 when training started from scratch
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def select_device() -> torch.device:
-    """CUDA when present, CPU otherwise."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -171,6 +170,7 @@ def train(
     dataset_info: dict[str, Any] | None = None,
     device: torch.device | None = None,
     on_epoch_end: Callable[[EpochResult], None] | None = None,
+    context: DistributedContext | None = None,
 ) -> TrainResult:
     """Train on ``dataset_dir`` and write the model directory ``model_dir``.
 
@@ -183,11 +183,28 @@ def train(
             holds a checkpoint for the same data and parameters, training resumes
             after its epoch. ``None`` disables checkpoints.
         dataset_info: provenance recorded in the spec (commit, md5 per path).
-        device: defaults to ``select_device()``.
+        device: defaults to CUDA (``cuda:LOCAL_RANK``) when present, else CPU.
         on_epoch_end: called after each epoch's checkpoint is written.
+        context: rank and world size; defaults to what the launcher put in the
+            environment (``torchrun``, a PyTorchJob pod, or nothing for one process).
+
+    Distributed: each process trains on its ``DistributedSampler`` shard with
+    ``batch_size`` samples per step (the global batch is ``batch_size`` times the
+    world size) under ``DistributedDataParallel``. Only rank 0 writes
+    checkpoints and the model; every rank reads a checkpoint to resume.
     """
     config.validate()
-    device = device or select_device()
+    context = context or context_from_env()
+    device = device or device_for(context)
+    owns_group = init_process_group(context, device)
+    try:
+        return _train(dataset_dir, model_dir, config, checkpoint_dir, dataset_info, device, on_epoch_end, context)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(dataset_dir, model_dir, config, checkpoint_dir, dataset_info, device, on_epoch_end, context):
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
 
     data = load_split(dataset_dir, "train")
@@ -231,44 +248,55 @@ def train(
         start_epoch = checkpoint["epoch"] + 1
         log.info("resuming from checkpoint after epoch %d of %d", checkpoint["epoch"], config.epochs)
     resumed_from = start_epoch - 1
+    # Wrapped after any checkpoint is loaded: DDP broadcasts rank 0's weights at construction.
+    network = model
+    if context.distributed:
+        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     n = len(x_train)
+    sampler = DistributedSampler(
+        range(n), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed
+    )
     loop_began = time.perf_counter()
     for epoch in range(start_epoch, config.epochs + 1):
         began = time.perf_counter()
-        model.train()
-        generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
-        torch.manual_seed(_epoch_seed(config.seed, epoch))  # dropout
-        order = torch.randperm(n, generator=generator).to(device)
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        for start in range(0, n, config.batch_size):
+        network.train()
+        sampler.set_epoch(epoch)
+        torch.manual_seed(_epoch_seed(config.seed, epoch) + context.rank)  # dropout, distinct per rank
+        order = torch.tensor(list(sampler), dtype=torch.int64, device=device)
+        totals = torch.zeros(3, device=device)  # loss sum, correct, samples
+        for start in range(0, len(order), config.batch_size):
             batch = order[start : start + config.batch_size]
             xb, yb = x_train[batch], y_train[batch]
             with autocast():
-                logits = model(xb)
+                logits = network(xb)
                 loss = nn.functional.cross_entropy(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.detach() * len(batch)
-            correct += (logits.argmax(1) == yb).sum()
+            totals[0] += loss.detach() * len(batch)
+            totals[1] += (logits.argmax(1) == yb).sum()
+            totals[2] += len(batch)
+        if context.distributed:
+            dist.all_reduce(totals)
         seconds = time.perf_counter() - began
+        samples = totals[2].item()
         val_loss = val_acc = None
         if len(x_val):
             val_loss, val_acc = _evaluate(model, x_val, y_val, max(config.batch_size, 256), autocast)
         result = EpochResult(
             epoch=epoch,
-            train_loss=loss_sum.item() / n,
-            train_accuracy=correct.item() / n,
+            train_loss=totals[0].item() / samples,
+            train_accuracy=totals[1].item() / samples,
             val_loss=val_loss,
             val_accuracy=val_acc,
             seconds=seconds,
-            samples_per_second=n / seconds if seconds > 0 else float("inf"),
+            samples_per_second=samples / seconds if seconds > 0 else float("inf"),
         )
         history.append(result)
         log.info(
-            "epoch %d/%d  train_loss %.4f  train_acc %.4f%s  %.0f samples/s",
+            "%sepoch %d/%d  train_loss %.4f  train_acc %.4f%s  %.0f samples/s",
+            f"[rank {context.rank}/{context.world_size}] " if context.distributed else "",
             epoch,
             config.epochs,
             result.train_loss,
@@ -276,7 +304,7 @@ def train(
             f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}" if val_loss is not None else "",
             result.samples_per_second,
         )
-        if checkpoint_dir is not None:
+        if checkpoint_dir is not None and context.is_main:
             _save_checkpoint(
                 checkpoint_dir,
                 {
@@ -294,12 +322,14 @@ def train(
     spec.training = {
         "parameters": asdict(config),
         "device": device.type,
+        "world_size": context.world_size,
         "train_samples": len(train_idx),
         "validation_samples": len(val_idx),
         "history": [asdict(h) for h in history],
     }
-    with atomic_directory(model_dir) as staging:
-        save_model(staging, model, spec)
+    if context.is_main:
+        with atomic_directory(model_dir) as staging:
+            save_model(staging, model, spec)
     return TrainResult(
         spec=spec,
         history=history,

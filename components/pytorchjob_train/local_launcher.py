@@ -1,0 +1,117 @@
+"""Run the train CLI under ``torchrun --nproc_per_node=N`` on this machine.
+
+The same DDP code path a PyTorchJob runs, with Gloo between local processes
+(NCCL when the machine has GPUs). What ``kfp.local`` and ``make run
+--distributed`` use.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+
+class LocalLaunchError(RuntimeError):
+    pass
+
+
+def torchrun_command(nproc_per_node: int, train_args: Sequence[str]) -> list[str]:
+    if not isinstance(nproc_per_node, int) or nproc_per_node < 1:
+        raise ValueError(f"nproc_per_node must be an integer >= 1, got {nproc_per_node!r}")
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # a private rendezvous on a free port
+        f"--nproc-per-node={nproc_per_node}",
+        "-m",
+        "components.train.cli",
+        *train_args,
+    ]
+
+
+def run_torchrun(
+    nproc_per_node: int,
+    train_args: Sequence[str],
+    timeout_seconds: float,
+    echo: Callable[[str], None] = print,
+) -> float:
+    """Run training; stream its output through ``echo``; return seconds to the first training step.
+
+    Raises LocalLaunchError with the last lines of output when a process fails or the
+    timeout passes. The whole process group is stopped on failure, timeout or SIGTERM.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    began = time.monotonic()
+    process = subprocess.Popen(
+        torchrun_command(nproc_per_node, train_args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(*_):
+        _kill_group(process)
+        raise SystemExit(f"terminated: torchrun (pid {process.pid}) stopped")
+
+    signal.signal(signal.SIGTERM, stop)
+    tail: list[str] = []
+    first_step = None
+    try:
+        deadline = began + timeout_seconds
+        for line in _lines_until(process, deadline):
+            echo(line)
+            tail = (tail + [line])[-40:]
+            if first_step is None and "epoch 1/" in line:
+                first_step = time.monotonic() - began
+        if process.poll() is None:
+            _kill_group(process)
+            raise LocalLaunchError(
+                f"torchrun did not finish within timeout_seconds={timeout_seconds:g}; last output:\n" + "\n".join(tail)
+            )
+        if process.returncode != 0:
+            raise LocalLaunchError(
+                f"torchrun exited with status {process.returncode}; last output:\n" + "\n".join(tail[-20:])
+            )
+    finally:
+        _kill_group(process)
+        signal.signal(signal.SIGTERM, previous)
+    return first_step if first_step is not None else time.monotonic() - began
+
+
+def _lines_until(process: subprocess.Popen, deadline: float):
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(timeout=min(1.0, max(0.0, deadline - time.monotonic()))):
+                if process.poll() is not None:
+                    break
+                continue
+            line = process.stdout.readline()
+            if not line:
+                process.wait()
+                return
+            yield line.rstrip("\n")
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()

@@ -1,0 +1,145 @@
+"""Every PyTorchJob manifest the component can generate validates against the real CRD schema."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from components.pytorchjob_train.manifest import (
+    ManifestError,
+    PyTorchJobConfig,
+    build_manifest,
+    training_command,
+    validate_name,
+)
+
+CRD = Path(__file__).resolve().parents[1].parent / "shared/reference/crds/kubeflow.org_pytorchjobs.yaml"
+
+
+def strict(schema):
+    """The CRD schema with unknown fields rejected (the API server would silently prune them)."""
+    schema = copy.deepcopy(schema)
+
+    def walk(node):
+        if isinstance(node, dict):
+            if (
+                node.get("type") == "object"
+                and "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+@pytest.fixture(scope="module")
+def validator():
+    crd = yaml.safe_load(CRD.read_text())
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
+
+
+def config(**overrides) -> PyTorchJobConfig:
+    defaults = {"image": "registry.example.com/train:0.1.0", "command": training_command(1)}
+    return PyTorchJobConfig(**(defaults | overrides))
+
+
+VARIANTS = {
+    "cpu-single-pod": config(num_workers=1),
+    "cpu-two-pods": config(num_workers=2),
+    "gpu": config(num_workers=4, gpus=8, nproc_per_node=8, command=training_command(8), cpu="32", memory="200Gi"),
+    "gpu-nodes-tolerations": config(
+        gpus=1,
+        node_selector={"nvidia.com/gpu.present": "true", "gpu": "true"},
+        tolerations=[
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute", "tolerationSeconds": 60},
+        ],
+    ),
+    "shm-secrets-env": config(
+        shm_size="16Gi",
+        secret_volumes={"gcs-key": "/var/secrets/gcs", "registry-auth": "/var/secrets/registry"},
+        env={"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/gcs/key.json", "NCCL_DEBUG": "INFO"},
+        service_account="pipeline-runner",
+    ),
+    "no-shm-deadline": config(shm_size="", active_deadline_seconds=7200, backoff_limit=3, clean_pod_policy="Running"),
+    "restart-exitcode": config(restart_policy="ExitCode", ttl_seconds_after_finished=0),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_manifest_validates_against_crd_schema(validator, variant):
+    manifest = build_manifest(VARIANTS[variant], "train-abc123", "kubeflow-user", ["--epochs", "3"])
+    errors = sorted(validator.iter_errors(manifest), key=str)
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_manifest_shape(validator):
+    manifest = build_manifest(VARIANTS["gpu-nodes-tolerations"], "train-abc123", "team-a", ["--epochs", "3"])
+    master = manifest["spec"]["pytorchReplicaSpecs"]["Master"]
+    worker = manifest["spec"]["pytorchReplicaSpecs"]["Worker"]
+    assert master["replicas"] == 1 and worker["replicas"] == 1
+    pod = master["template"]
+    assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    container = pod["spec"]["containers"][0]
+    assert container["name"] == "pytorch"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+    assert {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "2Gi"}} in pod["spec"]["volumes"]
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true", "gpu": "true"}
+    assert manifest["spec"]["runPolicy"] == {
+        "cleanPodPolicy": "All",
+        "ttlSecondsAfterFinished": 3600,
+        "backoffLimit": 0,
+    }
+    single = build_manifest(VARIANTS["cpu-single-pod"], "train-abc123", "team-a", [])
+    assert "Worker" not in single["spec"]["pytorchReplicaSpecs"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"num_workers": 0}, r"num_workers must be an integer >= 1, got 0"),
+        ({"gpus": -1}, r"gpus must be an integer >= 0, got -1"),
+        ({"nproc_per_node": 0}, r"nproc_per_node must be an integer >= 1"),
+        ({"gpus": 2, "nproc_per_node": 4}, r"nproc_per_node=4 exceeds gpus=2"),
+        ({"restart_policy": "Sometimes"}, r"restart_policy must be one of Always, OnFailure, Never, ExitCode"),
+        ({"clean_pod_policy": "Some"}, r"clean_pod_policy must be one of All, Running, None"),
+        ({"memory": "lots"}, r"memory must be a Kubernetes quantity"),
+        ({"tolerations": [{"key": "gpu", "operatr": "Exists"}]}, r"unknown key\(s\) operatr"),
+        ({"tolerations": [{"key": "gpu", "effect": "Never"}]}, r"effect must be one of"),
+        ({"node_selector": {"gpu": True}}, r"node_selector\['gpu'\] must be a string"),
+        ({"env": {"HF_TOKEN": "hf_abc"}}, r"env 'HF_TOKEN' looks like a credential"),
+        ({"secret_volumes": {"Bad_Name": "/x"}}, r"secret name 'Bad_Name' is not a DNS-1123 subdomain"),
+        ({"active_deadline_seconds": -5}, r"active_deadline_seconds must be an integer >= 0"),
+    ],
+)
+def test_bad_values_fail_before_anything_is_sent(overrides, message):
+    with pytest.raises(ManifestError, match=message):
+        build_manifest(config(**overrides), "train-abc123", "team-a", [])
+
+
+@pytest.mark.parametrize("name", ["Train", "train_1", "-train", "train-", "9train", "x" * 64, ""])
+def test_names_that_are_not_dns_1123_labels(name):
+    with pytest.raises(ManifestError, match="is not a DNS-1123 label"):
+        validate_name(name)
+
+
+def test_schema_check_catches_what_the_api_server_would_prune(validator):
+    manifest = build_manifest(VARIANTS["cpu-two-pods"], "train-abc123", "team-a", [])
+    manifest["spec"]["pytorchReplicaSpecs"]["Master"]["replica"] = 1
+    manifest["spec"]["runPolicy"]["backoffLimit"] = "three"
+    messages = [e.message for e in validator.iter_errors(manifest)]
+    assert any("'replica' was unexpected" in m for m in messages)
+    assert any("'three' is not of type 'integer'" in m for m in messages)
