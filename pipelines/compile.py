@@ -7,9 +7,13 @@ from pathlib import Path
 
 from kfp import compiler
 
+from pipelines.distributed_training_pipeline import distributed_training_pipeline
 from pipelines.training_pipeline import training_pipeline
 
-PIPELINES = {"training_pipeline": training_pipeline}
+PIPELINES = {
+    "training_pipeline": training_pipeline,
+    "distributed_training_pipeline": distributed_training_pipeline,
+}
 DEFAULT_OUTPUT_DIR = Path("build/pipelines")
 
 

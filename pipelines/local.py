@@ -16,18 +16,26 @@ import time
 import warnings
 from pathlib import Path
 
+from pipelines import distributed_training_pipeline, training_pipeline
+from pipelines.arguments import check_arguments
 from pipelines.compile import compile_all
 from pipelines.demo_data import prepare_digits_repo
-from pipelines.training_pipeline import PIPELINE_NAME, check_arguments, training_pipeline
 
 DEFAULT_WORKDIR = Path(".local")
 
 
-def run_local(arguments: dict, pipeline_root: Path) -> Path:
-    """Run the pipeline under ``kfp.local``; return the run's output directory."""
+def run_local(arguments: dict, pipeline_root: Path, distributed: bool = False) -> Path:
+    """Run a pipeline under ``kfp.local``; return the run's output directory.
+
+    ``distributed`` picks the distributed pipeline with its ``torchrun`` launcher.
+    """
     from kfp import local
 
-    check_arguments(arguments)
+    module = distributed_training_pipeline if distributed else training_pipeline
+    pipeline = module.distributed_training_pipeline if distributed else module.training_pipeline
+    if distributed:
+        arguments = {"launcher": "local", **arguments}
+    check_arguments(pipeline, arguments)
     pipeline_root = pipeline_root.resolve()
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
@@ -36,8 +44,8 @@ def run_local(arguments: dict, pipeline_root: Path) -> Path:
         # The images are for clusters; here the library is installed in this very environment.
         warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
-        training_pipeline(**arguments)
-    runs = sorted(set(pipeline_root.glob(f"{PIPELINE_NAME}-*")) - before)
+        pipeline(**arguments)
+    runs = sorted(set(pipeline_root.glob(f"{module.PIPELINE_NAME}-*")) - before)
     if not runs:
         raise RuntimeError(f"kfp.local wrote no run directory under {pipeline_root}")
     return runs[-1]
@@ -77,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--accuracy-threshold", type=float, default=0.95)
     parser.add_argument("--compile-dir", type=Path, default=Path("build/pipelines"))
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="run the distributed pipeline: DDP with torchrun on this machine (--processes of them)",
+    )
+    parser.add_argument("--processes", type=int, default=2, help="torchrun processes with --distributed")
     args = parser.parse_args(argv)
 
     began = time.monotonic()
@@ -90,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "accuracy_threshold": args.accuracy_threshold,
     }
-    run_dir = run_local(arguments, args.workdir / "pipeline-root")
+    if args.distributed:
+        arguments["num_workers"] = args.processes
+    run_dir = run_local(arguments, args.workdir / "pipeline-root", distributed=args.distributed)
     print()
     print(describe_run(run_dir))
     print()

@@ -94,7 +94,8 @@ ROUND_TRIP = textwrap.dedent(
 
 @pytest.mark.slow
 def test_compiled_yaml_runs_with_the_stock_sdk_alone(digits_repo, tmp_path):
-    (yaml_path,) = compile_all(tmp_path / "compiled")
+    yaml_path = tmp_path / "compiled" / "training_pipeline.yaml"
+    assert yaml_path in compile_all(tmp_path / "compiled")
     root = tmp_path / "root"
     done = subprocess.run(
         [sys.executable, "-c", ROUND_TRIP, str(yaml_path), str(root), digits_repo.repo_url],
@@ -114,13 +115,15 @@ def test_compiled_yaml_pins_images_and_installs_nothing_at_start(tmp_path):
 
     from components import __version__
 
-    (yaml_path,) = compile_all(tmp_path)
-    text = yaml_path.read_text()
-    spec = yaml.safe_load(text)
-    executors = spec["deploymentSpec"]["executors"]
-    assert len(executors) == 4
-    for executor in executors.values():
-        container = executor["container"]
-        assert container["image"].endswith(f":{__version__}")
-        assert "pip install" not in " ".join(container["command"] + container.get("args", []))
-    assert compile_all(tmp_path / "again")[0].read_text() == text  # byte-identical across runs
+    paths = compile_all(tmp_path)
+    again = {p.name: p.read_text() for p in compile_all(tmp_path / "again")}
+    assert sorted(p.name for p in paths) == ["distributed_training_pipeline.yaml", "training_pipeline.yaml"]
+    for path in paths:
+        text = path.read_text()
+        executors = yaml.safe_load(text)["deploymentSpec"]["executors"]
+        assert len(executors) == 4
+        for executor in executors.values():
+            container = executor["container"]
+            assert container["image"].endswith(f":{__version__}")
+            assert "pip install" not in " ".join(container["command"] + container.get("args", []))
+        assert again[path.name] == text  # byte-identical across runs

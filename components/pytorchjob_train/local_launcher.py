@@ -8,11 +8,15 @@ The same DDP code path a PyTorchJob runs, with Gloo between local processes
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+
+
+EXCEPTION_LINE = re.compile(r"^\s*(\[rank\d+\]:\s*)?[\w.]*(Error|Exception|Interrupt)\b: ")
 
 
 class LocalLaunchError(RuntimeError):
@@ -63,12 +67,15 @@ def run_torchrun(
 
     signal.signal(signal.SIGTERM, stop)
     tail: list[str] = []
+    errors: list[str] = []  # "SomeError: message" lines: the root cause, which torchrun's summary omits
     first_step = None
     try:
         deadline = began + timeout_seconds
         for line in _lines_until(process, deadline):
             echo(line)
             tail = (tail + [line])[-40:]
+            if EXCEPTION_LINE.match(line):
+                errors.append(line)
             if first_step is None and "epoch 1/" in line:
                 first_step = time.monotonic() - began
         if process.poll() is None:
@@ -77,8 +84,12 @@ def run_torchrun(
                 f"torchrun did not finish within timeout_seconds={timeout_seconds:g}; last output:\n" + "\n".join(tail)
             )
         if process.returncode != 0:
+            causes = list(dict.fromkeys(line.strip() for line in errors))  # each rank raises the same one
             raise LocalLaunchError(
-                f"torchrun exited with status {process.returncode}; last output:\n" + "\n".join(tail[-20:])
+                f"torchrun exited with status {process.returncode}: "
+                + ("; ".join(causes[-3:]) if causes else "no exception line in the output")
+                + "\nlast output:\n"
+                + "\n".join(tail[-20:])
             )
     finally:
         _kill_group(process)

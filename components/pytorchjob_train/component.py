@@ -1,0 +1,130 @@
+"""KFP component: distributed data-parallel training as a Kubeflow PyTorchJob (or torchrun locally)."""
+
+from typing import Dict, List
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.images import COMPONENTS_IMAGE
+
+
+@dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+def pytorchjob_train(
+    dataset: Input[Dataset],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    job: Output[Artifact],
+    run_id: str,
+    task_name: str,
+    launcher: str = "kubeflow",
+    image: str = "",
+    num_workers: int = 2,
+    nproc_per_node: int = 1,
+    cpu: str = "4",
+    memory: str = "16Gi",
+    gpus: int = 0,
+    node_selector: Dict[str, str] = {},
+    tolerations: List[dict] = [],
+    shm_size: str = "2Gi",
+    env: Dict[str, str] = {},
+    secret_volumes: Dict[str, str] = {},
+    service_account: str = "",
+    namespace: str = "",
+    restart_policy: str = "OnFailure",
+    clean_pod_policy: str = "All",
+    ttl_seconds_after_finished: int = 3600,
+    active_deadline_seconds: int = 0,
+    backoff_limit: int = 0,
+    timeout_seconds: int = 86400,
+    epochs: int = 12,
+    batch_size: int = 64,
+    learning_rate: float = 0.003,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    checkpoint_dir: str = "",
+):
+    """Trains with DistributedDataParallel across ``num_workers`` pods x ``nproc_per_node`` processes.
+
+    Args:
+        dataset: a labelled image folder (``dvc_pull``'s output); replicas read it by URI.
+        model: the trained model, written by rank 0 straight to this artifact's URI
+            (a ``gs://`` pipeline root or a shared path); same format as ``train``'s.
+        metrics: per-epoch and final train/validation loss and accuracy.
+        job: the job handle (kind, name, namespace, uid), written right after creation.
+        run_id, task_name: pass ``dsl.PIPELINE_JOB_ID_PLACEHOLDER`` and
+            ``dsl.PIPELINE_TASK_NAME_PLACEHOLDER``; the job's name derives from them at run
+            time, so recurring runs never collide and a retried step re-attaches.
+        launcher: "kubeflow" (a PyTorchJob) or "local" (``torchrun`` on this machine, with
+            num_workers x nproc_per_node processes: what ``kfp.local`` uses).
+        image: the replicas' image; empty for this library's CUDA training image.
+        num_workers, nproc_per_node, cpu, memory, gpus, node_selector, tolerations,
+        shm_size, env, secret_volumes, service_account, restart_policy, clean_pod_policy,
+        ttl_seconds_after_finished, active_deadline_seconds, backoff_limit: the PyTorchJob's
+            spec per replica; secrets are mounted as volumes (name -> path), never passed as values.
+        namespace: where the job runs; empty for this pod's own namespace.
+        timeout_seconds: wall-clock limit; on timeout the job is deleted and the step fails.
+        epochs, batch_size (per process), learning_rate, seed, validation_fraction,
+        checkpoint_dir (a shared path such as a PVC): as for ``train``.
+    """
+    import logging
+
+    from components.images import TRAINING_IMAGE
+    from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
+    from components.train.trainer import TrainConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    spec = run_step(
+        launcher=launcher,
+        dataset=ArtifactLocation(dataset.path, dataset.uri),
+        model=ArtifactLocation(model.path, model.uri),
+        job_output_path=job.path,
+        train=TrainConfig(
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            validation_fraction=validation_fraction,
+        ),
+        job=default_job_config(
+            image or TRAINING_IMAGE,
+            nproc_per_node,
+            num_workers=num_workers,
+            cpu=cpu,
+            memory=memory,
+            gpus=gpus,
+            node_selector=node_selector,
+            tolerations=tolerations,
+            shm_size=shm_size,
+            env=env,
+            secret_volumes=secret_volumes,
+            service_account=service_account,
+            restart_policy=restart_policy,
+            clean_pod_policy=clean_pod_policy,
+            ttl_seconds_after_finished=ttl_seconds_after_finished,
+            active_deadline_seconds=active_deadline_seconds,
+            backoff_limit=backoff_limit,
+        ),
+        run_id=run_id,
+        task_name=task_name,
+        dataset_info={key: dataset.metadata[key] for key in ("commit", "md5", "repo_url") if key in dataset.metadata},
+        namespace=namespace,
+        checkpoint_dir=checkpoint_dir,
+        timeout_seconds=timeout_seconds,
+    )
+    history = spec.training["history"]
+    for row in history:
+        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+            if row.get(name) is not None:
+                metrics.log_metric(f"{name}_epoch_{row['epoch']}", round(row[name], 6))
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        if history and history[-1].get(name) is not None:
+            metrics.log_metric(name, round(history[-1][name], 6))
+    model.metadata.update(
+        {
+            "architecture": spec.architecture,
+            "classes": spec.classes,
+            "input_shape": spec.input_shape,
+            "world_size": spec.training.get("world_size", 1),
+            "dataset_commit": spec.dataset.get("commit", ""),
+        }
+    )

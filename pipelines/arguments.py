@@ -1,0 +1,39 @@
+"""Check pipeline arguments before a run is submitted, naming the bad value and what is valid."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.dvc_pull.pull import validate_inputs
+from components.evaluate.evaluation import validate_threshold
+from components.pytorchjob_train.manifest import PyTorchJobConfig
+from components.pytorchjob_train.step import LAUNCHERS
+from components.train.trainer import TrainConfig
+
+JOB_SETTINGS = ("num_workers", "nproc_per_node", "gpus", "cpu", "memory", "node_selector", "tolerations", "shm_size")
+
+
+def check_arguments(pipeline, arguments: dict[str, Any]) -> None:
+    inputs = pipeline.component_spec.inputs
+    unknown = sorted(set(arguments) - set(inputs))
+    if unknown:
+        raise ValueError(f"unknown argument(s) {', '.join(unknown)}; the pipeline takes {', '.join(sorted(inputs))}")
+    values = {name: spec.default for name, spec in inputs.items()} | arguments
+    if values.get("repo_url") is None:
+        raise ValueError("repo_url is required: the git repository that tracks the data with DVC")
+    validate_inputs(
+        values["repo_url"], values["rev"], [values["data_path"]], values["dvc_remote_config"], values["dvc_jobs"]
+    )
+    TrainConfig(
+        epochs=values["epochs"],
+        batch_size=values["batch_size"],
+        learning_rate=values["learning_rate"],
+        seed=values["seed"],
+        validation_fraction=values["validation_fraction"],
+    ).validate()
+    validate_threshold(values["accuracy_threshold"])
+    if "launcher" in values:
+        if values["launcher"] not in LAUNCHERS:
+            raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {values['launcher']!r}")
+        settings = {name: values[name] for name in JOB_SETTINGS if name in values}
+        PyTorchJobConfig(image=values.get("image") or "image", command=["python"], **settings).validate()

@@ -1,0 +1,63 @@
+"""DVC pull → distributed training (a Kubeflow PyTorchJob, or torchrun locally) → evaluate → gate."""
+
+from typing import Dict, List
+
+from kfp import dsl
+
+from components.pytorchjob_train.component import pytorchjob_train
+from pipelines.stages import evaluate_and_gate, pull_data
+
+PIPELINE_NAME = "pytorch-distributed-training"
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Pull a DVC-versioned image dataset, train with DistributedDataParallel as a Kubeflow "
+    "PyTorchJob, evaluate on the fixed test split and record the promotion when it passes the gate.",
+)
+def distributed_training_pipeline(
+    repo_url: str,
+    rev: str = "main",
+    data_path: str = "data/raw",
+    dvc_remote: str = "",
+    dvc_remote_config: Dict[str, str] = {},
+    dvc_jobs: int = 4,
+    launcher: str = "kubeflow",
+    num_workers: int = 2,
+    nproc_per_node: int = 1,
+    gpus: int = 0,
+    cpu: str = "4",
+    memory: str = "16Gi",
+    node_selector: Dict[str, str] = {},
+    tolerations: List[dict] = [],
+    shm_size: str = "2Gi",
+    timeout_seconds: int = 86400,
+    epochs: int = 12,
+    batch_size: int = 64,
+    learning_rate: float = 0.003,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    accuracy_threshold: float = 0.95,
+):
+    pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs)
+    trained = pytorchjob_train(
+        dataset=pulled.outputs["dataset"],
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
+        launcher=launcher,
+        num_workers=num_workers,
+        nproc_per_node=nproc_per_node,
+        gpus=gpus,
+        cpu=cpu,
+        memory=memory,
+        node_selector=node_selector,
+        tolerations=tolerations,
+        shm_size=shm_size,
+        timeout_seconds=timeout_seconds,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        validation_fraction=validation_fraction,
+    ).set_display_name("distributed training")
+    evaluate_and_gate(trained.outputs["model"], pulled.outputs["dataset"], accuracy_threshold)

@@ -1,0 +1,136 @@
+"""pytorchjob_train end to end: real torchrun DDP on CPU, and the kubeflow launcher against a fake API server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from components.common.model import load_spec
+from components.evaluate.evaluation import evaluate
+from components.pytorchjob_train.launcher import KubernetesJobClient
+from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
+from components.train.trainer import TrainConfig, train
+from pipelines.local import run_local
+from tests.support.fake_kube import FakeKube
+
+
+def locations(tmp_path: Path, dataset_dir: Path) -> dict:
+    return {
+        "dataset": ArtifactLocation(str(dataset_dir), str(dataset_dir)),
+        "model": ArtifactLocation(str(tmp_path / "model"), str(tmp_path / "model")),
+        "job_output_path": str(tmp_path / "job"),
+    }
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process_accuracy(digits_dir, tmp_path):
+    config = TrainConfig()
+    spec = run_step(
+        launcher="local",
+        train=config,
+        job=default_job_config("unused", 1, num_workers=2),
+        run_id="run",
+        task_name="task",
+        dataset_info={"commit": "abc"},
+        **locations(tmp_path, digits_dir),
+    )
+    assert spec.training["world_size"] == 2
+    assert spec.dataset == {"commit": "abc"}
+    assert json.loads((tmp_path / "job").read_text()) == {"launcher": "local", "nproc_per_node": 2}
+    train(digits_dir, tmp_path / "single", config)
+    ddp, single = evaluate(tmp_path / "model", digits_dir), evaluate(tmp_path / "single", digits_dir)
+    assert ddp.accuracy >= 0.95
+    assert abs(ddp.accuracy - single.accuracy) <= 0.01
+
+
+def test_failing_local_training_fails_the_step_without_a_model(digits_dir, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RuntimeError, match=r"(?s)torchrun exited with status .*no labels.csv found"):
+        run_step(
+            launcher="local",
+            train=TrainConfig(epochs=1),
+            job=default_job_config("unused", 1, num_workers=2),
+            run_id="run",
+            task_name="task",
+            dataset_info={},
+            **locations(tmp_path, tmp_path / "empty"),
+        )
+    assert not (tmp_path / "model").exists()
+
+
+def test_kubeflow_launcher_collects_the_model_rank_0_wrote(digits_dir, tmp_path):
+    shared = tmp_path / "shared-model"  # where rank 0 writes: the output's URI (a gs:// root or shared path)
+    train(digits_dir, shared, TrainConfig(epochs=1))
+    kube = FakeKube().start()
+    try:
+        spec = run_step(
+            launcher="kubeflow",
+            dataset=ArtifactLocation(str(digits_dir), "gs://bucket/run/dvc-pull/dataset"),
+            model=ArtifactLocation(str(tmp_path / "model"), str(shared)),
+            job_output_path=str(tmp_path / "job"),
+            train=TrainConfig(epochs=1),
+            job=default_job_config("registry.example.com/train:1", 1, num_workers=3),
+            run_id="2f0c-run",
+            task_name="pytorchjob-train",
+            dataset_info={"commit": "abc"},
+            namespace="team-a",
+            kube_client=KubernetesJobClient(kube.api_client()),
+            poll_seconds=0.05,
+        )
+        ((namespace, name), job) = next(iter(kube.jobs.items()))
+    finally:
+        kube.stop()
+    assert spec.classes == load_spec(shared).classes
+    assert (tmp_path / "model" / "weights.pt").is_file()
+    handle = json.loads((tmp_path / "job").read_text())
+    assert handle["name"] == name and handle["namespace"] == namespace == "team-a" and handle["launcher"] == "kubeflow"
+    args = job.body["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--dataset") + 1] == "gs://bucket/run/dvc-pull/dataset"
+    assert args[args.index("--model") + 1] == str(shared)
+    assert job.body["spec"]["pytorchReplicaSpecs"]["Worker"]["replicas"] == 2
+    assert job.deleted
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"launcher": "slurm"}, r"launcher must be one of kubeflow, local, got 'slurm'"),
+        ({"timeout_seconds": 0}, r"timeout_seconds must be > 0"),
+        ({"job": default_job_config("img", 1, num_workers=0)}, r"num_workers must be an integer >= 1, got 0"),
+        ({"job": default_job_config("img", 1, gpus=-1)}, r"gpus must be an integer >= 0, got -1"),
+    ],
+)
+def test_bad_values_fail_before_anything_starts(digits_dir, tmp_path, overrides, message):
+    arguments = {
+        "launcher": "local",
+        "train": TrainConfig(epochs=1),
+        "job": default_job_config("img", 1),
+        "run_id": "r",
+        "task_name": "t",
+        "dataset_info": {},
+        **locations(tmp_path, digits_dir),
+    } | overrides
+    with pytest.raises(ValueError, match=message):
+        run_step(**arguments)
+    assert not (tmp_path / "job").exists() and not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_distributed_pipeline_under_kfp_local(digits_repo, tmp_path):
+    run_dir = run_local(
+        {"repo_url": digits_repo.repo_url, "epochs": 4, "accuracy_threshold": 0.9, "num_workers": 2},
+        tmp_path / "root",
+        distributed=True,
+    )
+    spec = load_spec(run_dir / "pytorchjob-train" / "model")
+    assert spec.training["world_size"] == 2
+    assert (run_dir / "record-promotion" / "record" / "promotion.json").is_file()
+
+
+def test_distributed_pipeline_rejects_bad_arguments_before_running(digits_repo, tmp_path):
+    with pytest.raises(ValueError, match=r"num_workers must be an integer >= 1, got 0"):
+        run_local({"repo_url": digits_repo.repo_url, "num_workers": 0}, tmp_path / "root", distributed=True)
+    with pytest.raises(ValueError, match=r"launcher must be one of kubeflow, local"):
+        run_local({"repo_url": digits_repo.repo_url, "launcher": "ssh"}, tmp_path / "root", distributed=True)
