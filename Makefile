@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(PY) -m pipelines.local
+	$(PY) -m pipelines.local $(ARGS)
 
 test: install
 	$(PY) -m pytest -q

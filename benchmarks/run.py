@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import kfp_local_overhead, train_throughput
+from benchmarks import ddp_scaling, kfp_local_overhead, train_throughput
 from pipelines.demo_data import prepare_digits_repo
 
 WORKDIR = Path(".local/bench")
@@ -30,6 +30,14 @@ def main() -> None:
     print(f"  overhead per step       {overhead['dvc_pull_overhead_s']:10.2f} s")
     print(f"  no-op component         {overhead['noop_component_s']:10.2f} s")
     print(f"  ratio direct/kfp.local  {overhead['ratio_direct_over_kfp_local']:10.3f}")
+
+    ddp = ddp_scaling.run(dataset_dir)
+    print("DDP on this machine (torchrun, Gloo, CPU; mean samples/s over epochs 2..6)")
+    print(f"  1 process               {ddp['one_process_samples_per_s']:10.0f} samples/s")
+    print(f"  2 processes             {ddp['two_processes_samples_per_s']:10.0f} samples/s")
+    print(f"  ratio 2/1               {ddp['scaling']:10.3f}")
+    print(f"  launch to first step    {ddp['seconds_to_first_step_1']:10.2f} s (1 process)")
+    print(f"  launch to first step    {ddp['seconds_to_first_step_2']:10.2f} s (2 processes)")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-
 EXCEPTION_LINE = re.compile(r"^\s*(\[rank\d+\]:\s*)?[\w.]*(Error|Exception|Interrupt)\b: ")
 
 
@@ -44,12 +43,14 @@ def run_torchrun(
     timeout_seconds: float,
     echo: Callable[[str], None] = print,
 ) -> float:
-    """Run training; stream its output through ``echo``; return seconds to the first training step.
+    """Run training; stream its output through ``echo``; return seconds until training starts.
 
     Raises LocalLaunchError with the last lines of output when a process fails or the
     timeout passes. The whole process group is stopped on failure, timeout or SIGTERM.
     """
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "PYTHONUNBUFFERED": "1"}
+    # Share the cores between the processes rather than oversubscribe them (torchrun's default is 1 each).
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc_per_node))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
     began = time.monotonic()
     process = subprocess.Popen(
         torchrun_command(nproc_per_node, train_args),
@@ -76,7 +77,7 @@ def run_torchrun(
             tail = (tail + [line])[-40:]
             if EXCEPTION_LINE.match(line):
                 errors.append(line)
-            if first_step is None and "epoch 1/" in line:
+            if first_step is None and "starting training:" in line:
                 first_step = time.monotonic() - began
         if process.poll() is None:
             _kill_group(process)

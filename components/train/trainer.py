@@ -257,6 +257,15 @@ def _train(dataset_dir, model_dir, config, checkpoint_dir, dataset_info, device,
     sampler = DistributedSampler(
         range(n), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed
     )
+    if context.is_main:
+        log.info(
+            "starting training: %d samples per epoch, %d process(es), device %s, epochs %d..%d",
+            n,
+            context.world_size,
+            device,
+            start_epoch,
+            config.epochs,
+        )
     loop_began = time.perf_counter()
     for epoch in range(start_epoch, config.epochs + 1):
         began = time.perf_counter()

@@ -1,0 +1,94 @@
+"""Opt-in: a real PyTorchJob on a real cluster with the Kubeflow Training Operator.
+
+Skipped unless all of these are set (and the cluster serves pytorchjobs.kubeflow.org):
+  KFP_TORCH_LIFECYCLE_CLUSTER_NAMESPACE  namespace to run in (your kubeconfig's credentials are used)
+  KFP_TORCH_LIFECYCLE_CLUSTER_IMAGE      a training image holding this library (see components/images.py)
+  KFP_TORCH_LIFECYCLE_CLUSTER_DATASET    dataset URI the pods can read (gs://… or a path on a shared volume)
+  KFP_TORCH_LIFECYCLE_CLUSTER_MODEL      model URI the pods can write (gs://…); a fresh one per run
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from components.pytorchjob_train.launcher import JobFailed, KubernetesJobClient
+from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
+from components.train.trainer import TrainConfig
+
+pytestmark = pytest.mark.cluster
+SETTINGS = {
+    name: os.environ.get(f"KFP_TORCH_LIFECYCLE_CLUSTER_{name.upper()}", "")
+    for name in ("namespace", "image", "dataset", "model")
+}
+
+
+@pytest.fixture(scope="module")
+def client():
+    if not all(SETTINGS.values()):
+        pytest.skip("set KFP_TORCH_LIFECYCLE_CLUSTER_{NAMESPACE,IMAGE,DATASET,MODEL} to run against a cluster")
+    try:
+        client = KubernetesJobClient.from_environment()
+        client.custom.list_namespaced_custom_object("kubeflow.org", "v1", SETTINGS["namespace"], "pytorchjobs")
+    except Exception as error:  # no kubeconfig, no operator, no access
+        pytest.skip(f"no cluster with the Training Operator reachable: {error}")
+    return client
+
+
+def no_pods_left(client, name: str) -> bool:
+    pods = client.core.list_namespaced_pod(
+        SETTINGS["namespace"], label_selector=f"training.kubeflow.org/job-name={name}"
+    )
+    return all(p.metadata.deletion_timestamp for p in pods.items)
+
+
+def test_real_pytorchjob_trains_and_cleans_up(client):
+    with tempfile.TemporaryDirectory() as tmp:
+        run_id = uuid.uuid4().hex
+        spec = run_step(
+            launcher="kubeflow",
+            dataset=ArtifactLocation(SETTINGS["dataset"], SETTINGS["dataset"]),
+            model=ArtifactLocation(str(Path(tmp) / "model"), f"{SETTINGS['model'].rstrip('/')}/{run_id}"),
+            job_output_path=str(Path(tmp) / "job"),
+            train=TrainConfig(epochs=2),
+            job=default_job_config(SETTINGS["image"], 1, num_workers=2, cpu="1", memory="2Gi"),
+            run_id=run_id,
+            task_name="cluster-test",
+            dataset_info={},
+            namespace=SETTINGS["namespace"],
+            timeout_seconds=1800,
+            kube_client=client,
+        )
+        assert spec.training["world_size"] == 2
+        handle = json.loads((Path(tmp) / "job").read_text())
+    deadline = time.monotonic() + 300
+    while not no_pods_left(client, handle["name"]) and time.monotonic() < deadline:
+        time.sleep(5)
+    assert no_pods_left(client, handle["name"]), "GPU/CPU pods outlived the step"
+
+
+def test_real_failing_pytorchjob_fails_the_step(client):
+    with tempfile.TemporaryDirectory() as tmp:
+        with pytest.raises(JobFailed):
+            run_step(
+                launcher="kubeflow",
+                dataset=ArtifactLocation(tmp, "/nonexistent/dataset"),
+                model=ArtifactLocation(str(Path(tmp) / "model"), "/nonexistent/model"),
+                job_output_path=str(Path(tmp) / "job"),
+                train=TrainConfig(epochs=1),
+                job=default_job_config(
+                    SETTINGS["image"], 1, num_workers=1, cpu="1", memory="1Gi", restart_policy="Never"
+                ),
+                run_id=uuid.uuid4().hex,
+                task_name="cluster-test-failure",
+                dataset_info={},
+                namespace=SETTINGS["namespace"],
+                timeout_seconds=900,
+                kube_client=client,
+            )
