@@ -73,8 +73,8 @@ def describe_run(run_dir: Path) -> str:
                             metric_rows.append((task, key, value))
         for name, value in sorted(output.get("parameterValues", {}).items()):
             lines.append(f"  {task + '.' + name:<28} = {value}")
-    lines += ["", "Metrics:", f"  {'step':<10} {'metric':<18} {'value':>10}"]
-    lines += [f"  {task:<10} {key:<18} {value:>10.4f}" for task, key, value in metric_rows]
+    lines += ["", "Metrics:", f"  {'step':<18} {'metric':<18} {'value':>10}"]
+    lines += [f"  {task:<18} {key:<18} {value:>10.4f}" for task, key, value in metric_rows]
     return "\n".join(lines)
 
 
