@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test compile lint bench clean
+.PHONY: install run serve test compile lint bench clean
 
 install: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): setup.cfg pyproject.toml
 
 run: install
 	$(PY) -m pipelines.local $(ARGS)
+
+# Serve the bento that the last `make run` built (http://127.0.0.1:3000).
+serve: install
+	BENTOML_HOME=.local/bentoml DO_NOT_TRACK=true $(VENV)/bin/bentoml serve image-classifier:latest --host 127.0.0.1 --port 3000
 
 test: install
 	$(PY) -m pytest -q

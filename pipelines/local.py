@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -31,6 +32,9 @@ def run_local(arguments: dict, pipeline_root: Path, distributed: bool = False) -
     """
     from kfp import local
 
+    # Bentos built by the run go to a store of the run's own, not ~/bentoml (`make serve` reads it).
+    os.environ.setdefault("BENTOML_HOME", str((pipeline_root.parent / "bentoml").resolve()))
+    os.environ.setdefault("DO_NOT_TRACK", "true")
     module = distributed_training_pipeline if distributed else training_pipeline
     pipeline = module.distributed_training_pipeline if distributed else module.training_pipeline
     if distributed:

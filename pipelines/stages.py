@@ -2,6 +2,7 @@
 
 from kfp import dsl
 
+from components.build_bento.component import build_bento
 from components.dvc_pull.component import dvc_pull
 from components.evaluate.component import evaluate
 from components.promotion.component import record_promotion
@@ -19,10 +20,11 @@ def pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs)
 
 
 def evaluate_and_gate(model, dataset, accuracy_threshold) -> dsl.PipelineTask:
-    """evaluate on the test split, then, only if it says promote, record the promotion."""
+    """evaluate on the test split, then, only if it says promote, record the promotion and build the bento."""
     evaluated = evaluate(model=model, dataset=dataset, accuracy_threshold=accuracy_threshold).set_display_name(
         "evaluate"
     )
     with dsl.If(evaluated.outputs["Output"] == True, name="promotion-gate"):  # noqa: E712 (KFP condition)
         record_promotion(model=model, evaluation=evaluated.outputs["metrics"]).set_display_name("record promotion")
+        build_bento(model=model, evaluation=evaluated.outputs["metrics"]).set_display_name("build bento")
     return evaluated

@@ -15,6 +15,15 @@ from tests.support.fake_gcs import FakeGcs
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+os.environ.setdefault("DO_NOT_TRACK", "true")  # BentoML's usage analytics
+
+
+@pytest.fixture(autouse=True, scope="session")
+def bentoml_home(tmp_path_factory):
+    """Bentos and BentoML models built by tests go to a throwaway store, never ~/bentoml."""
+    home = tmp_path_factory.mktemp("bentoml-home")
+    os.environ["BENTOML_HOME"] = str(home)
+    return home
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,9 @@ def test_training_pipeline_promotes_a_good_model(digits_repo, tmp_path):
     assert record["dataset"]["commit"] == digits_repo.commit
     assert record["evaluation"]["accuracy"] >= 0.9 and record["evaluation"]["promote"] is True
     assert (run_dir / "train" / "model" / "weights.pt").is_file()
+    bento = json.loads((run_dir / "build-bento" / "bento" / "bento.json").read_text())
+    assert bento["bento_tag"].startswith("image-classifier:") and bento["size_bytes"] > 0
+    assert (run_dir / "build-bento" / "bento" / bento["archive"]).is_file()
     description = describe_run(run_dir)
     assert "evaluate.metrics" in description and "accuracy" in description
 
@@ -60,6 +63,7 @@ def test_training_pipeline_gate_holds_back_a_model_below_threshold(digits_repo, 
     evaluate_output = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
     assert evaluate_output["parameterValues"]["Output"] is False
     assert not promotion_record(run_dir).exists()
+    assert not (run_dir / "build-bento").exists()
 
 
 @pytest.mark.parametrize(
@@ -121,7 +125,7 @@ def test_compiled_yaml_pins_images_and_installs_nothing_at_start(tmp_path):
     for path in paths:
         text = path.read_text()
         executors = yaml.safe_load(text)["deploymentSpec"]["executors"]
-        assert len(executors) == 4
+        assert len(executors) == 5
         for executor in executors.values():
             container = executor["container"]
             assert container["image"].endswith(f":{__version__}")

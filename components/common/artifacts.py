@@ -24,6 +24,7 @@ def atomic_directory(final_path: str | os.PathLike) -> Iterator[Path]:
     final = Path(final_path)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the published artifact should not be
     try:
         yield staging
         if final.is_dir():

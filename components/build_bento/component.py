@@ -1,0 +1,28 @@
+"""KFP component: package a promoted ``Model`` as a BentoML bento archive."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Model, Output
+
+from components.images import COMPONENTS_IMAGE
+
+
+@dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+def build_bento(model: Input[Model], evaluation: Input[Metrics], bento: Output[Artifact], base_image: str = ""):
+    """Imports the model into a BentoML model store and builds a bento from ``serving/``.
+
+    Args:
+        model: the trained model (``weights.pt`` + ``spec.json``).
+        evaluation: its evaluation metrics; stored as the BentoML model's metadata and
+            shown by the service's ``/model_info``.
+        bento: a directory holding the exported ``<name>-<version>.bento`` archive and
+            ``bento.json``. Metadata: ``bento_tag``, ``model_tag``, ``size_bytes``.
+        base_image: the bento's container base image (empty: BentoML's default).
+    """
+    from components.build_bento.packaging import build_bento as package
+
+    scores = {k: v for k, v in evaluation.metadata.items() if isinstance(v, (int, float, str, bool))}
+    descriptor = package(model.path, bento.path, evaluation=scores, base_image=base_image)
+    bento.metadata.update({k: descriptor[k] for k in ("bento_tag", "model_tag", "size_bytes", "archive")})
+    print(
+        f"built bento {descriptor['bento_tag']} ({descriptor['size_bytes']} bytes) with model {descriptor['model_tag']}"
+    )

@@ -1,0 +1,105 @@
+"""BentoML service for the image classifiers this library trains.
+
+Two services, as BentoML composes them: ``ImageClassifier`` answers HTTP,
+checks every request and turns arrays or PNG/JPEG uploads into a uint8 batch;
+``ClassifierModel`` holds the network and runs a batchable forward pass, so
+concurrent requests are merged by BentoML's adaptive batching.
+
+Which model: the BentoML model tag in ``KFP_TORCH_LIFECYCLE_MODEL_TAG``
+(default ``image-classifier:latest``), imported by ``build_bento`` from a
+``Model`` artifact. ``KFP_TORCH_LIFECYCLE_BATCHING=off`` turns batching off
+(for comparison benchmarks). Health (``/livez``, ``/readyz``) and Prometheus
+metrics (``/metrics``) are BentoML's own.
+"""
+
+
+import os
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Optional
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException, InvalidArgument
+
+from serving.validation import InvalidImages, arrays_to_batch, files_to_batch
+
+MODEL_TAG = os.environ.get("KFP_TORCH_LIFECYCLE_MODEL_TAG", "image-classifier:latest")
+BATCHING = os.environ.get("KFP_TORCH_LIFECYCLE_BATCHING", "on").lower() not in ("off", "0", "false")
+MAX_BATCH_SIZE = 64
+MAX_LATENCY_MS = 20
+
+
+@bentoml.service(name="classifier_model", workers=1, traffic={"timeout": 30})
+class ClassifierModel:
+    model_ref = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        import torch
+
+        from components.common.model import load_model
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        self.model, self.spec = load_model(self.model_ref.path)
+
+    @bentoml.api(batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """uint8 N x C x H x W images to N x K class probabilities."""
+        import torch
+
+        with torch.inference_mode():
+            logits = self.model(self.spec.normalize(torch.from_numpy(np.ascontiguousarray(images))))
+            return torch.softmax(logits.float(), dim=1).numpy()
+
+
+@bentoml.service(name="image_classifier", traffic={"timeout": 30})
+class ImageClassifier:
+    classifier = bentoml.depends(ClassifierModel)
+    model_ref = bentoml.models.BentoModel(MODEL_TAG)
+
+    def __init__(self) -> None:
+        from components.common.model import load_spec
+
+        self.spec = load_spec(self.model_ref.path)
+        self.info = {
+            "model_tag": str(self.model_ref.tag),
+            "classes": self.spec.classes,
+            "input_shape": self.spec.input_shape,
+            "dataset": self.spec.dataset,
+            "evaluation": self.model_ref.info.metadata.get("evaluation", {}),
+            "versions": self.spec.versions,
+        }
+
+    # BentoML 1.4 cannot take Optional[list[Path]] (an unhashable schema inside Union), hence [].
+    @bentoml.api
+    async def predict(self, images: Optional[list] = None, files: list[Path] = []) -> dict[str, Any]:  # noqa: B006
+        """Classify a batch: ``images`` as JSON arrays, or ``files`` as PNG/JPEG uploads (multipart)."""
+        try:
+            if (images is None) == (not files):
+                raise InvalidImages(
+                    "send either 'images' (a JSON list of arrays) or 'files' (PNG/JPEG uploads), not both or neither"
+                )
+            if images is not None:  # JSON arrays
+                batch = arrays_to_batch(images, self.spec.input_shape)
+            else:
+                batch = files_to_batch([(f.name, f.read_bytes()) for f in files], self.spec.input_shape)
+        except InvalidImages as error:
+            status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE if "larger than the limit" in str(error) else None
+            if status:
+                raise BentoMLException(str(error), error_code=status) from None
+            raise InvalidArgument(str(error)) from None
+        probabilities = await self.classifier.to_async.probabilities(batch)
+        return {"predictions": [self._describe(row) for row in probabilities], "model_tag": self.info["model_tag"]}
+
+    @bentoml.api
+    def model_info(self) -> dict[str, Any]:
+        """Classes, input shape, dataset commit and evaluation of the served model."""
+        return self.info
+
+    def _describe(self, row: np.ndarray) -> dict[str, Any]:
+        best = int(row.argmax())
+        return {
+            "class": self.spec.classes[best],
+            "probability": float(row[best]),
+            "probabilities": {name: float(p) for name, p in zip(self.spec.classes, row, strict=True)},
+        }
