@@ -12,7 +12,6 @@ Which model: the BentoML model tag in ``KFP_TORCH_LIFECYCLE_MODEL_TAG``
 metrics (``/metrics``) are BentoML's own.
 """
 
-
 import os
 from http import HTTPStatus
 from pathlib import Path
