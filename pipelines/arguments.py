@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.containerize.buildah import validate_image
 from components.dvc_pull.pull import validate_inputs
 from components.evaluate.evaluation import validate_threshold
 from components.pytorchjob_train.manifest import PyTorchJobConfig
@@ -32,6 +33,9 @@ def check_arguments(pipeline, arguments: dict[str, Any]) -> None:
         validation_fraction=values["validation_fraction"],
     ).validate()
     validate_threshold(values["accuracy_threshold"])
+    if values.get("build_image"):
+        validate_image(values["image_repository"] + ":tag", "image_repository")
+        validate_image(values["serving_base_image"], "serving_base_image")
     if "launcher" in values:
         if values["launcher"] not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {values['launcher']!r}")

@@ -38,6 +38,10 @@ def distributed_training_pipeline(
     seed: int = 0,
     validation_fraction: float = 0.1,
     accuracy_threshold: float = 0.95,
+    image_repository: str = "localhost/kfp-torch-lifecycle/image-classifier",
+    serving_base_image: str = "docker.io/library/python:3.11-slim",
+    build_image: bool = True,
+    push_image: bool = True,
 ):
     pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs)
     trained = pytorchjob_train(
@@ -60,4 +64,10 @@ def distributed_training_pipeline(
         seed=seed,
         validation_fraction=validation_fraction,
     ).set_display_name("distributed training")
-    evaluate_and_gate(trained.outputs["model"], pulled.outputs["dataset"], accuracy_threshold)
+    packaging = {
+        "image_repository": image_repository,
+        "base_image": serving_base_image,
+        "build_image": build_image,
+        "push_image": push_image,
+    }
+    evaluate_and_gate(trained.outputs["model"], pulled.outputs["dataset"], accuracy_threshold, packaging)

@@ -95,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         help="run the distributed pipeline: DDP with torchrun on this machine (--processes of them)",
     )
     parser.add_argument("--processes", type=int, default=2, help="torchrun processes with --distributed")
+    parser.add_argument(
+        "--image",
+        action="store_true",
+        help="also build the bento's container image with buildah into local storage (slow: it installs "
+        "the serving dependencies); the base image is made from Debian packages on first use",
+    )
     args = parser.parse_args(argv)
 
     began = time.monotonic()
@@ -110,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.distributed:
         arguments["num_workers"] = args.processes
+    arguments["build_image"] = args.image
+    arguments["push_image"] = False
+    if args.image:
+        from components.containerize.debian_base import build_base_image
+
+        arguments["serving_base_image"] = build_base_image()
     run_dir = run_local(arguments, args.workdir / "pipeline-root", distributed=args.distributed)
     print()
     print(describe_run(run_dir))

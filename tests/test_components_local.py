@@ -45,7 +45,10 @@ def promotion_record(run_dir: Path) -> Path:
 
 @pytest.mark.slow
 def test_training_pipeline_promotes_a_good_model(digits_repo, tmp_path):
-    run_dir = run_local({"repo_url": digits_repo.repo_url, "epochs": 6, "accuracy_threshold": 0.9}, tmp_path / "root")
+    run_dir = run_local(
+        {"repo_url": digits_repo.repo_url, "epochs": 6, "accuracy_threshold": 0.9, "build_image": False},
+        tmp_path / "root",
+    )
     record = json.loads(promotion_record(run_dir).read_text())
     assert record["dataset"]["commit"] == digits_repo.commit
     assert record["evaluation"]["accuracy"] >= 0.9 and record["evaluation"]["promote"] is True
@@ -89,7 +92,7 @@ ROUND_TRIP = textwrap.dedent(
 
     pipeline = components.load_component_from_file(sys.argv[1])
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=sys.argv[2], raise_on_error=True)
-    pipeline(repo_url=sys.argv[3], epochs=2, accuracy_threshold=0.5)
+    pipeline(repo_url=sys.argv[3], epochs=2, accuracy_threshold=0.5, build_image=False)
     loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("pipelines", "components"))
     print(json.dumps(loaded))
     """
@@ -125,7 +128,7 @@ def test_compiled_yaml_pins_images_and_installs_nothing_at_start(tmp_path):
     for path in paths:
         text = path.read_text()
         executors = yaml.safe_load(text)["deploymentSpec"]["executors"]
-        assert len(executors) == 5
+        assert len(executors) == 6
         for executor in executors.values():
             container = executor["container"]
             assert container["image"].endswith(f":{__version__}")

@@ -120,7 +120,13 @@ def test_bad_values_fail_before_anything_starts(digits_dir, tmp_path, overrides,
 @pytest.mark.slow
 def test_distributed_pipeline_under_kfp_local(digits_repo, tmp_path):
     run_dir = run_local(
-        {"repo_url": digits_repo.repo_url, "epochs": 4, "accuracy_threshold": 0.9, "num_workers": 2},
+        {
+            "repo_url": digits_repo.repo_url,
+            "epochs": 4,
+            "accuracy_threshold": 0.9,
+            "num_workers": 2,
+            "build_image": False,
+        },
         tmp_path / "root",
         distributed=True,
     )

@@ -1,0 +1,152 @@
+"""Build an OCI image from an exported bento with buildah, no Docker daemon, and push it.
+
+Plain Python over the ``buildah`` command line, no KFP. The bento's own
+generated ``env/docker/Dockerfile`` is built with ``buildah build`` using the
+vfs storage driver and chroot isolation (what works unprivileged in a pod),
+with its first ``FROM`` replaced by the requested base image. Registry
+credentials come from a dockerconfigjson file (a Kubernetes Secret of type
+``kubernetes.io/dockerconfigjson`` mounted as a volume), named by path or by
+``REGISTRY_AUTH_FILE``; their content is never read here, passed on the
+command line or logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DOCKERFILE = "env/docker/Dockerfile"
+# [registry[:port]/]path[:tag], lowercase path components as the distribution spec requires.
+IMAGE_REFERENCE = re.compile(
+    r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?(?P<path>[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$"
+)
+
+
+class BuildahMissing(RuntimeError):
+    """buildah is not installed: images cannot be built here."""
+
+
+class ContainerizeError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    image: str  # the reference it was tagged with
+    digest: str  # sha256:… of the image manifest
+    pushed: bool
+
+    @property
+    def reference(self) -> str:
+        """``repository@digest``: what a deployment should pin."""
+        return f"{self.image.rsplit(':', 1)[0] if _has_tag(self.image) else self.image}@{self.digest}"
+
+
+def _has_tag(image: str) -> bool:
+    return ":" in image.rsplit("/", 1)[-1]
+
+
+def validate_image(image: str, what: str = "image") -> None:
+    if not isinstance(image, str) or not IMAGE_REFERENCE.match(image):
+        raise ValueError(
+            f"{what} {image!r} is not an image reference like registry.example.com/team/name:tag "
+            "(lowercase repository path, optional :tag)"
+        )
+
+
+def find_buildah() -> str:
+    path = shutil.which("buildah")
+    if path is None:
+        raise BuildahMissing(
+            "buildah is not installed, so no image can be built here; install it (Debian/Ubuntu: "
+            "apt-get install buildah) or run this step on the components image, which has it"
+        )
+    return path
+
+
+def _global_flags(storage_root: str) -> list[str]:
+    flags = ["--storage-driver", "vfs"]
+    if storage_root:
+        flags += ["--root", str(Path(storage_root) / "root"), "--runroot", str(Path(storage_root) / "run")]
+    return flags
+
+
+def _run(command: list[str], echo: Callable[[str], None], what: str) -> str:
+    env = {**os.environ, "BUILDAH_ISOLATION": "chroot", "BUILDAH_FORMAT": "oci"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    for line in process.stdout:
+        line = line.rstrip("\n")
+        lines.append(line)
+        echo(line)
+    if process.wait() != 0:
+        raise ContainerizeError(f"{what} failed (exit {process.returncode}); last output:\n" + "\n".join(lines[-25:]))
+    return "\n".join(lines)
+
+
+def extract_bento(archive: Path, destination: Path) -> Path:
+    with tarfile.open(archive) as bundle:
+        bundle.extractall(destination, filter="data")
+    if not (destination / DOCKERFILE).is_file():
+        raise ContainerizeError(f"{archive} is not an exported bento: it has no {DOCKERFILE}")
+    return destination
+
+
+def containerize(
+    bento_archive: str | Path,
+    image: str,
+    base_image: str,
+    push: bool = False,
+    registry_auth_file: str = "",
+    storage_root: str = "",
+    echo: Callable[[str], None] = print,
+) -> BuiltImage:
+    """Build ``bento_archive`` into ``image`` on ``base_image``; push it when asked. Returns the digest."""
+    validate_image(image)
+    validate_image(base_image, "base_image")
+    auth_file = registry_auth_file or os.environ.get("REGISTRY_AUTH_FILE", "")
+    if push and auth_file and not Path(auth_file).is_file():
+        raise ContainerizeError(
+            f"registry credentials file {auth_file} does not exist; mount the dockerconfigjson Secret there"
+        )
+    buildah = find_buildah()
+    flags = _global_flags(storage_root)
+    with tempfile.TemporaryDirectory(prefix="bento-context-") as tmp:
+        context = extract_bento(Path(bento_archive), Path(tmp) / "bento")
+        _run(
+            [buildah, *flags, "build", "--isolation", "chroot", "--format", "oci", "--pull=false"]
+            + ["--from", base_image, "--file", str(context / DOCKERFILE), "--tag", image, str(context)],
+            echo,
+            f"buildah build of {image}",
+        )
+    digest = (
+        _run(
+            [buildah, *flags, "images", "--no-trunc", "--digests", "--format", "{{.Digest}}", image],
+            lambda line: None,
+            "reading the image digest",
+        )
+        .strip()
+        .splitlines()[0]
+    )
+    pushed = False
+    if push:
+        with tempfile.TemporaryDirectory() as tmp:
+            digest_file = Path(tmp) / "digest"
+            command = [buildah, *flags, "push", "--digestfile", str(digest_file)]
+            if auth_file:
+                command += ["--authfile", auth_file]
+            _run(command + [image, f"docker://{image}"], echo, f"buildah push of {image}")
+            digest = digest_file.read_text().strip()
+            pushed = True
+    return BuiltImage(image=image, digest=digest, pushed=pushed)

@@ -1,0 +1,153 @@
+"""containerize: a real buildah build of an exported bento into an OCI image, without a Docker daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components.containerize.buildah import (
+    BuildahMissing,
+    ContainerizeError,
+    _global_flags,
+    containerize,
+    validate_image,
+)
+
+TINY_SERVICE = Path(__file__).parent / "support" / "tiny_bento"
+needs_buildah = pytest.mark.skipif(
+    not (shutil.which("buildah") and shutil.which("debootstrap") and os.geteuid() == 0),
+    reason="needs buildah and debootstrap as root (.ci/run installs them)",
+)
+
+
+@pytest.mark.parametrize(
+    "image", ["Registry.example.com/UPPER/name:tag", "name:tag with space", "", "repo/name:" + "x" * 200]
+)
+def test_bad_image_references_are_named(image):
+    with pytest.raises(ValueError, match="is not an image reference"):
+        validate_image(image)
+
+
+def test_without_buildah_it_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(BuildahMissing, match=r"buildah is not installed.*apt-get install buildah"):
+        containerize(tmp_path / "x.bento", "localhost/a/b:1", "localhost/base:1")
+
+
+def test_missing_registry_credentials_file_fails_before_building(tmp_path):
+    with pytest.raises(ContainerizeError, match=r"credentials file .*nope.json does not exist"):
+        containerize(
+            tmp_path / "x.bento",
+            "localhost/a/b:1",
+            "localhost/base:1",
+            push=True,
+            registry_auth_file=str(tmp_path / "nope.json"),
+        )
+
+
+@pytest.fixture(scope="module")
+def storage_root():
+    """buildah storage kept between runs (the base image takes minutes to make), outside git's view."""
+    root = Path(
+        os.environ.get("KFP_TORCH_LIFECYCLE_BUILDAH_ROOT", Path(__file__).resolve().parents[1] / ".local/buildah")
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    yield str(root)
+    # Keep the base image (minutes to make), drop what the tests built (vfs stores whole layers).
+    flags = ["buildah", *_global_flags(str(root))]
+    listed = subprocess.run([*flags, "images", "--format", "{{.Name}}:{{.Tag}}"], capture_output=True, text=True)
+    built = [name for name in listed.stdout.split() if "/tiny" in name]
+    if built:
+        subprocess.run([*flags, "rmi", "--force", *built], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_bento(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny-bento")
+    script = (
+        "import bentoml, sys, json\n"
+        "b = bentoml.bentos.build('service:Tiny', name='tiny', build_ctx=sys.argv[1], include=['service.py'])\n"
+        "archive = bentoml.export_bento(b.tag, sys.argv[2] + '/tiny.bento')\n"
+        "open(sys.argv[2] + '/bento.json', 'w').write(json.dumps({'bento_tag': str(b.tag), 'archive': 'tiny.bento'}))\n"
+        "print(json.dumps({'tag': str(b.tag), 'archive': archive, 'dir': sys.argv[2]}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(TINY_SERVICE), str(out)], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@needs_buildah
+def test_real_buildah_build_of_a_bento(storage_root, tiny_bento):
+    from components.containerize.debian_base import build_base_image
+
+    base = build_base_image(storage_root)
+    lines: list[str] = []
+    image = f"localhost/kfp-torch-lifecycle/tiny:{tiny_bento['tag'].split(':')[1]}"
+    built = containerize(tiny_bento["archive"], image, base, storage_root=storage_root, echo=lines.append)
+    assert built.digest.startswith("sha256:") and not built.pushed
+    assert built.reference == f"localhost/kfp-torch-lifecycle/tiny@{built.digest}"
+    inspected = json.loads(
+        subprocess.run(
+            ["buildah", *_global_flags(storage_root), "inspect", "--type", "image", image],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    config = inspected["OCIv1"]["config"]
+    assert config["Entrypoint"] == ["/home/bentoml/bento/env/docker/entrypoint.sh"]
+    assert "3000/tcp" in config["ExposedPorts"]
+
+    # Pushing with credentials: the registry is unreachable, and the secret must not leak anywhere.
+    auth = Path(storage_root) / "auth.json"
+    auth.write_text(json.dumps({"auths": {"127.0.0.1:9": {"auth": "dXNlcjpzM2NyZXQtdG9rZW4="}}}))
+    output: list[str] = []
+    with pytest.raises(ContainerizeError) as failed:
+        containerize(
+            tiny_bento["archive"],
+            image.replace("localhost/", "127.0.0.1:9/"),
+            base,
+            push=True,
+            registry_auth_file=str(auth),
+            storage_root=storage_root,
+            echo=output.append,
+        )
+    everything = str(failed.value) + "\n".join(output + lines)
+    assert "dXNlcjpzM2NyZXQtdG9rZW4=" not in everything and "s3cret-token" not in everything
+
+
+@pytest.mark.slow
+@needs_buildah
+def test_containerize_component_under_kfp_local(storage_root, tiny_bento, tmp_path):
+    from kfp import dsl, local
+
+    from components.containerize.component import containerize as containerize_component
+    from components.containerize.debian_base import build_base_image
+
+    base = build_base_image(storage_root)
+
+    @dsl.pipeline(name="containerize-only")
+    def only_containerize():
+        bento = dsl.importer(artifact_uri=tiny_bento["dir"], artifact_class=dsl.Artifact, reimport=False)
+        containerize_component(
+            bento=bento.output,
+            image_repository="localhost/kfp-torch-lifecycle/tiny-kfp",
+            base_image=base,
+            push=False,
+            storage_root=storage_root,
+        )
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path), raise_on_error=True)
+    only_containerize()
+    (output,) = tmp_path.glob("containerize-only-*/containerize/executor_output.json")
+    reference = json.loads(output.read_text())["parameterValues"]["Output"]
+    assert reference.startswith("localhost/kfp-torch-lifecycle/tiny-kfp@sha256:")
