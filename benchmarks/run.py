@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import ddp_scaling, kfp_local_overhead, train_throughput
+from benchmarks import ddp_scaling, kfp_local_overhead, serving, train_throughput
 from pipelines.demo_data import prepare_digits_repo
 
 WORKDIR = Path(".local/bench")
@@ -38,6 +38,17 @@ def main() -> None:
     print(f"  ratio 2/1               {ddp['scaling']:10.3f}")
     print(f"  launch to first step    {ddp['seconds_to_first_step_1']:10.2f} s (1 process)")
     print(f"  launch to first step    {ddp['seconds_to_first_step_2']:10.2f} s (2 processes)")
+
+    served = serving.run(dataset_dir)
+    print(f"Serving (bentoml serve on 127.0.0.1, {served['concurrency']} concurrent clients in a second process,")
+    print("one 8x8 image per request; the load generator shares the 2 cores)")
+    print(f"  direct PyTorch, batch 64 {served['direct_images_per_s']:9.0f} images/s")
+    for key in ("batching_on", "batching_off"):
+        row = served[key]
+        print(
+            f"  {key.replace('_', ' '):<12} {row['requests_per_s']:8.0f} req/s  p50 {row['p50_ms']:6.1f} ms  "
+            f"p99 {row['p99_ms']:6.1f} ms  ratio to direct {row['ratio_to_direct']:.4f}  errors {row['errors']}"
+        )
 
 
 if __name__ == "__main__":

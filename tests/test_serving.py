@@ -214,3 +214,13 @@ def test_model_info_health_and_metrics(served_bento):
         assert response.status == 200
     with urllib.request.urlopen(f"{served_bento['url']}/metrics") as response:
         assert b"bentoml_service_request" in response.read()
+
+
+@pytest.mark.slow
+def test_concurrent_requests_all_succeed(served_bento):
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = {"images": [np.zeros((8, 8)).tolist()]}
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(lambda _: post_json(f"{served_bento['url']}/predict", image)[0], range(200)))
+    assert statuses == [200] * 200
