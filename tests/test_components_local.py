@@ -134,3 +134,16 @@ def test_compiled_yaml_pins_images_and_installs_nothing_at_start(tmp_path):
             assert container["image"].endswith(f":{__version__}")
             assert "pip install" not in " ".join(container["command"] + container.get("args", []))
         assert again[path.name] == text  # byte-identical across runs
+
+
+def test_no_credential_reaches_the_compiled_yaml(tmp_path, monkeypatch):
+    key = tmp_path / "key.json"
+    key.write_text('{"type": "service_account", "private_key": "-----BEGIN PRIVATE KEY-----SECRETKEY"}')
+    auth = tmp_path / "auth.json"
+    auth.write_text('{"auths": {"registry.example.com": {"auth": "dXNlcjpodW50ZXIy"}}}')
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
+    for path in compile_all(tmp_path / "compiled"):
+        text = path.read_text()
+        for secret in ("SECRETKEY", "BEGIN PRIVATE KEY", "dXNlcjpodW50ZXIy", str(key), str(auth)):
+            assert secret not in text, f"{secret} leaked into {path.name}"
