@@ -115,3 +115,20 @@ def test_bad_parameters_are_named(digits_dir, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         train(digits_dir, tmp_path / "model", TrainConfig(**overrides))
     assert not (tmp_path / "model").exists()
+
+
+def test_metric_values_per_epoch_and_final():
+    from components.train.trainer import metric_values
+
+    history = [
+        {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": None, "val_accuracy": None},
+        {"epoch": 2, "train_loss": 0.5, "train_accuracy": 0.75, "val_loss": None, "val_accuracy": None},
+    ]
+    assert metric_values(history) == {
+        "train_loss_epoch_1": 1.0,
+        "train_accuracy_epoch_1": 0.5,
+        "train_loss_epoch_2": 0.5,
+        "train_accuracy_epoch_2": 0.75,
+        "train_loss": 0.5,
+        "train_accuracy": 0.75,
+    }

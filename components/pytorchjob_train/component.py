@@ -70,7 +70,7 @@ def pytorchjob_train(
 
     from components.images import TRAINING_IMAGE
     from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
-    from components.train.trainer import TrainConfig
+    from components.train.trainer import TrainConfig, metric_values
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     spec = run_step(
@@ -111,14 +111,8 @@ def pytorchjob_train(
         checkpoint_dir=checkpoint_dir,
         timeout_seconds=timeout_seconds,
     )
-    history = spec.training["history"]
-    for row in history:
-        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-            if row.get(name) is not None:
-                metrics.log_metric(f"{name}_epoch_{row['epoch']}", round(row[name], 6))
-    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-        if history and history[-1].get(name) is not None:
-            metrics.log_metric(name, round(history[-1][name], 6))
+    for name, value in metric_values(spec.training["history"]).items():
+        metrics.log_metric(name, value)
     model.metadata.update(
         {
             "architecture": spec.architecture,

@@ -38,7 +38,7 @@ def train(
     """
     import logging
 
-    from components.train.trainer import TrainConfig
+    from components.train.trainer import TrainConfig, metric_values
     from components.train.trainer import train as run_training
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -56,14 +56,8 @@ def train(
         checkpoint_dir=checkpoint_dir or model.path.rstrip("/") + ".checkpoints",
         dataset_info={key: dataset.metadata[key] for key in ("commit", "md5", "repo_url") if key in dataset.metadata},
     )
-    for row in result.history:
-        for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-            if getattr(row, name) is not None:
-                metrics.log_metric(f"{name}_epoch_{row.epoch}", round(getattr(row, name), 6))
-    final = result.history[-1]
-    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-        if getattr(final, name) is not None:
-            metrics.log_metric(name, round(getattr(final, name), 6))
+    for name, value in metric_values(result.spec.training["history"]).items():
+        metrics.log_metric(name, value)
     model.metadata.update(
         {
             "architecture": result.spec.architecture,
