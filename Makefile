@@ -21,7 +21,7 @@ run: install
 
 # Serve the bento that the last `make run` built (http://127.0.0.1:3000).
 serve: install
-	BENTOML_HOME=.local/bentoml DO_NOT_TRACK=true $(VENV)/bin/bentoml serve image-classifier:latest --host 127.0.0.1 --port 3000
+	BENTOML_HOME=$(CURDIR)/.local/bentoml DO_NOT_TRACK=true $(VENV)/bin/bentoml serve image-classifier:latest --host 127.0.0.1 --port 3000
 
 test: install
 	$(PY) -m pytest -q
