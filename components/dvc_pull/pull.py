@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from components.common.artifacts import atomic_directory
+from components.dvc_pull import fast_fetch
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ class PullResult:
     md5: dict[str, str]  # DVC hash of each path ("<md5>.dir" for directories)
     file_count: int
     total_bytes: int
+    fetched_objects: int = -1  # downloaded by the fast path (-1: DVC's transfer was used)
+    cached_objects: int = -1  # already in the DVC cache, not fetched again
     extra: dict = field(default_factory=dict)
 
     def metadata(self) -> dict:
@@ -361,28 +364,65 @@ def pull(
             if url.startswith("gs://"):
                 log.info("GCS credentials: %s", check_gcs_credentials(settings))
             _check_remote_reachable(repo, name, url, settings)
-            _fetch_and_checkout(repo, [str(checkout / p) for p in paths], md5, name, url, jobs)
-
-        with atomic_directory(output_dir) as staging:
-            for path in paths:
-                target = staging / path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(checkout / path, target)
-            file_count, total_bytes = _summarise_tree(staging)
-            result = PullResult(
-                repo_url=redact_url(repo_url),
-                revision=rev,
-                commit=commit,
-                remote=name,
-                paths=list(paths),
-                md5=md5,
-                file_count=file_count,
-                total_bytes=total_bytes,
-            )
+            source = fast_fetch.source_for(url, settings, connections=jobs)
+            cache = Path(repo.cache.local.path)
+            with atomic_directory(output_dir) as staging:
+                if source is not None:
+                    stats = _fetch_direct(source, md5, cache, staging, name, url, jobs, shared_cache=bool(cache_dir))
+                else:
+                    log.info("no fast path for %s remotes: using DVC's own transfer", urlsplit(url).scheme)
+                    _fetch_and_checkout(repo, [str(checkout / p) for p in paths], md5, name, url, jobs)
+                    for path in paths:
+                        target = staging / path
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        os.replace(checkout / path, target)
+                    stats = None
+                file_count, total_bytes = _summarise_tree(staging)
+                result = PullResult(
+                    repo_url=redact_url(repo_url),
+                    revision=rev,
+                    commit=commit,
+                    remote=name,
+                    paths=list(paths),
+                    md5=md5,
+                    file_count=file_count,
+                    total_bytes=total_bytes,
+                    fetched_objects=stats.fetched if stats else -1,
+                    cached_objects=stats.cached if stats else -1,
+                )
         log.info("pulled %d files, %d bytes from remote %r", file_count, total_bytes, name)
         return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _missing_error(name: str, url: str, missing: list[tuple[str, str]]) -> DvcPullError:
+    shown = ", ".join(f"{path} (md5 {oid})" for path, oid in missing[:10])
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    return DvcPullError(
+        f"{len(missing)} object(s) missing from DVC remote {name!r} ({url}): {shown}{more}; "
+        "was `dvc push` run for this revision?"
+    )
+
+
+def _fetch_direct(source, md5, cache: Path, staging: Path, name: str, url: str, jobs: int, shared_cache: bool):
+    try:
+        stats = fast_fetch.materialise(source, md5, cache, staging, jobs=jobs, link=not shared_cache)
+    except fast_fetch.CorruptObject as corrupt:
+        raise DvcPullError(
+            f"{corrupt.path} is corrupt on DVC remote {name!r} ({url}): expected md5 "
+            f"{corrupt.oid.removesuffix('.dir')}, got {corrupt.actual}"
+        ) from None
+    if stats.missing:
+        raise _missing_error(name, url, stats.missing)
+    log.info(
+        "fetched %d objects (%d bytes) from %s; %d were already in the DVC cache",
+        stats.fetched,
+        stats.fetched_bytes,
+        url,
+        stats.cached,
+    )
+    return stats
 
 
 def _fetch_and_checkout(repo, targets: Sequence[str], md5: Mapping[str, str], name: str, url: str, jobs: int) -> None:
@@ -393,12 +433,7 @@ def _fetch_and_checkout(repo, targets: Sequence[str], md5: Mapping[str, str], na
     except DvcException as error:
         missing = _missing_from_remote(repo, name, md5, jobs)
         if missing:
-            shown = ", ".join(f"{path} (md5 {oid})" for path, oid in missing[:10])
-            more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            raise DvcPullError(
-                f"{len(missing)} object(s) missing from DVC remote {name!r} ({url}): {shown}{more}; "
-                "was `dvc push` run for this revision?"
-            ) from None
+            raise _missing_error(name, url, missing) from None
         raise DvcPullError(f"dvc pull from remote {name!r} ({url}) failed: {_first_line(error)}") from None
 
 
