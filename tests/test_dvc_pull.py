@@ -185,3 +185,9 @@ def test_missing_gcs_credentials(digits_repo, tmp_path, monkeypatch):
     with pytest.raises(DvcPullError, match=r"no GCS credentials: set GOOGLE_APPLICATION_CREDENTIALS"):
         pull(digits_repo.repo_url, "main", ["data/raw"], tmp_path / "out", remote_config={"url": "gs://bucket/x"})
     assert_no_output(tmp_path / "out")
+
+
+def test_relative_repository_path(digits_repo, tmp_path, monkeypatch):
+    monkeypatch.chdir(Path(digits_repo.repo_url).parent)
+    result = pull(Path(digits_repo.repo_url).name, "main", ["data/raw"], tmp_path / "out")
+    assert result.commit == digits_repo.commit

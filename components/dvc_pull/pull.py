@@ -188,6 +188,8 @@ def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def _clone_at(repo_url: str, rev: str, destination: Path) -> str:
     """Clone ``repo_url`` into ``destination``, check out ``rev``; return the commit SHA."""
+    if "://" not in repo_url and Path(repo_url).exists():
+        repo_url = str(Path(repo_url).resolve())  # a relative path: git runs from another directory
     cloned = _git("clone", "--quiet", "--no-checkout", repo_url, str(destination), cwd=destination.parent)
     if cloned.returncode != 0:
         raise DvcPullError(
