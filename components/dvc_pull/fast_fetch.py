@@ -5,9 +5,9 @@ checkout). DVC's layout makes a direct path easy: a tracked directory's hash
 ``<md5>.dir`` names a JSON manifest of ``{"md5", "relpath"}`` entries, and
 every object lives at ``files/md5/<first two hex>/<rest>`` on the remote and in
 the cache. Here the manifest is read, objects the cache lacks are fetched in
-parallel, the md5 of every fetched object is verified before it enters the
-cache (written atomically, so an interrupted pull keeps what it finished), and
-the files are placed into the output from the cache.
+parallel and the md5 of every fetched object is verified; a shared cache gets
+each verified object atomically (so an interrupted pull keeps what it finished),
+and each file is written to the output as it arrives (objects already cached are copied from it).
 
 Fast paths exist for ``gs://`` remotes (google-cloud-storage) and local
 directory remotes; other remotes fall back to DVC's transfer (the caller logs it).
@@ -158,19 +158,23 @@ def _store(cache: Path, oid: str, data: bytes) -> None:
     os.replace(tmp, target)
 
 
-def _fetch_verified(source: ObjectSource, cache: Path, oid: str) -> int:
+def _fetch_verified(source: ObjectSource, oid: str, targets: list[Path], cache: Path | None) -> int:
+    """Read ``oid``, check its md5, write it to ``targets`` and, when given, into ``cache``."""
     data = source.read(oid)
     actual = hashlib.md5(data).hexdigest()
-    expected = oid.removesuffix(".dir")
-    if actual != expected:
+    if actual != oid.removesuffix(".dir"):
         raise CorruptObject(oid, actual)
-    _store(cache, oid, data)
+    if cache is not None:
+        _store(cache, oid, data)
+    for target in targets:
+        with open(target, "wb") as handle:
+            handle.write(data)
     return len(data)
 
 
 def _manifest(source: ObjectSource, cache: Path, oid: str) -> list[dict[str, str]]:
     if not (cache / oid[:2] / oid[2:]).is_file():
-        _fetch_verified(source, cache, oid)
+        _fetch_verified(source, oid, [], cache)
     return json.loads((cache / oid[:2] / oid[2:]).read_bytes())
 
 
@@ -180,12 +184,15 @@ def materialise(
     cache: Path,
     destination: Path,
     jobs: int,
-    link: bool,
+    keep_in_cache: bool,
 ) -> FetchStats:
     """Put each DVC output (path -> hash) under ``destination``, fetching what ``cache`` lacks.
 
-    Objects absent from the remote come back in ``FetchStats.missing`` (and nothing is placed);
-    a checksum mismatch raises CorruptObject with ``path`` set to a file that has that md5.
+    Each fetched object is verified, then written straight to its output files and, with
+    ``keep_in_cache`` (a shared cache that outlives the step), into the cache too. Objects
+    absent from the remote come back in ``FetchStats.missing``; a checksum mismatch raises
+    CorruptObject with ``path`` set to a file that has that md5. ``destination`` is a staging
+    directory: on either failure the caller discards it.
     """
     stats = FetchStats()
     files: list[tuple[str, str]] = []  # (output-relative path, md5)
@@ -202,43 +209,38 @@ def materialise(
     if stats.missing:
         return stats
 
-    wanted = {}
+    targets: dict[str, list[Path]] = {}
     for path, oid in files:
-        wanted.setdefault(oid, path)
-    todo = [oid for oid in wanted if not (cache / oid[:2] / oid[2:]).is_file()]
-    stats.cached = len(wanted) - len(todo)
-    progress = _Progress(len(wanted), stats.cached)
+        targets.setdefault(oid, []).append(destination / path)
+    for parent in {target.parent for paths in targets.values() for target in paths}:
+        parent.mkdir(parents=True, exist_ok=True)
+    cached = {oid for oid in targets if (cache / oid[:2] / oid[2:]).is_file()}
+    stats.cached = len(cached)
+    for oid in cached:
+        for target in targets[oid]:
+            shutil.copyfile(cache / oid[:2] / oid[2:], target)
+
+    todo = [oid for oid in targets if oid not in cached]
+    progress = _Progress(len(targets), stats.cached)
     if todo:
         with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="dvc-fetch") as pool:
-            futures = {pool.submit(_fetch_verified, source, cache, oid): oid for oid in todo}
+            futures = {
+                pool.submit(_fetch_verified, source, oid, targets[oid], cache if keep_in_cache else None): oid
+                for oid in todo
+            }
             for future in futures:
                 oid = futures[future]
                 try:
                     size = future.result()
                 except ObjectMissing:
-                    stats.missing.append((wanted[oid], oid))
+                    stats.missing.append((str(targets[oid][0].relative_to(destination)), oid))
                     continue
                 except CorruptObject as corrupt:
                     for other in futures:
                         other.cancel()
-                    corrupt.path = wanted[oid]
+                    corrupt.path = str(targets[oid][0].relative_to(destination))
                     raise
                 stats.fetched += 1
                 stats.fetched_bytes += size
                 progress.add(size)
-    if stats.missing:
-        return stats
-
-    for path, oid in files:
-        target = destination / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        source_file = cache / oid[:2] / oid[2:]
-        if link:  # only for a throwaway cache: the output then owns these inodes
-            try:
-                os.link(source_file, target)
-                os.chmod(target, 0o644)
-                continue
-            except OSError:  # another filesystem: copy
-                pass
-        shutil.copyfile(source_file, target)
     return stats
