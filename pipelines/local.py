@@ -17,10 +17,11 @@ import time
 import warnings
 from pathlib import Path
 
-from pipelines import distributed_training_pipeline, training_pipeline
 from pipelines.arguments import check_arguments
 from pipelines.compile import compile_all
 from pipelines.demo_data import prepare_digits_repo
+from pipelines.distributed_training_pipeline import distributed_training_pipeline
+from pipelines.training_pipeline import training_pipeline
 
 DEFAULT_WORKDIR = Path(".local")
 
@@ -35,8 +36,7 @@ def run_local(arguments: dict, pipeline_root: Path, distributed: bool = False) -
     # Bentos built by the run go to a store of the run's own, not ~/bentoml (`make serve` reads it).
     os.environ.setdefault("BENTOML_HOME", str((pipeline_root.parent / "bentoml").resolve()))
     os.environ.setdefault("DO_NOT_TRACK", "true")
-    module = distributed_training_pipeline if distributed else training_pipeline
-    pipeline = module.distributed_training_pipeline if distributed else module.training_pipeline
+    pipeline = distributed_training_pipeline if distributed else training_pipeline
     if distributed:
         arguments = {"launcher": "local", **arguments}
     check_arguments(pipeline, arguments)
@@ -49,7 +49,7 @@ def run_local(arguments: dict, pipeline_root: Path, distributed: bool = False) -
         warnings.filterwarnings("ignore", message=".*non-Python base image", category=RuntimeWarning)
         warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
         pipeline(**arguments)
-    runs = sorted(set(pipeline_root.glob(f"{module.PIPELINE_NAME}-*")) - before)
+    runs = sorted(set(pipeline_root.glob(f"{pipeline.name}-*")) - before)  # kfp.local names runs after the pipeline
     if not runs:
         raise RuntimeError(f"kfp.local wrote no run directory under {pipeline_root}")
     return runs[-1]
