@@ -17,7 +17,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 run: install
-	$(PY) -m pipelines.local $(ARGS)
+	$(VENV)/bin/kfp-torch local $(ARGS)
 
 # Serve the bento that the last `make run` built (http://127.0.0.1:3000).
 serve: install

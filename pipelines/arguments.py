@@ -41,3 +41,17 @@ def check_arguments(pipeline, arguments: dict[str, Any]) -> None:
             raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {values['launcher']!r}")
         settings = {name: values[name] for name in JOB_SETTINGS if name in values}
         PyTorchJobConfig(image=values.get("image") or "image", command=["python"], **settings).validate()
+
+
+def check_compiled_arguments(pipeline_name: str, arguments: dict[str, Any]) -> bool:
+    """Run :func:`check_arguments` for a compiled pipeline of this library, found by ``pipelineInfo.name``.
+
+    Returns False (and checks nothing beyond the declared types) for a pipeline this library does not define.
+    """
+    from pipelines.compile import PIPELINES
+
+    for pipeline in PIPELINES.values():
+        if pipeline.name == pipeline_name:
+            check_arguments(pipeline, arguments)
+            return True
+    return False
