@@ -122,7 +122,10 @@ def _compile(args) -> int:
     if args.settings:
         if "settings_path" not in inspect.signature(compile_all).parameters:
             raise ParameterError("--settings needs pipelines.compile.compile_all(settings_path=...), not here yet")
-        written = compile_all(args.output_dir, settings_path=args.settings)
+        try:
+            written = compile_all(args.output_dir, settings_path=args.settings)
+        except ValueError as error:  # the settings file is unreadable or has bad values
+            raise ParameterError(str(error)) from None
     else:
         written = compile_all(args.output_dir)
     for path in written:
