@@ -1,0 +1,68 @@
+"""Resolve a git branch or tag to the commit it points at now, without cloning.
+
+The pipelines run this first, uncached, and hand the commit to ``dvc_pull``:
+KFP's cache key for ``dvc_pull`` (and everything downstream) then holds the
+data's commit, so a new data commit is never served from cache while an
+unchanged one is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+from components.dvc_pull.pull import redact_url, validate_inputs
+
+FULL_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
+ABBREVIATED_SHA = re.compile(r"^[0-9a-fA-F]{7,39}$")
+
+
+class RevisionError(ValueError):
+    """The revision or the repository cannot be resolved."""
+
+
+def list_refs(repo_url: str) -> dict[str, str]:
+    """Every ref the repository advertises (``refs/heads/main`` → SHA; peeled tags end in ``^{}``)."""
+    if "://" not in repo_url and Path(repo_url).exists():
+        repo_url = str(Path(repo_url).resolve())
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    listed = subprocess.run(["git", "ls-remote", repo_url], env=env, capture_output=True, text=True)
+    if listed.returncode != 0:
+        last = (listed.stderr.strip().splitlines() or ["git ls-remote failed"])[-1]
+        raise RevisionError(
+            f"cannot list the refs of {redact_url(repo_url)}: {last}; check the URL and that the repository "
+            "is reachable from this pod"
+        )
+    refs = {}
+    for line in listed.stdout.splitlines():
+        sha, _, name = line.partition("\t")
+        refs[name] = sha
+    return refs
+
+
+def resolve_revision(repo_url: str, rev: str) -> str:
+    """The commit SHA that ``rev`` names in ``repo_url``.
+
+    A full SHA is returned as is; a branch, tag (peeled to its commit) or
+    ``HEAD`` is looked up with ``git ls-remote``; an abbreviated SHA that no
+    ref matches is returned as is (it names a commit, so it is stable, and
+    ``dvc_pull`` resolves it after cloning).
+    """
+    validate_inputs(repo_url, rev, ["."])
+    if FULL_SHA.match(rev):
+        return rev.lower()
+    refs = list_refs(repo_url)
+    for name in (rev, f"refs/heads/{rev}", f"refs/tags/{rev}^{{}}", f"refs/tags/{rev}"):
+        if name in refs:
+            return refs[name]
+    if ABBREVIATED_SHA.match(rev):
+        return rev.lower()
+    known = sorted(
+        {name.removeprefix("refs/heads/").removeprefix("refs/tags/").removesuffix("^{}") for name in refs} - {"HEAD"}
+    )
+    raise RevisionError(
+        f"unknown revision {rev!r} in {redact_url(repo_url)}; known branches and tags: "
+        f"{', '.join(known) or '(none)'}, or give a commit SHA"
+    )
