@@ -1,4 +1,8 @@
-"""Compile every pipeline to YAML that the Kubeflow UI, ``kfp.Client`` and ``kfp.local`` accept."""
+"""Compile every pipeline to YAML that the Kubeflow UI, ``kfp.Client`` and ``kfp.local`` accept.
+
+The output is byte-identical from run to run for the same code and settings,
+so the YAML can be committed and diffed.
+"""
 
 from __future__ import annotations
 
@@ -7,23 +11,40 @@ from pathlib import Path
 
 from kfp import compiler
 
-from pipelines.distributed_training_pipeline import distributed_training_pipeline
-from pipelines.training_pipeline import training_pipeline
+from pipelines.distributed_training_pipeline import build_distributed_training_pipeline, distributed_training_pipeline
+from pipelines.kubernetes_settings import ClusterSettings, load_settings
+from pipelines.training_pipeline import build_training_pipeline, training_pipeline
 
+# The pipelines with default settings, by file name; BUILDERS make them with other settings.
 PIPELINES = {
     "training_pipeline": training_pipeline,
     "distributed_training_pipeline": distributed_training_pipeline,
 }
+BUILDERS = {
+    "training_pipeline": build_training_pipeline,
+    "distributed_training_pipeline": build_distributed_training_pipeline,
+}
 DEFAULT_OUTPUT_DIR = Path("build/pipelines")
 
 
-def compile_all(output_dir: str | Path = DEFAULT_OUTPUT_DIR) -> list[Path]:
+def compile_all(
+    output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+    settings_path: str | Path | None = None,
+    settings: ClusterSettings | None = None,
+) -> list[Path]:
+    """Write ``<name>.yaml`` for every pipeline into ``output_dir``; return the paths.
+
+    ``settings_path`` (a YAML file) or ``settings`` give the compile-time
+    Kubernetes settings; neither: the defaults.
+    """
+    if settings is None:
+        settings = load_settings(settings_path)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, pipeline in PIPELINES.items():
+    for name, build in BUILDERS.items():
         path = output_dir / f"{name}.yaml"
-        compiler.Compiler().compile(pipeline, str(path))
+        compiler.Compiler().compile(build(settings), str(path))
         written.append(path)
     return written
 
@@ -31,8 +52,9 @@ def compile_all(output_dir: str | Path = DEFAULT_OUTPUT_DIR) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_DIR))
+    parser.add_argument("--settings", help="YAML file of compile-time Kubernetes settings")
     args = parser.parse_args(argv)
-    for path in compile_all(args.output_dir):
+    for path in compile_all(args.output_dir, settings_path=args.settings):
         print(path)
 
 

@@ -5,69 +5,89 @@ from typing import Dict, List
 from kfp import dsl
 
 from components.pytorchjob_train.component import pytorchjob_train
+from pipelines.kubernetes_settings import ClusterSettings, configure_step
 from pipelines.stages import evaluate_and_gate, pull_data
 
 PIPELINE_NAME = "pytorch-distributed-training"
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="Pull a DVC-versioned image dataset, train with DistributedDataParallel as a Kubeflow "
-    "PyTorchJob, evaluate on the fixed test split and record the promotion when it passes the gate.",
-)
-def distributed_training_pipeline(
-    repo_url: str,
-    rev: str = "main",
-    data_path: str = "data/raw",
-    dvc_remote: str = "",
-    dvc_remote_config: Dict[str, str] = {},
-    dvc_jobs: int = 4,
-    launcher: str = "kubeflow",
-    num_workers: int = 2,
-    nproc_per_node: int = 1,
-    gpus: int = 0,
-    cpu: str = "4",
-    memory: str = "16Gi",
-    node_selector: Dict[str, str] = {},
-    tolerations: List[dict] = [],
-    shm_size: str = "2Gi",
-    timeout_seconds: int = 86400,
-    epochs: int = 12,
-    batch_size: int = 64,
-    learning_rate: float = 0.003,
-    seed: int = 0,
-    validation_fraction: float = 0.1,
-    accuracy_threshold: float = 0.95,
-    image_repository: str = "localhost/kfp-torch-lifecycle/image-classifier",
-    serving_base_image: str = "docker.io/library/python:3.11-slim",
-    build_image: bool = True,
-    push_image: bool = True,
-):
-    pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs)
-    trained = pytorchjob_train(
-        dataset=pulled.outputs["dataset"],
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
-        launcher=launcher,
-        num_workers=num_workers,
-        nproc_per_node=nproc_per_node,
-        gpus=gpus,
-        cpu=cpu,
-        memory=memory,
-        node_selector=node_selector,
-        tolerations=tolerations,
-        shm_size=shm_size,
-        timeout_seconds=timeout_seconds,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        seed=seed,
-        validation_fraction=validation_fraction,
-    ).set_display_name("distributed training")
-    packaging = {
-        "image_repository": image_repository,
-        "base_image": serving_base_image,
-        "build_image": build_image,
-        "push_image": push_image,
-    }
-    evaluate_and_gate(trained.outputs["model"], pulled.outputs["dataset"], accuracy_threshold, packaging)
+def build_distributed_training_pipeline(settings: ClusterSettings | None = None):
+    """The distributed training pipeline with ``settings`` (compile-time Kubernetes settings) applied."""
+    settings = settings or ClusterSettings()
+    settings.validate()
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Pull a DVC-versioned image dataset, train with DistributedDataParallel as a Kubeflow "
+        "PyTorchJob, evaluate on the fixed test split and record the promotion when it passes the gate.",
+    )
+    def distributed_training_pipeline(
+        repo_url: str,
+        rev: str = "main",
+        data_path: str = "data/raw",
+        dvc_remote: str = "",
+        dvc_remote_config: Dict[str, str] = {},
+        dvc_jobs: int = 4,
+        launcher: str = "kubeflow",
+        num_workers: int = 2,
+        nproc_per_node: int = 1,
+        gpus: int = 0,
+        cpu: str = "4",
+        memory: str = "16Gi",
+        node_selector: Dict[str, str] = {},
+        tolerations: List[dict] = [],
+        shm_size: str = "2Gi",
+        timeout_seconds: int = 86400,
+        epochs: int = 12,
+        batch_size: int = 64,
+        learning_rate: float = 0.003,
+        seed: int = 0,
+        validation_fraction: float = 0.1,
+        accuracy_threshold: float = 0.95,
+        image_repository: str = "localhost/kfp-torch-lifecycle/image-classifier",
+        serving_base_image: str = "docker.io/library/python:3.11-slim",
+        build_image: bool = True,
+        push_image: bool = True,
+    ):
+        pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings)
+        trained = pytorchjob_train(
+            dataset=pulled.outputs["dataset"],
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
+            launcher=launcher,
+            num_workers=num_workers,
+            nproc_per_node=nproc_per_node,
+            gpus=gpus,
+            cpu=cpu,
+            memory=memory,
+            node_selector=node_selector,
+            tolerations=tolerations,
+            shm_size=shm_size,
+            timeout_seconds=timeout_seconds,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            seed=seed,
+            validation_fraction=validation_fraction,
+            env={"GOOGLE_APPLICATION_CREDENTIALS": settings.gcs_credentials_path}
+            if settings.gcs_credentials_secret
+            else {},
+            secret_volumes=(
+                {settings.gcs_credentials_secret: settings.gcs_credentials_mount_path}
+                if settings.gcs_credentials_secret
+                else {}
+            ),
+        ).set_display_name("distributed training")
+        configure_step(trained, "pytorchjob-train", settings)
+        packaging = {
+            "image_repository": image_repository,
+            "base_image": serving_base_image,
+            "build_image": build_image,
+            "push_image": push_image,
+        }
+        evaluate_and_gate(trained.outputs["model"], pulled.outputs["dataset"], accuracy_threshold, packaging, settings)
+
+    return distributed_training_pipeline
+
+
+distributed_training_pipeline = build_distributed_training_pipeline()

@@ -1,4 +1,4 @@
-"""Pipeline fragments shared by the training pipelines."""
+"""Pipeline fragments shared by the training pipelines, with each step's Kubernetes settings applied."""
 
 from kfp import dsl
 
@@ -7,35 +7,45 @@ from components.containerize.component import containerize
 from components.dvc_pull.component import dvc_pull
 from components.evaluate.component import evaluate
 from components.promotion.component import record_promotion
+from components.resolve_revision.component import resolve_revision
+from pipelines.kubernetes_settings import ClusterSettings, configure_step
 
 
-def pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs) -> dsl.PipelineTask:
-    return dvc_pull(
+def pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings: ClusterSettings):
+    """resolve the revision (uncached) → dvc pull at that commit, so caching keys on the data's commit."""
+    resolved = resolve_revision(repo_url=repo_url, rev=rev).set_display_name("resolve data revision")
+    configure_step(resolved, "resolve-revision", settings)
+    pulled = dvc_pull(
         repo_url=repo_url,
-        rev=rev,
+        rev=resolved.output,
         paths=[data_path],
         remote=dvc_remote,
         remote_config=dvc_remote_config,
         jobs=dvc_jobs,
+        cache_dir=settings.dvc_cache_dir,
     ).set_display_name("dvc pull")
+    return configure_step(pulled, "dvc-pull", settings)
 
 
-def evaluate_and_gate(model, dataset, accuracy_threshold, packaging) -> dsl.PipelineTask:
+def evaluate_and_gate(model, dataset, accuracy_threshold, packaging, settings: ClusterSettings) -> dsl.PipelineTask:
     """evaluate on the test split; only if it says promote: record the promotion, build the bento
     and (when ``packaging["build_image"]``) its container image."""
     evaluated = evaluate(model=model, dataset=dataset, accuracy_threshold=accuracy_threshold).set_display_name(
         "evaluate"
     )
+    configure_step(evaluated, "evaluate", settings)
     with dsl.If(evaluated.outputs["Output"] == True, name="promotion-gate"):  # noqa: E712 (KFP condition)
-        record_promotion(model=model, evaluation=evaluated.outputs["metrics"]).set_display_name("record promotion")
-        bento = build_bento(
-            model=model, evaluation=evaluated.outputs["metrics"], base_image=packaging["base_image"]
-        ).set_display_name("build bento")
+        recorded = record_promotion(model=model, evaluation=evaluated.outputs["metrics"])
+        configure_step(recorded.set_display_name("record promotion"), "record-promotion", settings)
+        bento = build_bento(model=model, evaluation=evaluated.outputs["metrics"], base_image=packaging["base_image"])
+        configure_step(bento.set_display_name("build bento"), "build-bento", settings)
         with dsl.If(packaging["build_image"] == True, name="image-build"):  # noqa: E712 (KFP condition)
-            containerize(
+            image = containerize(
                 bento=bento.outputs["bento"],
                 image_repository=packaging["image_repository"],
                 base_image=packaging["base_image"],
                 push=packaging["push_image"],
-            ).set_display_name("containerize")
+                registry_auth_file=settings.registry_auth_file,
+            )
+            configure_step(image.set_display_name("containerize"), "containerize", settings)
     return evaluated

@@ -1,0 +1,246 @@
+"""Kubernetes settings for each pipeline step, chosen at compile time and applied with kfp-kubernetes.
+
+The settings that change from run to run (the training step's GPU count,
+accelerator type, node selector and tolerations) are pipeline parameters. The
+ones a platform team fixes per cluster live here: resource requests and
+limits, retries with backoff, timeouts and caching per step, pod labels, the
+``/dev/shm`` size for DataLoader workers, a PVC for the DVC cache and the
+Secrets that hold GCS and registry credentials. Only Secret *names* and mount
+paths reach the compiled YAML, never their content.
+
+Write a YAML file with the keys of :class:`ClusterSettings` (``steps`` maps a
+step name to the keys of :class:`StepSettings`; what you leave out keeps its
+default) and compile with ``kfp-torch compile --settings FILE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kfp import dsl, kubernetes
+
+from components.pytorchjob_train.manifest import DNS_1123_SUBDOMAIN, LABEL_VALUE, QUANTITY
+
+STEPS = (
+    "resolve-revision",
+    "dvc-pull",
+    "train",
+    "pytorchjob-train",
+    "evaluate",
+    "record-promotion",
+    "build-bento",
+    "containerize",
+)
+# Steps that read gs:// themselves (the DVC remote; the PyTorchJob replicas read the dataset by URI).
+GCS_STEPS = ("dvc-pull", "pytorchjob-train")
+UNCACHED_STEPS = ("resolve-revision",)  # its output must reflect the branch as it is now
+DURATION_UNITS = ("s", "m", "h")
+
+
+class SettingsError(ValueError):
+    """A cluster setting that cannot make valid pods."""
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """What one step's pod asks for, and how KFP retries, times out and caches it ('' or 0: unset)."""
+
+    cpu_request: str = ""
+    cpu_limit: str = ""
+    memory_request: str = ""
+    memory_limit: str = ""
+    retries: int = 0
+    backoff_duration: str = "30s"
+    backoff_factor: float = 2.0
+    backoff_max_duration: str = "1h"
+    timeout_seconds: int = 0
+    caching: bool = True
+
+
+DEFAULT_STEPS = {
+    "resolve-revision": StepSettings("100m", "500m", "128Mi", "256Mi", retries=3, timeout_seconds=300, caching=False),
+    "dvc-pull": StepSettings("1", "2", "2Gi", "4Gi", retries=3, backoff_duration="1m", timeout_seconds=7200),
+    "train": StepSettings("4", "8", "16Gi", "32Gi", retries=1, timeout_seconds=86400),
+    # The launcher pod only creates and follows the job (which has its own timeout); a retry re-attaches.
+    "pytorchjob-train": StepSettings("250m", "1", "512Mi", "2Gi", retries=2, timeout_seconds=90000),
+    "evaluate": StepSettings("2", "4", "4Gi", "8Gi", retries=1, timeout_seconds=3600),
+    "record-promotion": StepSettings("100m", "500m", "256Mi", "512Mi", retries=3, timeout_seconds=600),
+    "build-bento": StepSettings("1", "2", "2Gi", "4Gi", retries=1, timeout_seconds=1800),
+    "containerize": StepSettings("2", "4", "4Gi", "8Gi", retries=2, timeout_seconds=7200),
+}
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Compile-time settings for a Kubeflow cluster."""
+
+    steps: dict[str, StepSettings] = field(default_factory=lambda: dict(DEFAULT_STEPS))
+    pod_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/part-of": "kfp-torch-lifecycle"})
+    # The training step's /dev/shm: an emptyDir in memory, so DataLoader workers can share batches. "" for none.
+    shm_size: str = "2Gi"
+    # A PersistentVolumeClaim holding a DVC cache shared across runs; "" for a throwaway cache per run.
+    dvc_cache_pvc: str = ""
+    dvc_cache_mount_path: str = "/mnt/dvc-cache"
+    # A Secret with a GCS service-account key; "" when the pods use Workload Identity.
+    gcs_credentials_secret: str = ""
+    gcs_credentials_key: str = "key.json"
+    gcs_credentials_mount_path: str = "/var/secrets/gcs"
+    # A kubernetes.io/dockerconfigjson Secret for pushing the serving image; "" for none.
+    registry_secret: str = ""
+    registry_mount_path: str = "/var/secrets/registry"
+
+    @property
+    def gcs_credentials_path(self) -> str:
+        return f"{self.gcs_credentials_mount_path.rstrip('/')}/{self.gcs_credentials_key}"
+
+    @property
+    def registry_auth_file(self) -> str:
+        return f"{self.registry_mount_path.rstrip('/')}/.dockerconfigjson" if self.registry_secret else ""
+
+    @property
+    def dvc_cache_dir(self) -> str:
+        return self.dvc_cache_mount_path if self.dvc_cache_pvc else ""
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.steps) - set(STEPS))
+        if unknown:
+            raise SettingsError(f"unknown step(s) {', '.join(unknown)}; the steps are {', '.join(STEPS)}")
+        for step, settings in self.steps.items():
+            _validate_step(step, settings)
+        for key, value in self.pod_labels.items():
+            name = key.rsplit("/", 1)[-1]
+            prefix = key[: -len(name) - 1] if "/" in key else ""
+            if not (0 < len(name) <= 63 and LABEL_VALUE.match(name)) or (
+                prefix and not DNS_1123_SUBDOMAIN.match(prefix)
+            ):
+                raise SettingsError(f"pod label key {key!r} is not a valid Kubernetes label key")
+            if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
+                raise SettingsError(
+                    f"pod label {key}={value!r}: a value is up to 63 letters, digits, '-', '_' or '.', "
+                    "starting and ending with a letter or digit"
+                )
+        if self.shm_size and not QUANTITY.match(self.shm_size):
+            raise SettingsError(f"shm_size must be a quantity like '2Gi', or '' for none, got {self.shm_size!r}")
+        for what in ("dvc_cache_pvc", "gcs_credentials_secret", "registry_secret"):
+            name = getattr(self, what)
+            if name and not (len(name) <= 253 and DNS_1123_SUBDOMAIN.match(name)):
+                raise SettingsError(f"{what} {name!r} is not a valid Kubernetes object name")
+        for what in ("dvc_cache_mount_path", "gcs_credentials_mount_path", "registry_mount_path"):
+            if not getattr(self, what).startswith("/"):
+                raise SettingsError(f"{what} must be an absolute path, got {getattr(self, what)!r}")
+        if "/" in self.gcs_credentials_key or not self.gcs_credentials_key:
+            raise SettingsError(f"gcs_credentials_key must be a key of the Secret, got {self.gcs_credentials_key!r}")
+
+
+def _validate_step(step: str, settings: StepSettings) -> None:
+    for what in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+        value = getattr(settings, what)
+        if value and not (isinstance(value, str) and QUANTITY.match(value)):
+            raise SettingsError(
+                f"steps.{step}.{what} must be a Kubernetes quantity like '2', '500m', '8Gi', got {value!r}"
+            )
+    if not isinstance(settings.retries, int) or settings.retries < 0:
+        raise SettingsError(f"steps.{step}.retries must be an integer >= 0, got {settings.retries!r}")
+    for what in ("backoff_duration", "backoff_max_duration"):
+        value = getattr(settings, what)
+        if not (isinstance(value, str) and value[-1:] in DURATION_UNITS and value[:-1].isdigit()):
+            raise SettingsError(f"steps.{step}.{what} must be a duration like '30s', '5m' or '1h', got {value!r}")
+    if not isinstance(settings.backoff_factor, (int, float)) or settings.backoff_factor < 1:
+        raise SettingsError(f"steps.{step}.backoff_factor must be a number >= 1, got {settings.backoff_factor!r}")
+    if not isinstance(settings.timeout_seconds, int) or settings.timeout_seconds < 0:
+        raise SettingsError(
+            f"steps.{step}.timeout_seconds must be an integer >= 0 (0: none), got {settings.timeout_seconds!r}"
+        )
+    if not isinstance(settings.caching, bool):
+        raise SettingsError(f"steps.{step}.caching must be true or false, got {settings.caching!r}")
+    if settings.caching and step in UNCACHED_STEPS:
+        raise SettingsError(
+            f"steps.{step}.caching cannot be true: a cached {step} would serve an old commit after the branch moved"
+        )
+
+
+def settings_from_dict(data: dict[str, Any]) -> ClusterSettings:
+    """Settings from a mapping (a parsed YAML file); keys left out keep their defaults."""
+    if not isinstance(data, dict):
+        raise SettingsError(f"cluster settings must be a mapping of setting names, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(ClusterSettings)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"unknown setting(s) {', '.join(unknown)}; valid settings: {', '.join(sorted(known))}")
+    steps = dict(DEFAULT_STEPS)
+    step_fields = {f.name for f in dataclasses.fields(StepSettings)}
+    for step, overrides in (data.get("steps") or {}).items():
+        if step not in STEPS:
+            raise SettingsError(f"unknown step {step!r}; the steps are {', '.join(STEPS)}")
+        if not isinstance(overrides, dict) or set(overrides) - step_fields:
+            bad = sorted(set(overrides) - step_fields) if isinstance(overrides, dict) else overrides
+            raise SettingsError(f"steps.{step}: unknown setting(s) {bad}; valid: {', '.join(sorted(step_fields))}")
+        steps[step] = dataclasses.replace(steps[step], **overrides)
+    settings = ClusterSettings(**{**{k: v for k, v in data.items() if k != "steps"}, "steps": steps})
+    settings.validate()
+    return settings
+
+
+def load_settings(path: str | Path | None) -> ClusterSettings:
+    """Settings from a YAML file, or the defaults when ``path`` is None."""
+    if path is None:
+        return ClusterSettings()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise SettingsError(f"cannot read cluster settings from {path}: {error}") from error
+    try:
+        return settings_from_dict(data)
+    except TypeError as error:
+        raise SettingsError(f"{path}: {error}") from error
+
+
+def configure_step(task: dsl.PipelineTask, step: str, settings: ClusterSettings) -> dsl.PipelineTask:
+    """Apply ``settings`` for ``step`` to ``task``: resources, retries, timeout, caching, labels, Secrets."""
+    own = settings.steps[step]
+    if own.cpu_request:
+        task.set_cpu_request(own.cpu_request)
+    if own.cpu_limit:
+        task.set_cpu_limit(own.cpu_limit)
+    if own.memory_request:
+        task.set_memory_request(own.memory_request)
+    if own.memory_limit:
+        task.set_memory_limit(own.memory_limit)
+    if own.retries:
+        task.set_retry(
+            num_retries=own.retries,
+            backoff_duration=own.backoff_duration,
+            backoff_factor=own.backoff_factor,
+            backoff_max_duration=own.backoff_max_duration,
+        )
+    if own.timeout_seconds:
+        kubernetes.set_timeout(task, own.timeout_seconds)
+    task.set_caching_options(enable_caching=own.caching)
+    for key, value in sorted(settings.pod_labels.items()):
+        kubernetes.add_pod_label(task, key, value)
+    kubernetes.add_pod_label(task, "kfp-torch-lifecycle/step", step)
+    if settings.gcs_credentials_secret and step in GCS_STEPS:
+        kubernetes.use_secret_as_volume(task, settings.gcs_credentials_secret, settings.gcs_credentials_mount_path)
+        task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", settings.gcs_credentials_path)
+    if settings.registry_secret and step == "containerize":
+        kubernetes.use_secret_as_volume(task, settings.registry_secret, settings.registry_mount_path)
+    if settings.dvc_cache_pvc and step == "dvc-pull":
+        kubernetes.mount_pvc(task, settings.dvc_cache_pvc, settings.dvc_cache_mount_path)
+    if settings.shm_size and step == "train":
+        kubernetes.empty_dir_mount(task, "dshm", "/dev/shm", medium="Memory", size_limit=settings.shm_size)
+    return task
+
+
+def configure_accelerator(
+    task: dsl.PipelineTask, gpus, accelerator_type, node_selector, tolerations
+) -> dsl.PipelineTask:
+    """GPU count, accelerator, node selector and tolerations of the training step, from pipeline parameters."""
+    task.set_accelerator_type(accelerator_type).set_accelerator_limit(gpus)
+    kubernetes.add_node_selector_json(task, node_selector)
+    kubernetes.add_toleration_json(task, tolerations)
+    return task

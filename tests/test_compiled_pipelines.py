@@ -1,0 +1,255 @@
+"""The compiled YAML: strict protobuf parses, per-step Kubernetes settings where asked, no secrets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines.compile import BUILDERS, compile_all
+from pipelines.kubernetes_settings import ClusterSettings, SettingsError, load_settings, settings_from_dict
+
+SECRET_SENTINEL = "-----BEGIN PRIVATE KEY----- sentinel-do-not-leak"
+
+CLUSTER_SETTINGS = """
+pod_labels:
+  team: vision
+  cost-center: ml-42
+shm_size: 8Gi
+dvc_cache_pvc: dvc-cache
+gcs_credentials_secret: gcs-reader
+registry_secret: registry-push
+steps:
+  train:
+    cpu_request: "6"
+    memory_limit: 48Gi
+    retries: 2
+    backoff_duration: 2m
+    timeout_seconds: 7200
+  containerize:
+    caching: false
+"""
+
+
+def parse_strictly(path: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, dict[str, dict]]:
+    """Parse the YAML into the KFP protobufs, failing on any unknown field; return the spec and
+    each executor's KubernetesExecutorConfig as a dict."""
+    documents = list(yaml.safe_load_all(path.read_text()))
+    assert len(documents) == 2, "a pipeline spec and a platform spec"
+    spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
+    platform = json_format.ParseDict(documents[1], pipeline_spec_pb2.PlatformSpec())
+    executors = {}
+    for name, config in platform.platforms["kubernetes"].deployment_spec.executors.items():
+        as_dict = json_format.MessageToDict(config)
+        json_format.ParseDict(as_dict, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
+        executors[name] = as_dict
+    return spec, executors
+
+
+@pytest.fixture(scope="module")
+def default_yaml(tmp_path_factory) -> dict[str, Path]:
+    return {path.stem: path for path in compile_all(tmp_path_factory.mktemp("default"))}
+
+
+@pytest.fixture(scope="module")
+def cluster_yaml(tmp_path_factory) -> dict[str, Path]:
+    settings = tmp_path_factory.mktemp("settings") / "cluster.yaml"
+    settings.write_text(CLUSTER_SETTINGS)
+    return {path.stem: path for path in compile_all(tmp_path_factory.mktemp("cluster"), settings_path=settings)}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_every_compiled_pipeline_parses_strictly(default_yaml, cluster_yaml, name):
+    for compiled in (default_yaml, cluster_yaml):
+        spec, executors = parse_strictly(compiled[name])
+        assert spec.pipeline_info.name.startswith("pytorch-")
+        assert set(executors) == set(spec.deployment_spec.fields["executors"].struct_value.fields)
+
+
+def test_compiling_twice_gives_identical_bytes(tmp_path, default_yaml):
+    again = compile_all(tmp_path)
+    for path in again:
+        assert path.read_bytes() == default_yaml[path.stem].read_bytes()
+
+
+def executor_resources(spec: pipeline_spec_pb2.PipelineSpec, executor: str) -> dict:
+    deployment = json_format.MessageToDict(spec.deployment_spec)
+    return deployment["executors"][executor]["container"]["resources"]
+
+
+def test_the_train_step_takes_gpus_accelerator_node_selector_and_tolerations_from_parameters(default_yaml):
+    spec, executors = parse_strictly(default_yaml["training_pipeline"])
+    accelerator = executor_resources(spec, "exec-train")["accelerator"]
+    assert "pipelinechannel--gpus" in accelerator["resourceCount"]
+    assert "pipelinechannel--accelerator_type" in accelerator["resourceType"]
+    train = executors["exec-train"]
+    assert train["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "node_selector"}}
+    assert train["tolerations"] == [{"tolerationJson": {"componentInputParameter": "tolerations"}}]
+    assert train["emptyDirMounts"] == [
+        {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "2Gi"}
+    ]
+    inputs = spec.root.input_definitions.parameters
+    assert json_format.MessageToDict(inputs["node_selector"].default_value) == {"nvidia.com/gpu.present": "true"}
+    assert inputs["gpus"].default_value.number_value == 1
+    # Nothing but the training step asks for a GPU or the GPU nodes.
+    for name, config in executors.items():
+        if name != "exec-train":
+            assert "nodeSelector" not in config and "tolerations" not in config and "emptyDirMounts" not in config
+            assert "accelerator" not in executor_resources(spec, name)
+
+
+def test_the_seed_tutorials_gpu_label_style_is_expressible_at_run_time():
+    from pipelines.arguments import check_arguments
+    from pipelines.training_pipeline import training_pipeline
+
+    check_arguments(
+        training_pipeline,
+        {"repo_url": "https://example.com/data.git", "node_selector": {"gpu": "true"}, "tolerations": []},
+    )
+
+
+def test_the_cache_key_of_dvc_pull_and_after_holds_the_resolved_commit(default_yaml):
+    spec, _ = parse_strictly(default_yaml["training_pipeline"])
+    tasks = spec.root.dag.tasks
+    assert tasks["resolve-revision"].caching_options.enable_cache is False
+    rev = tasks["dvc-pull"].inputs.parameters["rev"].task_output_parameter
+    assert (rev.producer_task, rev.output_parameter_key) == ("resolve-revision", "Output")
+    assert tasks["dvc-pull"].caching_options.enable_cache is True
+    assert tasks["train"].inputs.artifacts["dataset"].task_output_artifact.producer_task == "dvc-pull"
+
+
+def test_default_settings_give_every_step_resources_retries_timeouts_and_labels(default_yaml):
+    for name in BUILDERS:
+        spec, executors = parse_strictly(default_yaml[name])
+        for executor, config in executors.items():
+            step = executor.removeprefix("exec-")
+            assert config["podMetadata"]["labels"] == {
+                "app.kubernetes.io/part-of": "kfp-torch-lifecycle",
+                "kfp-torch-lifecycle/step": step,
+            }
+            assert int(config["activeDeadlineSeconds"]) > 0
+            resources = executor_resources(spec, executor)
+            assert {"resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"} <= set(
+                resources
+            )
+            assert "secretAsVolume" not in config and "pvcMount" not in config
+        for name, task in _all_tasks(spec).items():
+            if not name.startswith("condition"):
+                assert task.retry_policy.max_retry_count >= 1, name
+
+
+def _all_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, pipeline_spec_pb2.PipelineTaskSpec]:
+    """Every task by its name in the DAG, inside conditions too."""
+    tasks = dict(spec.root.dag.tasks)
+    for component in spec.components.values():
+        if component.HasField("dag"):
+            tasks.update(component.dag.tasks)
+    return tasks
+
+
+def test_cluster_settings_land_exactly_on_the_steps_they_are_for(cluster_yaml):
+    spec, executors = parse_strictly(cluster_yaml["training_pipeline"])
+    for config in executors.values():
+        assert config["podMetadata"]["labels"]["team"] == "vision"
+        assert config["podMetadata"]["labels"]["cost-center"] == "ml-42"
+    [pvc] = executors["exec-dvc-pull"]["pvcMount"]
+    assert (pvc["constant"], pvc["mountPath"]) == ("dvc-cache", "/mnt/dvc-cache")
+    secrets = {
+        name: [volume["secretName"] for volume in config.get("secretAsVolume", [])]
+        for name, config in executors.items()
+    }
+    assert secrets["exec-dvc-pull"] == ["gcs-reader"]
+    assert secrets["exec-containerize"] == ["registry-push"]
+    assert all(not names for name, names in secrets.items() if name not in ("exec-dvc-pull", "exec-containerize"))
+    assert [m for n, c in executors.items() for m in c.get("pvcMount", []) if n != "exec-dvc-pull"] == []
+    assert executors["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "8Gi"
+    assert executors["exec-train"]["activeDeadlineSeconds"] == "7200"
+
+    deployment = json_format.MessageToDict(spec.deployment_spec)["executors"]
+    pull_env = {e["name"]: e["value"] for e in deployment["exec-dvc-pull"]["container"].get("env", [])}
+    assert pull_env == {"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/gcs/key.json"}
+    train = deployment["exec-train"]["container"]["resources"]
+    assert train["resourceCpuRequest"] == "6" and train["resourceMemoryLimit"] == "48Gi"
+
+    tasks = _all_tasks(spec)
+    assert tasks["train"].retry_policy.max_retry_count == 2
+    assert tasks["train"].retry_policy.backoff_duration.seconds == 120
+    assert tasks["containerize"].caching_options.enable_cache is False
+    assert tasks["containerize"].inputs.parameters["registry_auth_file"].runtime_value.constant.string_value == (
+        "/var/secrets/registry/.dockerconfigjson"
+    )
+    assert tasks["dvc-pull"].inputs.parameters["cache_dir"].runtime_value.constant.string_value == "/mnt/dvc-cache"
+
+
+def test_the_distributed_pipeline_hands_the_gcs_secret_to_the_pytorchjob_replicas(cluster_yaml):
+    spec, executors = parse_strictly(cluster_yaml["distributed_training_pipeline"])
+    assert [v["secretName"] for v in executors["exec-pytorchjob-train"]["secretAsVolume"]] == ["gcs-reader"]
+    task = _all_tasks(spec)["pytorchjob-train"]
+    secret_volumes = json_format.MessageToDict(task.inputs.parameters["secret_volumes"].runtime_value.constant)
+    assert secret_volumes == {"gcs-reader": "/var/secrets/gcs"}
+
+
+def test_images_are_pinned_to_the_library_version_and_nothing_is_installed_at_start(default_yaml):
+    from components import __version__
+
+    for path in default_yaml.values():
+        spec, _ = parse_strictly(path)
+        for name, executor in json_format.MessageToDict(spec.deployment_spec)["executors"].items():
+            container = executor["container"]
+            assert container["image"].endswith(f":{__version__}"), name
+            assert "pip install" not in " ".join(container["command"] + container.get("args", [])), name
+
+
+def test_no_secret_value_or_credential_file_content_reaches_the_yaml(tmp_path, monkeypatch):
+    key = tmp_path / "key.json"
+    key.write_text(json.dumps({"type": "service_account", "private_key": SECRET_SENTINEL}))
+    auth = tmp_path / "auth.json"
+    auth.write_text('{"auths": {"registry.example.com": {"auth": "dXNlcjpodW50ZXIy"}}}')
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
+    monkeypatch.setenv("KFP_TOKEN", SECRET_SENTINEL)
+    settings = tmp_path / "cluster.yaml"
+    settings.write_text(CLUSTER_SETTINGS)
+    for path in [*compile_all(tmp_path / "default"), *compile_all(tmp_path / "cluster", settings_path=settings)]:
+        text = path.read_text()
+        for secret in ("sentinel", "BEGIN PRIVATE KEY", "dXNlcjpodW50ZXIy", str(key), str(auth)):
+            assert secret not in text, f"{secret} leaked into {path}"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"gpu_count": 1}, r"unknown setting\(s\) gpu_count; valid settings: .*shm_size"),
+        ({"steps": {"training": {}}}, r"unknown step 'training'; the steps are .*train"),
+        (
+            {"steps": {"train": {"cpu_request": "four"}}},
+            r"steps.train.cpu_request must be a Kubernetes quantity.*'four'",
+        ),
+        ({"steps": {"train": {"retries": -1}}}, r"steps.train.retries must be an integer >= 0, got -1"),
+        ({"steps": {"train": {"backoff_duration": "soon"}}}, r"duration like '30s'.*'soon'"),
+        ({"steps": {"resolve-revision": {"caching": True}}}, r"serve an old commit"),
+        ({"steps": {"train": {"gpus": 2}}}, r"steps.train: unknown setting\(s\) \['gpus'\]"),
+        ({"pod_labels": {"team": "vision team"}}, r"pod label team='vision team'"),
+        ({"dvc_cache_pvc": "DVC_Cache"}, r"dvc_cache_pvc 'DVC_Cache' is not a valid Kubernetes object name"),
+        ({"shm_size": "lots"}, r"shm_size must be a quantity"),
+    ],
+)
+def test_bad_settings_fail_at_compile_time_naming_the_value(settings, message):
+    with pytest.raises(SettingsError, match=message):
+        settings_from_dict(settings)
+
+
+def test_a_settings_file_that_is_not_yaml_is_named(tmp_path):
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text("steps: [unclosed")
+    with pytest.raises(SettingsError, match=str(bad)):
+        load_settings(bad)
+
+
+def test_defaults_are_valid():
+    ClusterSettings().validate()
