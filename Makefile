@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run serve test compile lint bench clean
+.PHONY: install run serve test compile lint bench images push-images clean
 
 install: $(STAMP)
 
@@ -28,6 +28,22 @@ test: install
 
 compile: install
 	$(PY) -m pipelines.compile
+
+# The cluster images, tagged with the library's version (see images/README.md).
+REGISTRY ?= $(or $(KFP_TORCH_LIFECYCLE_REGISTRY),ghcr.io/kfp-torch-lifecycle)
+VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' components/__init__.py)
+BUILDAH ?= buildah
+BUILDAH_FLAGS ?=
+IMAGE_BUILD_ARGS ?=
+
+images:
+	@command -v $(BUILDAH) >/dev/null || { echo "make images needs buildah: apt-get install buildah"; exit 1; }
+	$(BUILDAH) $(BUILDAH_FLAGS) bud --layers $(IMAGE_BUILD_ARGS) -f images/components/Containerfile -t $(REGISTRY)/components:$(VERSION) .
+	$(BUILDAH) $(BUILDAH_FLAGS) bud --layers $(IMAGE_BUILD_ARGS) -f images/training/Containerfile -t $(REGISTRY)/training-cuda:$(VERSION) .
+
+push-images:
+	$(BUILDAH) $(BUILDAH_FLAGS) push $(REGISTRY)/components:$(VERSION)
+	$(BUILDAH) $(BUILDAH_FLAGS) push $(REGISTRY)/training-cuda:$(VERSION)
 
 lint: install
 	$(PY) -m ruff check .

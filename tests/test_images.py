@@ -1,0 +1,78 @@
+"""The Containerfiles and ``make images`` agree with the images the compiled YAML names."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from components import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTAINERFILES = {
+    "components": ROOT / "images/components/Containerfile",
+    "training-cuda": ROOT / "images/training/Containerfile",
+}
+
+
+def setup_cfg() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / "setup.cfg")
+    return parser
+
+
+@pytest.mark.parametrize("image", sorted(CONTAINERFILES))
+def test_each_containerfile_installs_the_library_and_the_pinned_torch(image):
+    text = CONTAINERFILES[image].read_text()
+    assert re.search(r"^ARG BASE_IMAGE=\S+python:3\.11", text, re.MULTILINE)
+    assert "FROM ${BASE_IMAGE}" in text
+    torch_pin = next(
+        line.strip() for line in setup_cfg()["options"]["install_requires"].splitlines() if "torch" in line
+    )
+    assert f'pip install --index-url "${{TORCH_INDEX_URL}}" {torch_pin}' in text
+    packages = [p for p in setup_cfg()["options.packages.find"]["include"].split() if "*" not in p]
+    for package in packages:
+        assert f"COPY {package} {package}" in text, f"{image} image lacks the {package} package"
+    assert "RUN pip install . &&" in text  # the library itself, with KFP, from the build context
+
+
+def test_make_images_tags_exactly_what_the_components_name(tmp_path):
+    env = {**os.environ, "KFP_TORCH_LIFECYCLE_REGISTRY": "registry.example.com/ml"}
+    planned = subprocess.run(["make", "-n", "images"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    named = subprocess.run(
+        [sys.executable, "-c", "from components import images; print(images.COMPONENTS_IMAGE, images.TRAINING_IMAGE)"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert named == [
+        f"registry.example.com/ml/components:{__version__}",
+        f"registry.example.com/ml/training-cuda:{__version__}",
+    ]
+    for image in named:
+        assert f"-t {image} ." in planned.stdout
+
+
+def test_the_registry_variable_reaches_the_compiled_yaml(tmp_path):
+    env = {**os.environ, "KFP_TORCH_LIFECYCLE_REGISTRY": "registry.example.com/ml"}
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.compile", "--output-dir", str(tmp_path)], cwd=ROOT, env=env, check=True
+    )
+    text = (tmp_path / "training_pipeline.yaml").read_text()
+    images = set(re.findall(r"^ +image: (\S+)$", text, re.MULTILINE))
+    assert images == {
+        f"registry.example.com/ml/components:{__version__}",
+        f"registry.example.com/ml/training-cuda:{__version__}",
+    }
+
+
+def test_the_build_context_leaves_out_local_state():
+    ignored = (ROOT / ".containerignore").read_text().split()
+    assert {".git", ".venv", ".local", "build"} <= set(ignored)
