@@ -187,10 +187,17 @@ def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _clone_at(repo_url: str, rev: str, destination: Path) -> str:
-    """Clone ``repo_url`` into ``destination``, check out ``rev``; return the commit SHA."""
+    """Clone ``repo_url`` into ``destination`` without a work tree; return the commit SHA of ``rev``.
+
+    A repository behind a URL is cloned without file contents (``--filter=blob:none``, where the
+    server allows it): the few files read later are fetched on demand.
+    """
+    options = ["--quiet", "--no-checkout"]
     if "://" not in repo_url and Path(repo_url).exists():
         repo_url = str(Path(repo_url).resolve())  # a relative path: git runs from another directory
-    cloned = _git("clone", "--quiet", "--no-checkout", repo_url, str(destination), cwd=destination.parent)
+    else:
+        options.append("--filter=blob:none")
+    cloned = _git("clone", *options, repo_url, str(destination), cwd=destination.parent)
     if cloned.returncode != 0:
         raise DvcPullError(
             f"cannot clone {redact_url(repo_url)}: {_last_line(cloned.stderr)}; check the URL and that "
@@ -213,10 +220,36 @@ def _clone_at(repo_url: str, rev: str, destination: Path) -> str:
             f"unknown revision {rev!r} in {redact_url(repo_url)}; known branches and tags: "
             f"{', '.join(known) or '(none)'}, or give a commit SHA"
         )
+    return commit
+
+
+def _checkout(destination: Path, commit: str) -> None:
     checked_out = _git("checkout", "--quiet", "--detach", commit, cwd=destination)
     if checked_out.returncode != 0:
         raise DvcPullError(f"cannot check out {commit}: {_last_line(checked_out.stderr)}")
-    return commit
+
+
+def _read_blobs(checkout: Path, commit: str, names: Sequence[str]) -> dict[str, bytes | None]:
+    """The content of each file at ``commit`` (None where absent), read from git without a checkout."""
+    request = "".join(f"{commit}:{name}\n" for name in names).encode()
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+    done = subprocess.run(["git", "cat-file", "--batch"], cwd=checkout, env=env, input=request, capture_output=True)
+    blobs: dict[str, bytes | None] = dict.fromkeys(names)
+    if done.returncode != 0:
+        return blobs
+    out, position = done.stdout, 0
+    for name in names:
+        end = out.find(b"\n", position)
+        if end < 0:
+            break
+        header = out[position:end].split()
+        position = end + 1
+        if len(header) == 3 and header[2].isdigit():
+            size = int(header[2])
+            if header[1] == b"blob":
+                blobs[name] = out[position : position + size]
+            position += size + 1
+    return blobs
 
 
 def _last_line(text: str) -> str:
@@ -232,19 +265,18 @@ def _tracked_outputs(repo) -> list[str]:
     return sorted({_repo_relative(repo, out) for stage in repo.index.stages for out in stage.outs})
 
 
-def _remote_settings(repo, remote: str) -> tuple[str, dict]:
-    config = repo.config
-    name = remote or config["core"].get("remote")
+def _remote_settings(config: Mapping, remote: str) -> tuple[str, dict]:
+    """The remote's name and settings in a DVC config (``repo.config`` or one read by ``_read_config``)."""
+    remotes = config.get("remote") or {}
+    name = remote or (config.get("core") or {}).get("remote")
     if not name:
         raise DvcPullError(
             "the repository has no default DVC remote and no remote name was given; "
-            f"configured remotes: {', '.join(config['remote']) or '(none)'}"
+            f"configured remotes: {', '.join(remotes) or '(none)'}"
         )
-    if name not in config["remote"]:
-        raise DvcPullError(
-            f"unknown DVC remote {name!r}; configured remotes: {', '.join(config['remote']) or '(none)'}"
-        )
-    return name, dict(config["remote"][name])
+    if name not in remotes:
+        raise DvcPullError(f"unknown DVC remote {name!r}; configured remotes: {', '.join(remotes) or '(none)'}")
+    return name, dict(remotes[name])
 
 
 def _apply_remote_config(repo, name: str, settings: Mapping[str, object]) -> None:
@@ -259,12 +291,175 @@ def _apply_remote_config(repo, name: str, settings: Mapping[str, object]) -> Non
         raise DvcPullError(f"invalid remote setting for remote {name!r}: {error}") from None
 
 
+# --- Reading what DVC would read, without DVC -------------------------------------------------------
+# DVC takes about half a second to import and open a repository. For the common case (outputs
+# tracked by `.dvc` files, DVC 3 md5 hashes, a gs:// or directory remote with plain settings) the
+# same answers come from two small files read straight out of git; anything else goes to DVC.
+
+_PATH_SETTINGS = ("url", "credentialpath")  # remote settings DVC resolves against the config file's directory
+_DIRECT_SETTINGS = {
+    "gs": frozenset(
+        {
+            "url",
+            "endpointurl",
+            "allow_anonymous_login",
+            "credentialpath",
+            "projectname",
+            "jobs",
+            "checksum_jobs",
+            "verify",
+        }
+    ),
+    "local": frozenset({"url", "jobs", "checksum_jobs", "verify"}),
+}
+_DIRECT_OUT_KEYS = frozenset({"md5", "size", "nfiles", "hash", "path"})
+_MD5 = re.compile(r"[0-9a-f]{32}(\.dir)?")
+
+
+def _resolve_config_path(conf_dir: str, path: str) -> str:
+    """As DVC's ``Config._resolve``: URLs and absolute paths stay, relative paths join the config's directory."""
+    if re.match(r"\w+://", path) or os.path.isabs(path):
+        return path
+    expanded = os.path.expanduser(path)
+    return expanded if os.path.isabs(expanded) else os.path.abspath(os.path.join(conf_dir, path))
+
+
+def _absolute_remote_paths(remote_config: Mapping[str, object]) -> dict:
+    """``remote_config`` with relative local paths made absolute (against the working directory)."""
+    return {
+        key: _resolve_config_path(os.getcwd(), value) if key in _PATH_SETTINGS and isinstance(value, str) else value
+        for key, value in remote_config.items()
+    }
+
+
+def _merge(into: dict, update: Mapping) -> None:
+    for key, value in update.items():
+        if isinstance(into.get(key), dict) and isinstance(value, Mapping):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _parse_config(text: str, conf_dir: str) -> dict:
+    """One DVC config file, as ``Config.load_one`` reads it (named sections split, paths resolved)."""
+    from configobj import ConfigObj
+
+    def lower(data: Mapping) -> dict:
+        return {k.lower(): lower(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+    conf: dict = {"remote": {}}
+    for section, values in lower(ConfigObj(text.splitlines()).dict()).items():
+        named = re.match(r'^\s*(remote|machine|db)\s*"(.*)"\s*$', section)
+        if named:
+            conf.setdefault(named.group(1), {})[named.group(2)] = values
+        else:
+            conf[section] = values
+    for settings in conf["remote"].values():
+        for key in _PATH_SETTINGS:
+            if isinstance(settings.get(key), str):
+                settings[key] = _resolve_config_path(conf_dir, settings[key])
+    cache = conf.get("cache")
+    if isinstance(cache, dict) and isinstance(cache.get("dir"), str):
+        cache["dir"] = _resolve_config_path(conf_dir, cache["dir"])
+    return conf
+
+
+def _read_config(checkout: Path, repo_config: bytes) -> dict | None:
+    """DVC's merged config (system, global, then the repository's), or None where DVC should read it."""
+    import platformdirs
+
+    levels = [
+        os.getenv("DVC_SYSTEM_CONFIG_DIR") or platformdirs.site_config_dir("dvc", "iterative"),
+        os.getenv("DVC_GLOBAL_CONFIG_DIR") or platformdirs.user_config_dir("dvc", "iterative"),
+    ]
+    merged: dict = {}
+    try:
+        for directory in levels:
+            path = Path(directory) / "config"
+            if path.is_file():
+                _merge(merged, _parse_config(path.read_text(), str(directory)))
+        _merge(merged, _parse_config(repo_config.decode(), str(checkout / ".dvc")))
+    except Exception:  # unreadable or malformed: DVC reports it properly
+        log.debug("reading the DVC config directly failed", exc_info=True)
+        return None
+    return merged
+
+
+def _outputs_from_dvc_files(blobs: Mapping[str, bytes | None], paths: Sequence[str]) -> dict[str, str] | None:
+    """path -> DVC hash from each path's own ``.dvc`` file, or None where DVC should resolve them."""
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    md5 = {}
+    for path in paths:
+        relative = PurePosixPath(path).as_posix()
+        text = blobs.get(f"{relative}.dvc")
+        if text is None:
+            return None
+        try:
+            data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError:
+            return None
+        if not isinstance(data, dict) or set(data) != {"outs"} or not isinstance(data["outs"], list):
+            return None
+        if len(data["outs"]) != 1 or not isinstance(data["outs"][0], dict):
+            return None
+        out = data["outs"][0]
+        # Anything beyond a plain DVC 3 output (legacy hashes, `cache: false`, a per-output remote,
+        # an executable file, ...) is DVC's to handle.
+        if set(out) - _DIRECT_OUT_KEYS or out.get("hash") != "md5":
+            return None
+        if not isinstance(out.get("md5"), str) or not _MD5.fullmatch(out["md5"]):
+            return None
+        target = os.path.normpath(os.path.join(os.path.dirname(relative), str(out.get("path", ""))))
+        if PurePosixPath(target).as_posix() != relative:
+            return None
+        md5[path] = out["md5"]
+    return md5
+
+
+@dataclass
+class _DirectPlan:
+    md5: dict[str, str]
+    remote: str
+    url: str
+    settings: dict
+    cache_dir: str  # from the DVC config; empty for none
+
+
+def _plan_direct(
+    checkout: Path, commit: str, paths: Sequence[str], remote: str, remote_config: Mapping[str, object]
+) -> _DirectPlan | None:
+    """Everything the fast path needs, read from git alone; None where DVC must take over."""
+    if any("\n" in path for path in paths):
+        return None
+    names = [".dvc/config", *(f"{PurePosixPath(p).as_posix()}.dvc" for p in paths)]
+    blobs = _read_blobs(checkout, commit, names)
+    if blobs[".dvc/config"] is None:
+        return None
+    config = _read_config(checkout, blobs[".dvc/config"])
+    if config is None:
+        return None
+    name, settings = _remote_settings(config, remote)  # an unknown remote fails here, as with DVC
+    settings.update(remote_config)
+    url = str(settings.get("url", ""))
+    scheme = urlsplit(url).scheme
+    kind = "gs" if scheme == "gs" else "local" if scheme in ("", "file") and url else None
+    if kind is None or set(settings) - _DIRECT_SETTINGS[kind]:
+        return None
+    if fast_fetch.dvc_bool(settings.get("allow_anonymous_login", "")) is None:
+        return None
+    md5 = _outputs_from_dvc_files(blobs, paths)
+    if md5 is None:
+        return None
+    cache_dir = (config.get("cache") or {}).get("dir") or ""
+    return _DirectPlan(md5=md5, remote=name, url=url, settings=settings, cache_dir=str(cache_dir))
+
+
 def _probe_endpoint(name: str, url: str, settings: Mapping[str, object], timeout: float = 10.0) -> None:
     """A TCP connect to an object store's endpoint: fails in seconds where client retries take minutes."""
     scheme = urlsplit(url).scheme
-    endpoint = str(settings.get("endpointurl") or "")
-    if not endpoint and scheme == "gs":
-        endpoint = "https://storage.googleapis.com"
+    endpoint = fast_fetch.gcs_endpoint(settings) if scheme == "gs" else str(settings.get("endpointurl") or "")
     if not endpoint:
         return
     parts = urlsplit(endpoint)
@@ -292,14 +487,34 @@ def _check_remote_reachable(repo, name: str, url: str, settings: Mapping[str, ob
         raise DvcPullError(f"DVC remote {name!r} ({url}) does not exist or is empty: nothing was ever pushed there")
 
 
+def _open_source(name: str, url: str, settings: Mapping[str, object], jobs: int) -> fast_fetch.ObjectSource:
+    """The fast path's reader of ``url``, after checking credentials and that the remote answers."""
+    if url.startswith("gs://"):
+        log.info("GCS credentials: %s", check_gcs_credentials(settings))
+    _probe_endpoint(name, url, settings)  # a missing object or listing is reported by the fetch
+    try:
+        source = fast_fetch.source_for(url, settings, connections=jobs)
+    except Exception as error:  # e.g. a key file google-auth cannot use
+        raise DvcPullError(
+            f"cannot open DVC remote {name!r} ({url}): {type(error).__name__}: {_first_line(error)}"
+        ) from None
+    if isinstance(source, fast_fetch.LocalSource) and not source.root.is_dir():
+        raise DvcPullError(f"DVC remote {name!r} ({url}) does not exist or is empty: nothing was ever pushed there")
+    return source
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
 
 def _summarise_tree(root: Path) -> tuple[int, int]:
-    files = [p for p in root.rglob("*") if p.is_file()]
-    return len(files), sum(p.stat().st_size for p in files)
+    file_count = total_bytes = 0
+    for directory, _, names in os.walk(root):
+        for file_name in names:
+            file_count += 1
+            total_bytes += os.path.getsize(os.path.join(directory, file_name))
+    return file_count, total_bytes
 
 
 def pull(
@@ -321,6 +536,7 @@ def pull(
     """
     remote_config = dict(remote_config or {})
     validate_inputs(repo_url, rev, paths, remote_config, jobs)
+    remote_config = _absolute_remote_paths(remote_config)
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     # gcsfs probes each bucket's type and warns once per file when it cannot; off unless asked for.
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
@@ -331,78 +547,131 @@ def pull(
     try:
         checkout = workdir / "repo"
         commit = _clone_at(repo_url, rev, checkout)
-        log.info("checked out %s at %s (%s)", redact_url(repo_url), rev, commit)
-
-        from dvc.exceptions import OutputNotFoundError
-        from dvc.repo import Repo
-
-        with Repo(str(checkout)) as repo:
-            md5 = {}
-            for path in paths:
-                try:
-                    outs = repo.find_outs_by_path(str(checkout / path))
-                except OutputNotFoundError:
-                    tracked = _tracked_outputs(repo)
-                    raise DvcPullError(
-                        f"path {path!r} is not tracked by DVC at {commit[:12]}; tracked paths: "
-                        f"{', '.join(tracked) or '(none)'}"
-                    ) from None
-                if len(outs) != 1 or _repo_relative(repo, outs[0]) != PurePosixPath(path).as_posix():
-                    raise DvcPullError(
-                        f"path {path!r} is not a DVC output itself at {commit[:12]}; give one of: "
-                        f"{', '.join(_tracked_outputs(repo))}"
-                    )
-                md5[path] = outs[0].hash_info.value
-
-            name, settings = _remote_settings(repo, remote)
-            _apply_remote_config(repo, name, remote_config)
-            settings.update(remote_config)
-            url = str(settings.get("url", ""))
-            if cache_dir:
-                with repo.config.edit("local") as local:
-                    local.setdefault("cache", {})["dir"] = str(Path(cache_dir).resolve())
-            # Re-open so DVC sees the local settings written above.
-        with Repo(str(checkout)) as repo:
-            if url.startswith("gs://"):
-                log.info("GCS credentials: %s", check_gcs_credentials(settings))
-            source = fast_fetch.source_for(url, settings, connections=jobs)
-            if source is None:
-                _check_remote_reachable(repo, name, url, settings)
-            else:  # cheaper than DVC's probe (it loads gcsfs); a missing listing is reported by the fetch
-                _probe_endpoint(name, url, settings)
-                if isinstance(source, fast_fetch.LocalSource) and not source.root.is_dir():
-                    raise DvcPullError(
-                        f"DVC remote {name!r} ({url}) does not exist or is empty: nothing was ever pushed there"
-                    )
-            cache = Path(repo.cache.local.path)
-            with atomic_directory(output_dir) as staging:
-                if source is not None:
-                    stats = _fetch_direct(source, md5, cache, staging, name, url, jobs, shared_cache=bool(cache_dir))
-                else:
-                    log.info("no fast path for %s remotes: using DVC's own transfer", urlsplit(url).scheme)
-                    _fetch_and_checkout(repo, [str(checkout / p) for p in paths], md5, name, url, jobs)
-                    for path in paths:
-                        target = staging / path
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        os.replace(checkout / path, target)
-                    stats = None
-                file_count, total_bytes = _summarise_tree(staging)
-                result = PullResult(
-                    repo_url=redact_url(repo_url),
-                    revision=rev,
-                    commit=commit,
-                    remote=name,
-                    paths=list(paths),
-                    md5=md5,
-                    file_count=file_count,
-                    total_bytes=total_bytes,
-                    fetched_objects=stats.fetched if stats else -1,
-                    cached_objects=stats.cached if stats else -1,
-                )
-        log.info("pulled %d files, %d bytes from remote %r", file_count, total_bytes, name)
+        log.info("resolved %s at %s to %s", redact_url(repo_url), rev, commit)
+        plan = _plan_direct(checkout, commit, paths, remote, remote_config)
+        if plan is not None:
+            result = _pull_direct(plan, repo_url, rev, commit, paths, output_dir, checkout, jobs, cache_dir)
+        else:
+            _checkout(checkout, commit)
+            result = _pull_with_dvc(
+                repo_url, rev, commit, paths, output_dir, checkout, remote, remote_config, jobs, cache_dir
+            )
+        log.info("pulled %d files, %d bytes from remote %r", result.file_count, result.total_bytes, result.remote)
         return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pull_direct(
+    plan: _DirectPlan,
+    repo_url: str,
+    rev: str,
+    commit: str,
+    paths: Sequence[str],
+    output_dir: Path,
+    checkout: Path,
+    jobs: int,
+    cache_dir: str,
+) -> PullResult:
+    """The fast path, DVC not even imported: outputs and remote came from git, objects come from the remote."""
+    source = _open_source(plan.remote, plan.url, plan.settings, jobs)
+    cache_root = Path(cache_dir).resolve() if cache_dir else Path(plan.cache_dir or checkout / ".dvc" / "cache")
+    cache = cache_root / "files" / "md5"  # DVC 3's layout
+    with atomic_directory(output_dir) as staging:
+        stats = _fetch_direct(source, plan.md5, cache, staging, plan.remote, plan.url, jobs, bool(cache_dir))
+        return PullResult(
+            repo_url=redact_url(repo_url),
+            revision=rev,
+            commit=commit,
+            remote=plan.remote,
+            paths=list(paths),
+            md5=plan.md5,
+            file_count=stats.files,
+            total_bytes=stats.total_bytes,
+            fetched_objects=stats.fetched,
+            cached_objects=stats.cached,
+        )
+
+
+def _pull_with_dvc(
+    repo_url: str,
+    rev: str,
+    commit: str,
+    paths: Sequence[str],
+    output_dir: Path,
+    checkout: Path,
+    remote: str,
+    remote_config: Mapping[str, object],
+    jobs: int,
+    cache_dir: str,
+) -> PullResult:
+    """DVC resolves outputs and remote (``dvc.yaml`` outputs, legacy hashes, any remote setting)."""
+    from dvc.exceptions import OutputNotFoundError
+    from dvc.repo import Repo
+
+    with Repo(str(checkout)) as repo:
+        md5 = {}
+        plain_md5 = True  # DVC 3 md5 hashes, stored under files/md5/ (legacy hashes are not)
+        for path in paths:
+            try:
+                outs = repo.find_outs_by_path(str(checkout / path))
+            except OutputNotFoundError:
+                tracked = _tracked_outputs(repo)
+                raise DvcPullError(
+                    f"path {path!r} is not tracked by DVC at {commit[:12]}; tracked paths: "
+                    f"{', '.join(tracked) or '(none)'}"
+                ) from None
+            if len(outs) != 1 or _repo_relative(repo, outs[0]) != PurePosixPath(path).as_posix():
+                raise DvcPullError(
+                    f"path {path!r} is not a DVC output itself at {commit[:12]}; give one of: "
+                    f"{', '.join(_tracked_outputs(repo))}"
+                )
+            md5[path] = outs[0].hash_info.value
+            plain_md5 = plain_md5 and outs[0].hash_info.name == "md5" and not getattr(outs[0].meta, "isexec", False)
+
+        name, settings = _remote_settings(repo.config, remote)
+        _apply_remote_config(repo, name, remote_config)
+        settings.update(remote_config)
+        url = str(settings.get("url", ""))
+        if cache_dir:
+            with repo.config.edit("local") as local:
+                local.setdefault("cache", {})["dir"] = str(Path(cache_dir).resolve())
+        # Re-open so DVC sees the local settings written above.
+    with Repo(str(checkout)) as repo:
+        scheme = urlsplit(url).scheme
+        layered = any(fast_fetch.dvc_bool(settings.get(key)) for key in ("version_aware", "worktree"))
+        if plain_md5 and scheme in ("gs", "", "file") and not layered:
+            source = _open_source(name, url, settings, jobs)
+        else:
+            source = None
+            if url.startswith("gs://"):
+                log.info("GCS credentials: %s", check_gcs_credentials(settings))
+            _check_remote_reachable(repo, name, url, settings)
+        cache = Path(repo.cache.local.path)
+        with atomic_directory(output_dir) as staging:
+            if source is not None:
+                stats = _fetch_direct(source, md5, cache, staging, name, url, jobs, shared_cache=bool(cache_dir))
+            else:
+                log.info("no fast path for %s remotes: using DVC's own transfer", scheme or "these")
+                _fetch_and_checkout(repo, [str(checkout / p) for p in paths], md5, name, url, jobs)
+                for path in paths:
+                    target = staging / path
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(checkout / path, target)
+                stats = None
+            file_count, total_bytes = _summarise_tree(staging)
+            return PullResult(
+                repo_url=redact_url(repo_url),
+                revision=rev,
+                commit=commit,
+                remote=name,
+                paths=list(paths),
+                md5=md5,
+                file_count=file_count,
+                total_bytes=total_bytes,
+                fetched_objects=stats.fetched if stats else -1,
+                cached_objects=stats.cached if stats else -1,
+            )
 
 
 def _missing_error(name: str, url: str, missing: list[tuple[str, str]]) -> DvcPullError:
@@ -422,6 +691,8 @@ def _fetch_direct(source, md5, cache: Path, staging: Path, name: str, url: str, 
             f"{corrupt.path} is corrupt on DVC remote {name!r} ({url}): expected md5 "
             f"{corrupt.oid.removesuffix('.dir')}, got {corrupt.actual}"
         ) from None
+    except fast_fetch.RemoteError as error:
+        raise DvcPullError(f"DVC remote {name!r} ({url}) failed: {error}") from None
     if stats.missing:
         raise _missing_error(name, url, stats.missing)
     log.info(
