@@ -9,6 +9,7 @@ KFP_TOKEN_FILE, KFP_TOKEN, or the Kubeflow ServiceAccount token (KF_PIPELINES_SA
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import sys
 
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # No abbreviations: `--token X` must never pass for `--token-file X`.
+    commands.add_parser = functools.partial(commands.add_parser, allow_abbrev=False)
 
     compile_ = commands.add_parser("compile", help="compile every pipeline to YAML in one folder")
     compile_.add_argument("--output-dir", default="build/pipelines")
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     schedule = commands.add_parser("schedule", help="recurring runs")
     actions = schedule.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser = functools.partial(actions.add_parser, allow_abbrev=False)
     create = actions.add_parser("create", help="create a recurring run")
     _target_options(create)
     _params_options(create)
@@ -229,6 +233,14 @@ COMMANDS = {"compile": _compile, "upload": _upload, "run": _run, "schedule": _sc
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if any(arg.split("=")[0].startswith("--tok") and arg.split("=")[0] != "--token-file" for arg in argv):
+        # Refused before argparse, which would echo the value back in its error.
+        print(
+            "kfp-torch: error: tokens are not accepted on the command line (they end up in shell history and "
+            "process lists); use --token-file, KFP_TOKEN_FILE or KFP_TOKEN",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     if argv[:1] == ["local"]:
         from pipelines import local
 

@@ -1,0 +1,429 @@
+"""The kfp-torch command line against a KFP API server that checks every request against the real spec."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines import kfp_client
+from pipelines.cli import main
+from pipelines.compile import compile_all
+from tests.support.fake_kfp import FakeKfp
+
+TOKEN = "kfp-test-token-7f3a9c"  # must never show up in any output
+REPO = "https://github.com/example/data.git"
+KFP_ENV = ("KFP_HOST", "KFP_NAMESPACE", "KFP_TOKEN", "KFP_TOKEN_FILE", "KF_PIPELINES_SA_TOKEN_PATH")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("compiled")
+
+
+@pytest.fixture(scope="module")
+def training_yaml(compiled) -> Path:
+    compile_all(compiled)
+    return compiled / "training_pipeline.yaml"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for name in KFP_ENV:
+        monkeypatch.delenv(name, raising=False)
+    # Never pick up a real ServiceAccount token from this machine.
+    monkeypatch.setattr(kfp_client, "DEFAULT_SA_TOKEN_PATH", str(tmp_path / "no-such-token"))
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    with FakeKfp() as server:
+        monkeypatch.setenv("KFP_HOST", server.url)
+        yield server
+    assert server.violations == [], "requests or answers that break the KFP API spec"
+
+
+@pytest.fixture
+def secured(monkeypatch):
+    """A multi-user KFP: a bearer token, authorized for namespace team-a only."""
+    with FakeKfp(token=TOKEN, namespaces=("team-a",)) as server:
+        monkeypatch.setenv("KFP_HOST", server.url)
+        monkeypatch.setenv("KFP_NAMESPACE", "team-a")
+        yield server
+    assert server.violations == []
+
+
+def changed_copy(source: Path, target: Path) -> Path:
+    target.write_bytes(source.read_bytes() + b"\n# rebuilt\n")
+    return target
+
+
+def posts(server: FakeKfp, path: str) -> list[dict]:
+    return [r for r in server.requests if r["method"] == "POST" and r["path"] == "/apis/v2beta1" + path]
+
+
+# -- compile ------------------------------------------------------------------------------------
+def test_compile_twice_is_byte_identical(tmp_path, capsys):
+    assert main(["compile", "--output-dir", str(tmp_path / "a")]) == 0
+    assert main(["compile", "--output-dir", str(tmp_path / "b")]) == 0
+    first = sorted((tmp_path / "a").glob("*.yaml"))
+    assert [p.name for p in first] == ["distributed_training_pipeline.yaml", "training_pipeline.yaml"]
+    for path in first:
+        assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes()
+    assert str(tmp_path / "a" / "training_pipeline.yaml") in capsys.readouterr().out
+
+
+def test_compile_with_a_bad_settings_file_is_bad_input(tmp_path, capsys):
+    assert main(["compile", "--output-dir", str(tmp_path), "--settings", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+
+
+# -- upload -------------------------------------------------------------------------------------
+def test_upload_is_idempotent_and_a_change_makes_a_new_version(fake, training_yaml, tmp_path, capsys):
+    assert main(["upload", str(training_yaml)]) == 0
+    out = capsys.readouterr().out
+    assert "created pipeline pytorch-training" in out and "uploaded version pytorch-training-" in out
+    assert main(["upload", str(training_yaml)]) == 0
+    assert "exists already; nothing uploaded" in capsys.readouterr().out
+    assert len(fake.pipelines) == 1 and len(fake.versions) == 1
+    assert len(posts(fake, "/pipelines/upload_version")) == 1
+
+    assert main(["upload", str(changed_copy(training_yaml, tmp_path / "training_pipeline.yaml"))]) == 0
+    assert "uploaded version" in capsys.readouterr().out
+    names = sorted(v["name"] for v in fake.versions.values())
+    assert len(names) == 2 and len(fake.pipelines) == 1
+    assert all(name.startswith("pytorch-training-") and len(name) == len("pytorch-training-") + 12 for name in names)
+    # The version holds what was uploaded: pipeline spec plus platform spec.
+    version = next(iter(fake.versions.values()))
+    assert version["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "pytorch-training"
+
+
+def test_upload_rejects_a_file_that_is_not_a_pipeline(fake, tmp_path, capsys):
+    path = tmp_path / "nope.yaml"
+    path.write_text("just: a mapping\n")
+    assert main(["upload", str(path)]) == 2
+    assert "not a compiled KFP pipeline" in capsys.readouterr().err
+    assert fake.requests == []
+
+
+# -- run ----------------------------------------------------------------------------------------
+def test_run_from_file_sends_typed_parameters_and_the_spec_as_kfp_client_does(fake, training_yaml, capsys):
+    from kfp.client.client import _extract_pipeline_yaml
+
+    argv = ["run", str(training_yaml), "--param", f"repo_url={REPO}", "--param", "epochs=3"]
+    argv += ["--param", "learning_rate=0.01", "--param", "build_image=false"]
+    argv += ["--param", 'dvc_remote_config={"endpointurl": "https://s3.example.com"}', "--experiment", "nightly"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    (request,) = posts(fake, "/runs")
+    body = request["body"]
+    assert body["runtime_config"]["parameters"] == {
+        "repo_url": REPO,
+        "epochs": 3,
+        "learning_rate": 0.01,
+        "build_image": False,
+        "dvc_remote_config": {"endpointurl": "https://s3.example.com"},
+    }
+    assert isinstance(body["runtime_config"]["parameters"]["epochs"], int)
+    # A two-document YAML (pipeline spec + platform spec) goes as kfp.Client sends it.
+    assert set(body["pipeline_spec"]) == {"pipeline_spec", "platform_spec"}
+    assert body["pipeline_spec"] == _extract_pipeline_yaml(str(training_yaml)).to_dict()
+    experiment = fake.experiments[body["experiment_id"]]
+    assert experiment["display_name"] == "nightly"
+    assert f"run {body and next(iter(fake.runs))} started" in out
+
+
+def test_single_document_yaml_sends_the_bare_pipeline_spec(fake, training_yaml, tmp_path, capsys):
+    first = next(yaml.safe_load_all(training_yaml.read_text()))
+    single = tmp_path / "single.yaml"
+    single.write_text(yaml.safe_dump(first))
+    assert main(["run", str(single), "--param", f"repo_url={REPO}"]) == 0
+    (request,) = posts(fake, "/runs")
+    assert request["body"]["pipeline_spec"]["pipelineInfo"]["name"] == "pytorch-training"
+
+
+def test_runs_reuse_the_experiment(fake, training_yaml, capsys):
+    for _ in range(2):
+        assert main(["run", str(training_yaml), "--param", f"repo_url={REPO}"]) == 0
+    assert [e["display_name"] for e in fake.experiments.values()] == ["Default"]
+    assert len(fake.runs) == 2
+
+
+def test_wait_follows_the_run_and_exits_0_on_success(fake, training_yaml, capsys):
+    argv = ["run", str(training_yaml), "--param", f"repo_url={REPO}", "--wait", "--poll-interval", "0"]
+    assert main(argv) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("run ") and "started" not in line]
+    assert [line.rsplit(": ", 1)[1] for line in lines] == ["PENDING", "RUNNING", "SUCCEEDED"]
+
+
+def test_wait_exits_non_zero_with_the_runs_error_on_failure(fake, training_yaml, capsys):
+    fake.outcome = "FAILED"
+    argv = ["run", str(training_yaml), "--param", f"repo_url={REPO}", "--wait", "--poll-interval", "0"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert captured.out.rstrip().endswith("FAILED")
+    assert "ended FAILED" in captured.err and "task train failed" in captured.err
+    assert "CUDA out of memory" in captured.err
+
+
+def test_run_by_pipeline_name_uses_the_latest_version_or_a_pinned_one(fake, training_yaml, tmp_path, capsys):
+    assert main(["upload", str(training_yaml)]) == 0
+    assert main(["upload", str(changed_copy(training_yaml, tmp_path / "training_pipeline.yaml"))]) == 0
+    first, second = sorted(fake.versions.values(), key=lambda v: v["created_at"])
+    assert main(["run", "--pipeline", "pytorch-training", "--param", f"repo_url={REPO}", "--param", "seed=7"]) == 0
+    argv = ["run", "--pipeline", "pytorch-training", "--version", first["name"], "--param", f"repo_url={REPO}"]
+    assert main(argv) == 0
+    latest, pinned = (r["body"] for r in posts(fake, "/runs"))
+    assert latest["pipeline_version_reference"] == {
+        "pipeline_id": second["pipeline_id"],
+        "pipeline_version_id": second["pipeline_version_id"],
+    }
+    assert "pipeline_spec" not in latest
+    assert latest["runtime_config"]["parameters"] == {"repo_url": REPO, "seed": 7}
+    assert pinned["pipeline_version_reference"]["pipeline_version_id"] == first["pipeline_version_id"]
+    assert f"version {second['name']}" in capsys.readouterr().out
+
+
+def test_unknown_version_lists_the_versions(fake, training_yaml, capsys):
+    assert main(["upload", str(training_yaml)]) == 0
+    argv = ["run", "--pipeline", "pytorch-training", "--version", "v9", "--param", f"repo_url={REPO}"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "no version 'v9'" in err and "pytorch-training-" in err
+
+
+def test_unknown_pipeline_name_lists_close_names(fake, training_yaml, capsys):
+    assert main(["upload", str(training_yaml)]) == 0
+    assert main(["run", "--pipeline", "pytorch-trainig", "--param", f"repo_url={REPO}"]) == 1
+    assert "no pipeline named 'pytorch-trainig'; did you mean pytorch-training?" in capsys.readouterr().err
+    assert main(["run", "--pipeline", "resnet", "--param", f"repo_url={REPO}"]) == 1
+    assert "existing pipelines: pytorch-training" in capsys.readouterr().err
+    assert posts(fake, "/runs") == []
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ([f"repo_url={REPO}", "learnig_rate=0.1"], "unknown parameter 'learnig_rate': pytorch-training takes"),
+        ([f"repo_url={REPO}", "epochs=three"], "parameter epochs is NUMBER_INTEGER: 'three' is not a whole number"),
+        ([f"repo_url={REPO}", "epochs=2.5"], "'2.5' is not a whole number"),
+        ([f"repo_url={REPO}", "build_image=yes"], "parameter build_image is BOOLEAN: 'yes' is not true or false"),
+        ([f"repo_url={REPO}", "dvc_remote_config=[1]"], "dvc_remote_config is STRUCT"),
+        ([f"repo_url={REPO}", "learning_rate=nan"], "it must be finite"),
+        ([f"repo_url={REPO}", "epochs=0"], "epochs must be an integer >= 1, got 0"),
+        ([f"repo_url={REPO}", "accuracy_threshold=1.5"], "accuracy_threshold must be a number in [0, 1], got 1.5"),
+        (["epochs=3"], "pytorch-training needs repo_url: pass --param repo_url=..."),
+        ([f"repo_url={REPO}", "epochs"], "--param 'epochs' is not key=value"),
+        ([f"repo_url={REPO}", "epochs=1", "epochs=2"], "parameter epochs is given twice"),
+    ],
+)
+def test_bad_parameters_fail_before_any_request(fake, training_yaml, capsys, params, message):
+    argv = ["run", str(training_yaml)]
+    for param in params:
+        argv += ["--param", param]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert fake.requests == []
+
+
+def test_distributed_pipeline_checks_its_own_settings(fake, compiled, training_yaml, capsys):
+    path = compiled / "distributed_training_pipeline.yaml"
+    argv = ["run", str(path), "--param", f"repo_url={REPO}", "--param", "tolerations=[1]"]
+    assert main(argv + ["--param", "launcher=slurm"]) == 2
+    assert "launcher must be one of" in capsys.readouterr().err
+    assert main(argv[:4] + ["--param", "num_workers=0"]) == 2
+    assert "num_workers" in capsys.readouterr().err
+    assert fake.requests == []
+
+
+# -- schedule -----------------------------------------------------------------------------------
+def recurring_bodies(server: FakeKfp) -> list[dict]:
+    return [r["body"] for r in posts(server, "/recurringruns")]
+
+
+def test_schedule_create_with_cron_pins_the_version_and_skips_catch_up(fake, training_yaml, capsys):
+    assert main(["upload", str(training_yaml)]) == 0
+    (version,) = fake.versions.values()
+    argv = ["schedule", "create", "--pipeline", "pytorch-training", "--name", "nightly", "--cron", "0 3 * * *"]
+    assert main(argv + ["--param", f"repo_url={REPO}"]) == 0
+    (body,) = recurring_bodies(fake)
+    assert body["trigger"] == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert body["max_concurrency"] == "1" and body["no_catchup"] is True and body["mode"] == "ENABLE"
+    assert body["pipeline_version_reference"]["pipeline_version_id"] == version["pipeline_version_id"]
+    assert body["runtime_config"]["parameters"] == {"repo_url": REPO}
+    out = capsys.readouterr().out
+    assert "ENABLED" in out and "cron 0 0 3 * * *" in out and "no catch-up" in out
+
+
+def test_schedule_create_with_interval_latest_version_concurrency_and_catch_up(fake, training_yaml, capsys):
+    assert main(["upload", str(training_yaml)]) == 0
+    argv = ["schedule", "create", "--pipeline", "pytorch-training", "--name", "every 6h", "--interval", "6h"]
+    argv += ["--max-concurrency", "3", "--catchup", "--always-latest", "--param", f"repo_url={REPO}"]
+    assert main(argv) == 0
+    (body,) = recurring_bodies(fake)
+    assert body["trigger"] == {"periodic_schedule": {"interval_second": "21600"}}
+    assert body["max_concurrency"] == "3" and body["no_catchup"] is False
+    # "If unset, the latest pipeline version is used."
+    assert body["pipeline_version_reference"] == {"pipeline_id": next(iter(fake.pipelines))}
+    assert "latest version" in capsys.readouterr().out
+
+
+def test_schedule_from_a_file_and_disabled(fake, training_yaml, capsys):
+    argv = ["schedule", "create", str(training_yaml), "--name", "weekly", "--cron", "0 0 6 * * SUN", "--disabled"]
+    assert main(argv + ["--param", f"repo_url={REPO}"]) == 0
+    (body,) = recurring_bodies(fake)
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 6 * * SUN" and body["mode"] == "DISABLE"
+    assert "pipeline_spec" in body and "pipeline_version_reference" not in body
+
+
+def test_schedule_enable_disable_delete_and_list(fake, training_yaml, capsys):
+    argv = ["schedule", "create", str(training_yaml), "--name", "hourly", "--interval", "1h"]
+    assert main(argv + ["--param", f"repo_url={REPO}"]) == 0
+    (recurring_id,) = fake.recurring_runs
+    assert main(["schedule", "disable", recurring_id]) == 0
+    assert fake.recurring_runs[recurring_id]["status"] == "DISABLED"
+    assert main(["schedule", "list"]) == 0
+    assert f"{recurring_id}  DISABLED" in capsys.readouterr().out
+    assert main(["schedule", "enable", recurring_id]) == 0
+    assert fake.recurring_runs[recurring_id]["status"] == "ENABLED"
+    assert main(["schedule", "delete", recurring_id]) == 0
+    assert fake.recurring_runs == {}
+    capsys.readouterr()
+    assert main(["schedule", "list"]) == 0
+    assert "no recurring runs" in capsys.readouterr().out
+    assert main(["schedule", "delete", recurring_id]) == 1
+    assert "HTTP 404" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--cron", "0 25 * * *"], "hour 25 is out of range; valid values are 0-23"),
+        (["--cron", "0 3 * *"], "has 4 field(s)"),
+        (["--interval", "soon"], "interval 'soon' is not a duration"),
+        (["--cron", "0 3 * * *", "--max-concurrency", "0"], "max concurrency 0 is out of range; KFP accepts 1-10"),
+        (["--cron", "0 3 * * *", "--always-latest"], "--always-latest needs --pipeline NAME"),
+    ],
+)
+def test_bad_schedules_fail_before_any_request(fake, training_yaml, capsys, options, message):
+    argv = ["schedule", "create", str(training_yaml), "--name", "x", *options, "--param", f"repo_url={REPO}"]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert fake.requests == []
+
+
+# -- connection and credentials -----------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_unreachable_host_says_what_was_tried_and_how_to_port_forward(training_yaml, capsys):
+    host = f"http://127.0.0.1:{free_port()}"
+    assert main(["upload", str(training_yaml), "--host", host]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot reach the KFP API at {host} (from --host" in err
+    assert "kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80" in err
+
+
+def test_connection_options_before_the_command_and_from_the_environment(fake, training_yaml, monkeypatch, capsys):
+    monkeypatch.setenv("KFP_HOST", "http://127.0.0.1:1")  # the flag wins over the environment
+    assert main(["--host", fake.url, "upload", str(training_yaml)]) == 0
+    assert len(fake.versions) == 1
+
+
+def test_a_token_from_the_environment_with_a_namespace(secured, training_yaml, monkeypatch, capsys):
+    monkeypatch.setenv("KFP_TOKEN", TOKEN)
+    assert main(["upload", str(training_yaml)]) == 0
+    assert (
+        main(["run", "--pipeline", "pytorch-training", "--param", f"repo_url={REPO}", "--wait", "--poll-interval", "0"])
+        == 0
+    )
+    (pipeline,) = secured.pipelines.values()
+    assert pipeline["namespace"] == "team-a"
+    assert [e["namespace"] for e in secured.experiments.values()] == ["team-a"]
+    captured = capsys.readouterr()
+    assert TOKEN not in captured.out + captured.err + "\n".join(secured.log)
+
+
+def test_token_file_is_used_and_never_printed(secured, training_yaml, tmp_path, capsys):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    assert main(["upload", str(training_yaml), "--token-file", str(token_file)]) == 0
+    assert main(["schedule", "list", "--token-file", str(token_file)]) == 0
+    captured = capsys.readouterr()
+    assert TOKEN not in captured.out + captured.err
+
+
+def test_service_account_token_path(secured, training_yaml, tmp_path, monkeypatch, capsys):
+    token_file = tmp_path / "sa-token"
+    token_file.write_text(TOKEN)
+    monkeypatch.setattr(kfp_client, "DEFAULT_SA_TOKEN_PATH", str(token_file))
+    assert main(["upload", str(training_yaml)]) == 0
+    assert len(secured.versions) == 1
+
+
+def test_missing_token_is_401_with_where_to_put_one(secured, training_yaml, capsys):
+    assert main(["upload", str(training_yaml)]) == 1
+    err = capsys.readouterr().err
+    assert "needs a token (HTTP 401)" in err and "KFP_TOKEN_FILE" in err
+
+
+def test_wrong_token_is_rejected_without_printing_it(secured, training_yaml, tmp_path, capsys):
+    wrong = "wrong-token-0d1e2f"
+    token_file = tmp_path / "token"
+    token_file.write_text(wrong)
+    assert main(["upload", str(training_yaml), "--token-file", str(token_file)]) == 1
+    err = capsys.readouterr().err
+    assert f"the token file {token_file} (--token-file) is not authorized" in err and "HTTP 403" in err
+    assert wrong not in err
+
+
+def test_wrong_namespace_is_403_naming_the_namespace(secured, training_yaml, monkeypatch, capsys):
+    monkeypatch.setenv("KFP_TOKEN", TOKEN)
+    assert main(["upload", str(training_yaml), "--namespace", "team-b"]) == 1
+    err = capsys.readouterr().err
+    assert "the token in KFP_TOKEN is not authorized for namespace 'team-b' (HTTP 403" in err
+    assert TOKEN not in err
+
+
+def test_empty_token_file_names_the_file(secured, training_yaml, tmp_path, monkeypatch, capsys):
+    token_file = tmp_path / "empty"
+    token_file.write_text("\n")
+    monkeypatch.setenv("KFP_TOKEN_FILE", str(token_file))
+    assert main(["upload", str(training_yaml)]) == 1
+    assert f"the token file {token_file} (KFP_TOKEN_FILE) is empty" in capsys.readouterr().err
+    assert secured.requests == []
+
+
+@pytest.mark.parametrize("option", [["--token", TOKEN], [f"--token={TOKEN}"], ["--tok", TOKEN]])
+def test_no_token_on_the_command_line(training_yaml, capsys, option):
+    assert main(["upload", str(training_yaml), *option]) == 2
+    captured = capsys.readouterr()
+    assert "tokens are not accepted on the command line" in captured.err
+    assert TOKEN not in captured.out + captured.err
+
+
+def test_no_abbreviated_options(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["compile", "--output", str(tmp_path)])  # not taken for --output-dir (nor --tok for --token-file)
+    assert "unrecognized arguments: --output" in capsys.readouterr().err
+
+
+def test_the_installed_script(secured, training_yaml, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    script = Path(sys.executable).parent / "kfp-torch"
+    env = {**os.environ, "KFP_HOST": secured.url, "KFP_NAMESPACE": "team-a", "KFP_TOKEN_FILE": str(token_file)}
+    for _ in range(2):
+        done = subprocess.run([str(script), "upload", str(training_yaml)], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert "exists already" in done.stdout
+    assert TOKEN not in done.stdout + done.stderr
+    assert len(secured.versions) == 1
