@@ -427,3 +427,61 @@ def test_the_installed_script(secured, training_yaml, tmp_path):
     assert "exists already" in done.stdout
     assert TOKEN not in done.stdout + done.stderr
     assert len(secured.versions) == 1
+
+
+# -- the fake itself rejects what the real API would ---------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "complaint"),
+    [
+        ("GET", "/apis/v2beta1/pipeline", {}, "is not in the KFP v2beta1 API"),
+        ("DELETE", "/apis/v2beta1/experiments", {}, "is not in the KFP v2beta1 API"),
+        ("GET", "/apis/v2beta1/pipelines", {"params": {"page_size": "ten"}}, "page_size='ten' is not an integer"),
+        ("GET", "/apis/v2beta1/pipelines", {"params": {"limit": "1"}}, "'limit' is not declared"),
+        (
+            "GET",
+            "/apis/v2beta1/experiments",
+            {"params": {"filter": '{"predicates": [{"key": "display_name", "stringValue": "x"}]}'}},
+            "filter is not a v2beta1Filter",
+        ),
+        ("POST", "/apis/v2beta1/experiments", {"json": {"name": "x"}}, "Additional properties are not allowed"),
+        (
+            "POST",
+            "/apis/v2beta1/recurringruns",
+            {"json": {"display_name": "x", "max_concurrency": 1}},
+            "1 is not of type 'string'",
+        ),
+        ("POST", "/apis/v2beta1/runs", {"json": {"state": "DONE"}}, "'DONE' is not one of"),
+        ("POST", "/apis/v2beta1/runs", {"data": "display_name=x"}, "must be application/json"),
+        (
+            "POST",
+            "/apis/v2beta1/pipelines/upload_version",
+            {"files": {"file": ("p.yaml", b"x")}, "params": {"pipelineid": "p"}},
+            "undeclared form field",
+        ),
+        (
+            "POST",
+            "/apis/v2beta1/pipelines/upload_version",
+            {
+                "data": b"--b\r\nContent-Disposition: form-data; name=uploadfile\r\n\r\n\r\n--b--\r\n",
+                "headers": {"Content-Type": "multipart/form-data; boundary=b"},
+                "params": {"pipelineid": "p"},
+            },
+            "must be a file",
+        ),
+        (
+            "POST",
+            "/apis/v2beta1/pipelines/upload_version",
+            {"data": b"--b--\r\n", "headers": {"Content-Type": "multipart/form-data; boundary=b"}},
+            "malformed multipart body",  # no uploadfile at all
+        ),
+        ("POST", "/apis/v2beta1/recurringruns/abc:enable", {"json": {"force": True}}, "takes no body"),
+    ],
+)
+def test_the_fake_rejects_requests_that_break_the_spec(method, path, kwargs, complaint):
+    import requests
+
+    with FakeKfp() as server:
+        answer = requests.request(method, server.url + path, timeout=10, **kwargs)
+    assert answer.status_code == 400
+    assert complaint in answer.json()["message"] and answer.json()["code"] == 3
+    assert len(server.violations) == 1 and complaint in server.violations[0]

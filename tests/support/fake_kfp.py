@@ -158,6 +158,8 @@ class Spec:
             for parameter in form:
                 if parameter.get("required") and parameter["name"] not in parts:
                     raise ApiError(INVALID_ARGUMENT, f"multipart form lacks {parameter['name']!r}")
+                if parameter.get("type") == "file" and parameter["name"] in parts and not parts[parameter["name"]][0]:
+                    raise ApiError(INVALID_ARGUMENT, f"form field {parameter['name']!r} must be a file (no filename)")
             return parts
         if body_parameter is None:
             if raw.strip():
