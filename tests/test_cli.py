@@ -485,3 +485,22 @@ def test_the_fake_rejects_requests_that_break_the_spec(method, path, kwargs, com
     assert answer.status_code == 400
     assert complaint in answer.json()["message"] and answer.json()["code"] == 3
     assert len(server.violations) == 1 and complaint in server.violations[0]
+
+
+def test_compile_with_settings_is_byte_identical_too(tmp_path, capsys):
+    settings = tmp_path / "cluster.yaml"
+    settings.write_text("shm_size: 8Gi\ndvc_cache_pvc: dvc-cache\n")
+    for folder in ("a", "b"):
+        assert main(["compile", "--output-dir", str(tmp_path / folder), "--settings", str(settings)]) == 0
+    with_settings = (tmp_path / "a" / "training_pipeline.yaml").read_bytes()
+    assert with_settings == (tmp_path / "b" / "training_pipeline.yaml").read_bytes()
+    assert b"dvc-cache" in with_settings
+
+
+def test_local_delegates_to_make_run(monkeypatch):
+    import pipelines.local
+
+    seen = []
+    monkeypatch.setattr(pipelines.local, "main", lambda argv: seen.append(argv) or 0)
+    assert main(["local", "--epochs", "2", "--distributed"]) == 0
+    assert seen == [["--epochs", "2", "--distributed"]]
