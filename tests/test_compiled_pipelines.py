@@ -253,3 +253,28 @@ def test_a_settings_file_that_is_not_yaml_is_named(tmp_path):
 
 def test_defaults_are_valid():
     ClusterSettings().validate()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"gpus": -1}, r"gpus must be an integer >= 0, got -1"),
+        ({"accelerator_type": "gpu"}, r"accelerator_type must be an extended resource name like 'nvidia.com/gpu'"),
+        ({"node_selector": {"gpu": 1}}, r"node_selector"),
+        ({"tolerations": [{"operator": "Sometimes"}]}, r"tolerations\[0\].operator must be one of Exists, Equal"),
+    ],
+)
+def test_bad_gpu_placement_arguments_fail_before_submission(arguments, message):
+    from pipelines.arguments import check_arguments
+    from pipelines.training_pipeline import training_pipeline
+
+    with pytest.raises(ValueError, match=message):
+        check_arguments(training_pipeline, {"repo_url": "https://example.com/data.git", **arguments})
+
+
+def test_the_documented_example_settings_compile(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "pipelines/cluster_settings.example.yaml"
+    settings = load_settings(example)
+    assert settings.steps["train"].memory_limit == "64Gi" and settings.dvc_cache_pvc == "dvc-cache"
+    for path in compile_all(tmp_path, settings=settings):
+        parse_strictly(path)
