@@ -116,3 +116,117 @@ def test_remote_without_a_fast_path_falls_back_to_dvc_and_says_so(digits_repo, t
     assert "no fast path for http remotes: using DVC's own transfer" in caplog.text
     assert result.fetched_objects == -1
     assert same_tree(tmp_path / "out/data/raw", Path(digits_repo.repo_url) / "data/raw")
+
+
+# --- the fast path reads outputs and remote settings straight from git --------------------------------
+
+
+def test_fast_path_needs_neither_dvc_nor_a_checkout(digits_repo, tmp_path):
+    """A file:// URL takes the partial-clone branch; DVC is never imported."""
+    out = tmp_path / "out"
+    code = (
+        "import sys\n"
+        "from components.dvc_pull.pull import pull\n"
+        f"result = pull('file://{digits_repo.repo_url}', 'main', ['data/raw'], {str(out)!r})\n"
+        "print(result.fetched_objects, result.file_count, sorted(m for m in sys.modules if m.split('.')[0] == 'dvc'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=Path(__file__).parents[1], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split("\n")[0] == "1799 1799 []"
+    assert same_tree(out / "data/raw", Path(digits_repo.repo_url) / "data/raw")
+
+
+def _clone_with_config(digits_repo, tmp_path, extra_config: str = "", dvc_file=None) -> Path:
+    source = tmp_path / "source"
+    subprocess.run(["git", "clone", "-q", digits_repo.repo_url, str(source)], check=True)
+    with open(source / ".dvc/config", "a") as config:
+        config.write(extra_config)
+    if dvc_file is not None:
+        (source / "data/raw.dvc").write_text(dvc_file((source / "data/raw.dvc").read_text()))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "commit", "-q", "-am", "config"], cwd=source, check=True)
+    return source
+
+
+def test_remote_named_in_the_parameter(digits_repo, tmp_path):
+    backup = tmp_path / "backup"
+    subprocess.run(["cp", "-r", str(digits_repo.remote_dir), str(backup)], check=True)
+    entries = json.loads(next(backup.rglob("*.dir")).read_text())
+    victim = next(e for e in entries if e["relpath"] == "images/0003.png")
+    (backup / "files/md5" / victim["md5"][:2] / victim["md5"][2:]).unlink()
+    source = _clone_with_config(digits_repo, tmp_path, f"['remote \"backup\"']\n    url = {backup}\n")
+
+    with pytest.raises(DvcPullError, match=r"missing from DVC remote 'backup'.*images/0003.png"):
+        pull(str(source), "main", ["data/raw"], tmp_path / "out", remote="backup")
+    result = pull(str(source), "main", ["data/raw"], tmp_path / "out", remote="storage")
+    assert result.remote == "storage" and result.fetched_objects == len(entries)
+    assert same_tree(tmp_path / "out/data/raw", Path(digits_repo.repo_url) / "data/raw")
+
+
+def test_outputs_beyond_the_plain_case_go_through_dvc(digits_repo, tmp_path, caplog):
+    """An output field the direct reader does not know (here `desc`): DVC resolves it, objects still come fast."""
+    source = _clone_with_config(digits_repo, tmp_path, dvc_file=lambda text: text + "  desc: the digits\n")
+    caplog.set_level(logging.DEBUG, logger="components.dvc_pull.pull")
+    result = pull(str(source), "main", ["data/raw"], tmp_path / "out")
+    assert "DVC resolves them" in caplog.text
+    assert result.fetched_objects == 1799
+    assert same_tree(tmp_path / "out/data/raw", Path(digits_repo.repo_url) / "data/raw")
+
+
+@pytest.fixture
+def token_server():
+    """An OAuth token endpoint on 127.0.0.1 that grants any signed assertion; counts its calls."""
+    calls = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(self.path)
+            body = json.dumps({"access_token": "test-token", "expires_in": 3600, "token_type": "Bearer"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/token", calls
+    server.shutdown()
+
+
+@pytest.mark.parametrize("via", ["credentialpath", "GOOGLE_APPLICATION_CREDENTIALS"])
+def test_service_account_key_file(digits_repo, gcs_remote, token_server, tmp_path, monkeypatch, via):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    token_uri, calls = token_server
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_file = tmp_path / "key.json"
+    key_file.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "test",
+                "private_key_id": "1",
+                "private_key": private_key.decode(),
+                "client_email": "puller@test.iam.gserviceaccount.com",
+                "token_uri": token_uri,
+            }
+        )
+    )
+    settings = {k: v for k, v in gcs_remote.items() if k != "allow_anonymous_login"}
+    if via == "credentialpath":
+        settings["credentialpath"] = str(key_file)
+        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    else:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    result = pull(digits_repo.repo_url, "main", ["data/raw"], tmp_path / "out", remote_config=settings)
+    assert result.fetched_objects == 1799
+    assert len(calls) == 1  # one token for every request

@@ -552,6 +552,7 @@ def pull(
         if plan is not None:
             result = _pull_direct(plan, repo_url, rev, commit, paths, output_dir, checkout, jobs, cache_dir)
         else:
+            log.debug("outputs or remote settings beyond the direct reader: DVC resolves them")
             _checkout(checkout, commit)
             result = _pull_with_dvc(
                 repo_url, rev, commit, paths, output_dir, checkout, remote, remote_config, jobs, cache_dir
