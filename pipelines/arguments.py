@@ -7,11 +7,22 @@ from typing import Any
 from components.containerize.buildah import validate_image
 from components.dvc_pull.pull import validate_inputs
 from components.evaluate.evaluation import validate_threshold
-from components.pytorchjob_train.manifest import DNS_1123_SUBDOMAIN, LABEL_VALUE, PyTorchJobConfig
+from components.pytorchjob_train.manifest import PyTorchJobConfig
 from components.pytorchjob_train.step import LAUNCHERS
 from components.train.trainer import TrainConfig
 
-JOB_SETTINGS = ("num_workers", "nproc_per_node", "gpus", "cpu", "memory", "node_selector", "tolerations", "shm_size")
+JOB_SETTINGS = (
+    "num_workers",
+    "nproc_per_node",
+    "gpus",
+    "accelerator_type",
+    "cpu",
+    "memory",
+    "node_selector",
+    "tolerations",
+    "shm_size",
+)
+TRAIN_STEP_PLACEMENT = ("gpus", "accelerator_type", "node_selector", "tolerations")
 
 
 def check_arguments(pipeline, arguments: dict[str, Any]) -> None:
@@ -36,26 +47,13 @@ def check_arguments(pipeline, arguments: dict[str, Any]) -> None:
     if values.get("build_image"):
         validate_image(values["image_repository"] + ":tag", "image_repository")
         validate_image(values["serving_base_image"], "serving_base_image")
-    if "accelerator_type" in values:
-        check_accelerator(values["gpus"], values["accelerator_type"], values["node_selector"], values["tolerations"])
     if "launcher" in values:
         if values["launcher"] not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {values['launcher']!r}")
         settings = {name: values[name] for name in JOB_SETTINGS if name in values}
-        PyTorchJobConfig(image=values.get("image") or "image", command=["python"], **settings).validate()
-
-
-def check_accelerator(gpus: Any, accelerator_type: Any, node_selector: Any, tolerations: Any) -> None:
-    """The training step's GPU count, accelerator resource name, node selector and tolerations."""
-    prefix, _, name = str(accelerator_type).rpartition("/")
-    if not (prefix and DNS_1123_SUBDOMAIN.match(prefix) and name and LABEL_VALUE.match(name)):
-        raise ValueError(
-            f"accelerator_type must be an extended resource name like 'nvidia.com/gpu' or 'amd.com/gpu', "
-            f"got {accelerator_type!r}"
-        )
-    PyTorchJobConfig(
-        image="image", command=["python"], gpus=gpus, node_selector=node_selector, tolerations=tolerations
-    ).validate()
+    else:  # the single-node train step: its placement takes the same checks as a PyTorchJob replica's
+        settings = {name: values[name] for name in TRAIN_STEP_PLACEMENT if name in values}
+    PyTorchJobConfig(image=values.get("image") or "image", command=["python"], **settings).validate()
 
 
 def check_compiled_arguments(pipeline_name: str, arguments: dict[str, Any]) -> bool:

@@ -59,6 +59,7 @@ VARIANTS = {
     "cpu-single-pod": config(num_workers=1),
     "cpu-two-pods": config(num_workers=2),
     "gpu": config(num_workers=4, gpus=8, nproc_per_node=8, command=training_command(8), cpu="32", memory="200Gi"),
+    "amd-gpu": config(gpus=2, nproc_per_node=2, accelerator_type="amd.com/gpu", command=training_command(2)),
     "gpu-nodes-tolerations": config(
         gpus=1,
         node_selector={"nvidia.com/gpu.present": "true", "gpu": "true"},
@@ -114,6 +115,7 @@ def test_manifest_shape(validator):
         ({"gpus": -1}, r"gpus must be an integer >= 0, got -1"),
         ({"nproc_per_node": 0}, r"nproc_per_node must be an integer >= 1"),
         ({"gpus": 2, "nproc_per_node": 4}, r"nproc_per_node=4 exceeds gpus=2"),
+        ({"accelerator_type": "gpu"}, r"accelerator_type must be an extended resource name like 'nvidia.com/gpu'"),
         ({"restart_policy": "Sometimes"}, r"restart_policy must be one of Always, OnFailure, Never, ExitCode"),
         ({"clean_pod_policy": "Some"}, r"clean_pod_policy must be one of All, Running, None"),
         ({"memory": "lots"}, r"memory must be a Kubernetes quantity"),
@@ -143,3 +145,9 @@ def test_schema_check_catches_what_the_api_server_would_prune(validator):
     messages = [e.message for e in validator.iter_errors(manifest)]
     assert any("'replica' was unexpected" in m for m in messages)
     assert any("'three' is not of type 'integer'" in m for m in messages)
+
+
+def test_gpus_are_counted_in_the_accelerators_own_resource():
+    manifest = build_manifest(VARIANTS["amd-gpu"], "train-amd", "team-a", [])
+    resources = manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["limits"]["amd.com/gpu"] == 2 and "nvidia.com/gpu" not in resources["limits"]

@@ -23,6 +23,7 @@ def pytorchjob_train(
     cpu: str = "4",
     memory: str = "16Gi",
     gpus: int = 0,
+    accelerator_type: str = "nvidia.com/gpu",
     node_selector: Dict[str, str] = {},
     tolerations: List[dict] = [],
     shm_size: str = "2Gi",
@@ -57,7 +58,7 @@ def pytorchjob_train(
         launcher: "kubeflow" (a PyTorchJob) or "local" (``torchrun`` on this machine, with
             num_workers x nproc_per_node processes: what ``kfp.local`` uses).
         image: the replicas' image; empty for this library's CUDA training image.
-        num_workers, nproc_per_node, cpu, memory, gpus, node_selector, tolerations,
+        num_workers, nproc_per_node, cpu, memory, gpus, accelerator_type, node_selector, tolerations,
         shm_size, env, secret_volumes, service_account, restart_policy, clean_pod_policy,
         ttl_seconds_after_finished, active_deadline_seconds, backoff_limit: the PyTorchJob's
             spec per replica; secrets are mounted as volumes (name -> path), never passed as values.
@@ -92,6 +93,7 @@ def pytorchjob_train(
             cpu=cpu,
             memory=memory,
             gpus=gpus,
+            accelerator_type=accelerator_type,
             node_selector=node_selector,
             tolerations=tolerations,
             shm_size=shm_size,

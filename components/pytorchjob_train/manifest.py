@@ -44,6 +44,7 @@ class PyTorchJobConfig:
     cpu: str = "2"
     memory: str = "8Gi"
     gpus: int = 0
+    accelerator_type: str = "nvidia.com/gpu"  # the extended resource the GPUs are counted in
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: list[dict[str, Any]] = field(default_factory=list)
     shm_size: str = "2Gi"  # "" for no /dev/shm volume
@@ -78,6 +79,11 @@ class PyTorchJobConfig:
             f"nproc_per_node must be an integer >= 1, got {self.nproc_per_node!r}",
         )
         check(_int(self.gpus) and self.gpus >= 0, f"gpus must be an integer >= 0, got {self.gpus!r}")
+        check(
+            is_extended_resource(self.accelerator_type),
+            "accelerator_type must be an extended resource name like 'nvidia.com/gpu' or 'amd.com/gpu', "
+            f"got {self.accelerator_type!r}",
+        )
         if _int(self.gpus) and _int(self.nproc_per_node) and self.gpus and self.nproc_per_node > self.gpus:
             problems.append(
                 f"nproc_per_node={self.nproc_per_node} exceeds gpus={self.gpus} per pod: one process per GPU"
@@ -128,6 +134,12 @@ class PyTorchJobConfig:
             )
         if problems:
             raise ManifestError("; ".join(problems))
+
+
+def is_extended_resource(name: Any) -> bool:
+    """``domain/name``, as device plugins advertise them (``nvidia.com/gpu``, ``amd.com/gpu``)."""
+    prefix, _, resource = str(name).rpartition("/")
+    return bool(prefix and DNS_1123_SUBDOMAIN.match(prefix) and resource and LABEL_VALUE.match(resource))
 
 
 def _int(value: Any) -> bool:
@@ -206,8 +218,8 @@ def _pod_template(config: PyTorchJobConfig, args: list[str]) -> dict[str, Any]:
         "limits": {"memory": config.memory},
     }
     if config.gpus:
-        resources["requests"]["nvidia.com/gpu"] = config.gpus
-        resources["limits"]["nvidia.com/gpu"] = config.gpus
+        resources["requests"][config.accelerator_type] = config.gpus
+        resources["limits"][config.accelerator_type] = config.gpus
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     if config.shm_size:
