@@ -1,0 +1,83 @@
+"""Opt-in: the kfp-torch command line against a real Kubeflow Pipelines API.
+
+Skipped unless KFP_TORCH_LIFECYCLE_KFP_HOST is set (for example http://127.0.0.1:8080 after
+``kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80``). Also read, as for the command line:
+KFP_NAMESPACE and KFP_TOKEN_FILE on a multi-user cluster. With KFP_TORCH_LIFECYCLE_DATA_REPO (a git
+repository with DVC-tracked data/raw the cluster can pull, and the images of components/images.py
+pushed) it also runs the training pipeline to the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+from pipelines.cli import main as kfp_torch
+from pipelines.compile import compile_all
+
+pytestmark = pytest.mark.cluster
+HOST = os.environ.get("KFP_TORCH_LIFECYCLE_KFP_HOST", "")
+DATA_REPO = os.environ.get("KFP_TORCH_LIFECYCLE_DATA_REPO", "")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    if not HOST:
+        pytest.skip("set KFP_TORCH_LIFECYCLE_KFP_HOST to run against a Kubeflow Pipelines API")
+    return {path.stem: path for path in compile_all(tmp_path_factory.mktemp("compiled"))}
+
+
+def test_upload_is_idempotent_and_schedules_round_trip(compiled, capsys):
+    name = f"kfp-torch-lifecycle-test-{uuid.uuid4().hex[:8]}"
+    pipeline = str(compiled["training_pipeline"])
+    assert kfp_torch(["--host", HOST, "upload", pipeline, "--name", name]) == 0
+    assert kfp_torch(["--host", HOST, "upload", pipeline, "--name", name]) == 0
+    assert "already" in capsys.readouterr().out.lower()
+    assert (
+        kfp_torch(
+            [
+                "--host",
+                HOST,
+                "schedule",
+                "create",
+                "--pipeline",
+                name,
+                "--name",
+                name,
+                "--cron",
+                "0 3 * * *",
+                "--disabled",
+                "--param",
+                "repo_url=https://example.com/data.git",
+            ]
+        )
+        == 0
+    )
+
+
+@pytest.mark.skipif(not DATA_REPO, reason="set KFP_TORCH_LIFECYCLE_DATA_REPO to run the pipeline on the cluster")
+def test_the_training_pipeline_runs_to_success(compiled):
+    code = kfp_torch(
+        [
+            "--host",
+            HOST,
+            "run",
+            str(compiled["training_pipeline"]),
+            "--experiment",
+            "kfp-torch-lifecycle-tests",
+            "--param",
+            f"repo_url={DATA_REPO}",
+            "--param",
+            "epochs=2",
+            "--param",
+            "accuracy_threshold=0.5",
+            "--param",
+            "build_image=false",
+            "--wait",
+            "--timeout",
+            "3600",
+        ]
+    )
+    assert code == 0
