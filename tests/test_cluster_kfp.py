@@ -35,26 +35,15 @@ def test_upload_is_idempotent_and_schedules_round_trip(compiled, capsys):
     assert kfp_torch(["--host", HOST, "upload", pipeline, "--name", name]) == 0
     assert kfp_torch(["--host", HOST, "upload", pipeline, "--name", name]) == 0
     assert "already" in capsys.readouterr().out.lower()
-    assert (
-        kfp_torch(
-            [
-                "--host",
-                HOST,
-                "schedule",
-                "create",
-                "--pipeline",
-                name,
-                "--name",
-                name,
-                "--cron",
-                "0 3 * * *",
-                "--disabled",
-                "--param",
-                "repo_url=https://example.com/data.git",
-            ]
-        )
-        == 0
+    schedule = ["--host", HOST, "schedule"]
+    created = kfp_torch(
+        [*schedule, "create", "--pipeline", name, "--name", name, "--cron", "0 3 * * *", "--disabled"]
+        + ["--param", "repo_url=https://example.com/data.git"]
     )
+    assert created == 0
+    recurring_run_id = capsys.readouterr().out.split("created recurring run ", 1)[1].split()[0]
+    for action in ("enable", "disable", "delete"):
+        assert kfp_torch([*schedule, action, recurring_run_id]) == 0
 
 
 @pytest.mark.skipif(not DATA_REPO, reason="set KFP_TORCH_LIFECYCLE_DATA_REPO to run the pipeline on the cluster")
