@@ -76,3 +76,64 @@ def test_the_registry_variable_reaches_the_compiled_yaml(tmp_path):
 def test_the_build_context_leaves_out_local_state():
     ignored = (ROOT / ".containerignore").read_text().split()
     assert {".git", ".venv", ".local", "build"} <= set(ignored)
+
+
+# Opt-in: after `make images`, run two compiled steps inside the components image, exactly as a
+# pod would (the YAML's command and args, nothing installed first). KFP_TORCH_LIFECYCLE_IMAGE_STORAGE
+# names the buildah storage the image is in ("default" for buildah's own).
+IMAGE_STORAGE = os.environ.get("KFP_TORCH_LIFECYCLE_IMAGE_STORAGE", "")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not IMAGE_STORAGE, reason="set KFP_TORCH_LIFECYCLE_IMAGE_STORAGE after `make images`")
+def test_compiled_steps_run_inside_the_built_components_image(tmp_path, digits_repo):
+    import json
+
+    import yaml
+
+    from components.containerize.buildah import _global_flags
+    from pipelines.compile import compile_all
+
+    flags = ["buildah", *_global_flags("" if IMAGE_STORAGE == "default" else IMAGE_STORAGE)]
+    compiled = compile_all(tmp_path / "compiled")[0]
+    executors = next(yaml.safe_load_all(compiled.read_text()))["deploymentSpec"]["executors"]
+    remote = str(digits_repo.remote_dir)
+    mounts = ["--volume", f"{digits_repo.repo_url}:/data/repo:ro", "--volume", f"{remote}:{remote}:ro"]
+
+    def run_step(executor: str, executor_input: dict) -> dict:
+        work = tmp_path / executor
+        work.mkdir()
+        container = executors[executor]["container"]
+        executor_input["outputs"]["outputFile"] = "/work/executor_output.json"
+        args = [arg.replace("{{$}}", json.dumps(executor_input)) for arg in container["args"]]
+        name = subprocess.run([*flags, "from", container["image"]], capture_output=True, text=True, check=True)
+        try:
+            done = subprocess.run(
+                [*flags, "run", "--isolation", "chroot", *mounts, "--volume", f"{work}:/work"]
+                + [name.stdout.strip(), "--", *container["command"], *args],
+                capture_output=True,
+                text=True,
+            )
+        finally:
+            subprocess.run([*flags, "rm", name.stdout.strip()], capture_output=True)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "pip install" not in done.stdout + done.stderr
+        return json.loads((work / "executor_output.json").read_text())
+
+    resolved = run_step(
+        "exec-resolve-revision",
+        {
+            "inputs": {"parameterValues": {"repo_url": "/data/repo", "rev": "main"}},
+            "outputs": {"parameters": {"Output": {"outputFile": "/work/output"}}},
+        },
+    )
+    assert resolved["parameterValues"]["Output"] == digits_repo.commit
+    dataset = {"name": "dataset", "type": {"schemaTitle": "system.Dataset"}, "uri": "/work/dataset", "metadata": {}}
+    pulled = run_step(
+        "exec-dvc-pull",
+        {
+            "inputs": {"parameterValues": {"repo_url": "/data/repo", "rev": digits_repo.commit, "paths": ["data/raw"]}},
+            "outputs": {"artifacts": {"dataset": {"artifacts": [dataset]}}},
+        },
+    )
+    assert pulled["artifacts"]["dataset"]["artifacts"][0]["metadata"]["file_count"] == 1799
