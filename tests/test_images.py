@@ -78,7 +78,7 @@ def test_the_build_context_leaves_out_local_state():
     assert {".git", ".venv", ".local", "build"} <= set(ignored)
 
 
-# Opt-in: after `make images`, run two compiled steps inside the components image, exactly as a
+# Opt-in: after `make images`, run three compiled steps inside the images, exactly as a
 # pod would (the YAML's command and args, nothing installed first). KFP_TORCH_LIFECYCLE_IMAGE_STORAGE
 # names the buildah storage the image is in ("default" for buildah's own).
 IMAGE_STORAGE = os.environ.get("KFP_TORCH_LIFECYCLE_IMAGE_STORAGE", "")
@@ -86,7 +86,7 @@ IMAGE_STORAGE = os.environ.get("KFP_TORCH_LIFECYCLE_IMAGE_STORAGE", "")
 
 @pytest.mark.slow
 @pytest.mark.skipif(not IMAGE_STORAGE, reason="set KFP_TORCH_LIFECYCLE_IMAGE_STORAGE after `make images`")
-def test_compiled_steps_run_inside_the_built_components_image(tmp_path, digits_repo):
+def test_compiled_steps_run_inside_the_built_images(tmp_path, digits_repo):
     import json
 
     import yaml
@@ -100,7 +100,7 @@ def test_compiled_steps_run_inside_the_built_components_image(tmp_path, digits_r
     remote = str(digits_repo.remote_dir)
     mounts = ["--volume", f"{digits_repo.repo_url}:/data/repo:ro", "--volume", f"{remote}:{remote}:ro"]
 
-    def run_step(executor: str, executor_input: dict) -> dict:
+    def run_step(executor: str, executor_input: dict, extra_mounts: tuple[str, ...] = ()) -> dict:
         work = tmp_path / executor
         work.mkdir()
         container = executors[executor]["container"]
@@ -109,7 +109,7 @@ def test_compiled_steps_run_inside_the_built_components_image(tmp_path, digits_r
         name = subprocess.run([*flags, "from", container["image"]], capture_output=True, text=True, check=True)
         try:
             done = subprocess.run(
-                [*flags, "run", "--isolation", "chroot", *mounts, "--volume", f"{work}:/work"]
+                [*flags, "run", "--isolation", "chroot", *mounts, *extra_mounts, "--volume", f"{work}:/work"]
                 + [name.stdout.strip(), "--", *container["command"], *args],
                 capture_output=True,
                 text=True,
@@ -137,3 +137,18 @@ def test_compiled_steps_run_inside_the_built_components_image(tmp_path, digits_r
         },
     )
     assert pulled["artifacts"]["dataset"]["artifacts"][0]["metadata"]["file_count"] == 1799
+    model = {"name": "model", "type": {"schemaTitle": "system.Model"}, "uri": "/work/model", "metadata": {}}
+    metrics = {"name": "metrics", "type": {"schemaTitle": "system.Metrics"}, "uri": "/work/metrics", "metadata": {}}
+    trained = run_step(  # on the training image
+        "exec-train",
+        {
+            "inputs": {
+                "parameterValues": {"epochs": 1},
+                "artifacts": {"dataset": {"artifacts": [{**dataset, "uri": "/pulled/dataset"}]}},
+            },
+            "outputs": {"artifacts": {"model": {"artifacts": [model]}, "metrics": {"artifacts": [metrics]}}},
+        },
+        extra_mounts=("--volume", f"{tmp_path / 'exec-dvc-pull'}:/pulled:ro"),
+    )
+    assert trained["artifacts"]["metrics"]["artifacts"][0]["metadata"]["val_accuracy"] > 0.5
+    assert (tmp_path / "exec-train/model/weights.pt").is_file()
