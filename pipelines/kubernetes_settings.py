@@ -79,7 +79,8 @@ class ClusterSettings:
     """Compile-time settings for a Kubeflow cluster."""
 
     steps: dict[str, StepSettings] = field(default_factory=lambda: dict(DEFAULT_STEPS))
-    pod_labels: dict[str, str] = field(default_factory=lambda: {"app.kubernetes.io/part-of": "kfp-torch-lifecycle"})
+    # Extra labels on every step's pod, beside app.kubernetes.io/part-of and kfp-torch-lifecycle/step.
+    pod_labels: dict[str, str] = field(default_factory=dict)
     # The training step's /dev/shm: an emptyDir in memory, so DataLoader workers can share batches. "" for none.
     shm_size: str = "2Gi"
     # A PersistentVolumeClaim holding a DVC cache shared across runs; "" for a throwaway cache per run.
@@ -221,7 +222,8 @@ def configure_step(task: dsl.PipelineTask, step: str, settings: ClusterSettings)
     if own.timeout_seconds:
         kubernetes.set_timeout(task, own.timeout_seconds)
     task.set_caching_options(enable_caching=own.caching)
-    for key, value in sorted(settings.pod_labels.items()):
+    labels = {"app.kubernetes.io/part-of": "kfp-torch-lifecycle", **settings.pod_labels}
+    for key, value in sorted(labels.items()):
         kubernetes.add_pod_label(task, key, value)
     kubernetes.add_pod_label(task, "kfp-torch-lifecycle/step", step)
     if settings.gcs_credentials_secret and step in GCS_STEPS:

@@ -155,8 +155,9 @@ def _all_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, pipeline_spec_
 def test_cluster_settings_land_exactly_on_the_steps_they_are_for(cluster_yaml):
     spec, executors = parse_strictly(cluster_yaml["training_pipeline"])
     for config in executors.values():
-        assert config["podMetadata"]["labels"]["team"] == "vision"
-        assert config["podMetadata"]["labels"]["cost-center"] == "ml-42"
+        labels = config["podMetadata"]["labels"]
+        assert labels["team"] == "vision" and labels["cost-center"] == "ml-42"
+        assert labels["app.kubernetes.io/part-of"] == "kfp-torch-lifecycle" and "kfp-torch-lifecycle/step" in labels
     [pvc] = executors["exec-dvc-pull"]["pvcMount"]
     assert (pvc["constant"], pvc["mountPath"]) == ("dvc-cache", "/mnt/dvc-cache")
     secrets = {
