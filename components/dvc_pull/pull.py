@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from components.common.artifacts import atomic_directory
+from components.common.git import absolute_if_local, is_local_path, last_line, run_git, unknown_revision_message
 from components.dvc_pull import fast_fetch
 
 log = logging.getLogger(__name__)
@@ -181,11 +181,6 @@ def check_gcs_credentials(remote_settings: Mapping[str, object]) -> str:
     return "Application Default Credentials"
 
 
-def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
-    return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
-
-
 def _clone_at(repo_url: str, rev: str, destination: Path) -> str:
     """Clone ``repo_url`` into ``destination`` without a work tree; return the commit SHA of ``rev``.
 
@@ -193,47 +188,43 @@ def _clone_at(repo_url: str, rev: str, destination: Path) -> str:
     server allows it): the few files read later are fetched on demand.
     """
     options = ["--quiet", "--no-checkout"]
-    if "://" not in repo_url and Path(repo_url).exists():
-        repo_url = str(Path(repo_url).resolve())  # a relative path: git runs from another directory
+    if is_local_path(repo_url):
+        repo_url = absolute_if_local(repo_url)  # a relative path: git runs from another directory
     else:
         options.append("--filter=blob:none")
-    cloned = _git("clone", *options, repo_url, str(destination), cwd=destination.parent)
+    cloned = run_git("clone", *options, repo_url, str(destination), cwd=destination.parent)
     if cloned.returncode != 0:
         raise DvcPullError(
-            f"cannot clone {redact_url(repo_url)}: {_last_line(cloned.stderr)}; check the URL and that "
+            f"cannot clone {redact_url(repo_url)}: {last_line(cloned.stderr)}; check the URL and that "
             "the repository is reachable from this pod"
         )
     commit = None
     for candidate in (rev, f"origin/{rev}"):
-        parsed = _git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", cwd=destination)
+        parsed = run_git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", cwd=destination)
         if parsed.returncode == 0:
             commit = parsed.stdout.strip()
             break
     if commit is None and re.fullmatch(r"[0-9a-fA-F]{7,40}", rev):
         # A commit that no branch or tag advertises can still be fetched by SHA.
-        if _git("fetch", "--quiet", "origin", rev, cwd=destination).returncode == 0:
-            commit = _git("rev-parse", "FETCH_HEAD", cwd=destination).stdout.strip()
+        if run_git("fetch", "--quiet", "origin", rev, cwd=destination).returncode == 0:
+            commit = run_git("rev-parse", "FETCH_HEAD", cwd=destination).stdout.strip()
     if commit is None:
-        refs = _git("for-each-ref", "--format=%(refname:short)", "refs/remotes/origin", "refs/tags", cwd=destination)
+        refs = run_git("for-each-ref", "--format=%(refname:short)", "refs/remotes/origin", "refs/tags", cwd=destination)
         known = sorted(r.removeprefix("origin/") for r in refs.stdout.split() if r != "origin/HEAD" and r != "origin")
-        raise DvcPullError(
-            f"unknown revision {rev!r} in {redact_url(repo_url)}; known branches and tags: "
-            f"{', '.join(known) or '(none)'}, or give a commit SHA"
-        )
+        raise DvcPullError(unknown_revision_message(rev, redact_url(repo_url), known))
     return commit
 
 
 def _checkout(destination: Path, commit: str) -> None:
-    checked_out = _git("checkout", "--quiet", "--detach", commit, cwd=destination)
+    checked_out = run_git("checkout", "--quiet", "--detach", commit, cwd=destination)
     if checked_out.returncode != 0:
-        raise DvcPullError(f"cannot check out {commit}: {_last_line(checked_out.stderr)}")
+        raise DvcPullError(f"cannot check out {commit}: {last_line(checked_out.stderr)}")
 
 
 def _read_blobs(checkout: Path, commit: str, names: Sequence[str]) -> dict[str, bytes | None]:
     """The content of each file at ``commit`` (None where absent), read from git without a checkout."""
     request = "".join(f"{commit}:{name}\n" for name in names).encode()
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
-    done = subprocess.run(["git", "cat-file", "--batch"], cwd=checkout, env=env, input=request, capture_output=True)
+    done = run_git("cat-file", "--batch", cwd=checkout, input=request)
     blobs: dict[str, bytes | None] = dict.fromkeys(names)
     if done.returncode != 0:
         return blobs
@@ -250,11 +241,6 @@ def _read_blobs(checkout: Path, commit: str, names: Sequence[str]) -> dict[str, 
                 blobs[name] = out[position : position + size]
             position += size + 1
     return blobs
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no error output"
 
 
 def _repo_relative(repo, out) -> str:

@@ -8,11 +8,9 @@ unchanged one is.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-from pathlib import Path
 
+from components.common.git import absolute_if_local, last_line, run_git, unknown_revision_message
 from components.dvc_pull.pull import redact_url, validate_inputs
 
 FULL_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -25,15 +23,12 @@ class RevisionError(ValueError):
 
 def list_refs(repo_url: str) -> dict[str, str]:
     """Every ref the repository advertises (``refs/heads/main`` → SHA; peeled tags end in ``^{}``)."""
-    if "://" not in repo_url and Path(repo_url).exists():
-        repo_url = str(Path(repo_url).resolve())
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
-    listed = subprocess.run(["git", "ls-remote", repo_url], env=env, capture_output=True, text=True)
+    repo_url = absolute_if_local(repo_url)
+    listed = run_git("ls-remote", repo_url)
     if listed.returncode != 0:
-        last = (listed.stderr.strip().splitlines() or ["git ls-remote failed"])[-1]
         raise RevisionError(
-            f"cannot list the refs of {redact_url(repo_url)}: {last}; check the URL and that the repository "
-            "is reachable from this pod"
+            f"cannot list the refs of {redact_url(repo_url)}: {last_line(listed.stderr)}; check the URL and that "
+            "the repository is reachable from this pod"
         )
     refs = {}
     for line in listed.stdout.splitlines():
@@ -62,7 +57,4 @@ def resolve_revision(repo_url: str, rev: str) -> str:
     known = sorted(
         {name.removeprefix("refs/heads/").removeprefix("refs/tags/").removesuffix("^{}") for name in refs} - {"HEAD"}
     )
-    raise RevisionError(
-        f"unknown revision {rev!r} in {redact_url(repo_url)}; known branches and tags: "
-        f"{', '.join(known) or '(none)'}, or give a commit SHA"
-    )
+    raise RevisionError(unknown_revision_message(rev, redact_url(repo_url), known))
