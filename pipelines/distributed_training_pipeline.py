@@ -71,14 +71,8 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
             learning_rate=learning_rate,
             seed=seed,
             validation_fraction=validation_fraction,
-            env={"GOOGLE_APPLICATION_CREDENTIALS": settings.gcs_credentials_path}
-            if settings.gcs_credentials_secret
-            else {},
-            secret_volumes=(
-                {settings.gcs_credentials_secret: settings.gcs_credentials_mount_path}
-                if settings.gcs_credentials_secret
-                else {}
-            ),
+            env=settings.gcs_environment,  # the replicas read the dataset by its gs:// URI
+            secret_volumes=settings.gcs_secret_volumes,
         ).set_display_name("distributed training")
         configure_step(trained, "pytorchjob-train", settings)
         packaging = {

@@ -99,6 +99,16 @@ class ClusterSettings:
         return f"{self.gcs_credentials_mount_path.rstrip('/')}/{self.gcs_credentials_key}"
 
     @property
+    def gcs_secret_volumes(self) -> dict[str, str]:
+        """The GCS key Secret and where it is mounted ({} with Workload Identity)."""
+        return {self.gcs_credentials_secret: self.gcs_credentials_mount_path} if self.gcs_credentials_secret else {}
+
+    @property
+    def gcs_environment(self) -> dict[str, str]:
+        """What points Google's client libraries at the mounted key ({} with Workload Identity)."""
+        return {"GOOGLE_APPLICATION_CREDENTIALS": self.gcs_credentials_path} if self.gcs_credentials_secret else {}
+
+    @property
     def registry_auth_file(self) -> str:
         return f"{self.registry_mount_path.rstrip('/')}/.dockerconfigjson" if self.registry_secret else ""
 
@@ -226,9 +236,11 @@ def configure_step(task: dsl.PipelineTask, step: str, settings: ClusterSettings)
     for key, value in sorted(labels.items()):
         kubernetes.add_pod_label(task, key, value)
     kubernetes.add_pod_label(task, "kfp-torch-lifecycle/step", step)
-    if settings.gcs_credentials_secret and step in GCS_STEPS:
-        kubernetes.use_secret_as_volume(task, settings.gcs_credentials_secret, settings.gcs_credentials_mount_path)
-        task.set_env_variable("GOOGLE_APPLICATION_CREDENTIALS", settings.gcs_credentials_path)
+    if step in GCS_STEPS:
+        for secret, mount_path in settings.gcs_secret_volumes.items():
+            kubernetes.use_secret_as_volume(task, secret, mount_path)
+        for name, value in settings.gcs_environment.items():
+            task.set_env_variable(name, value)
     if settings.registry_secret and step == "containerize":
         kubernetes.use_secret_as_volume(task, settings.registry_secret, settings.registry_mount_path)
     if settings.dvc_cache_pvc and step == "dvc-pull":
