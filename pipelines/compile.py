@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
 from kfp import compiler
 
 from pipelines.distributed_training_pipeline import build_distributed_training_pipeline, distributed_training_pipeline
@@ -45,8 +46,40 @@ def compile_all(
     for name, build in BUILDERS.items():
         path = output_dir / f"{name}.yaml"
         compiler.Compiler().compile(build(settings), str(path))
+        path.write_text(_with_stable_header(path.read_text()))
         written.append(path)
     return written
+
+
+def _with_stable_header(text: str) -> str:
+    """The compiled text with its ``# Inputs:`` header made deterministic.
+
+    KFP prints each input's default in that header from a protobuf Struct, whose map order
+    upb randomises per process; a default with several keys (the GPU tolerations) would make
+    the file differ from run to run. The defaults are printed here with sorted keys instead.
+    """
+    parameters = next(yaml.safe_load_all(text))["root"].get("inputDefinitions", {}).get("parameters", {})
+    structured = {
+        name: spec["defaultValue"]
+        for name, spec in parameters.items()
+        if isinstance(spec.get("defaultValue"), (dict, list))
+    }
+    lines = text.split("\n")
+    for index, line in enumerate(lines):
+        if not line.startswith("#"):
+            break  # the header is the comment block at the top
+        name = line.removeprefix("#    ").split(":", 1)[0]
+        if line.startswith("#    ") and name in structured and " [Default: " in line:
+            lines[index] = f"{line.split(' [Default: ', 1)[0]} [Default: {_sorted_keys(structured[name])}]"
+    return "\n".join(lines)
+
+
+def _sorted_keys(value):
+    if isinstance(value, dict):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted_keys(item) for item in value]
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
