@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 from kfp import dsl, kubernetes
 
-from components.pytorchjob_train.manifest import DNS_1123_SUBDOMAIN, LABEL_VALUE, QUANTITY
+from components.pytorchjob_train.manifest import DNS_1123_SUBDOMAIN, QUANTITY, is_label_value
 
 STEPS = (
     "resolve-revision",
@@ -123,13 +123,10 @@ class ClusterSettings:
         for step, settings in self.steps.items():
             _validate_step(step, settings)
         for key, value in self.pod_labels.items():
-            name = key.rsplit("/", 1)[-1]
-            prefix = key[: -len(name) - 1] if "/" in key else ""
-            if not (0 < len(name) <= 63 and LABEL_VALUE.match(name)) or (
-                prefix and not DNS_1123_SUBDOMAIN.match(prefix)
-            ):
+            prefix, slash, name = key.rpartition("/")
+            if not (name and is_label_value(name)) or (slash and not DNS_1123_SUBDOMAIN.match(prefix)):
                 raise SettingsError(f"pod label key {key!r} is not a valid Kubernetes label key")
-            if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
+            if not is_label_value(value):
                 raise SettingsError(
                     f"pod label {key}={value!r}: a value is up to 63 letters, digits, '-', '_' or '.', "
                     "starting and ending with a letter or digit"

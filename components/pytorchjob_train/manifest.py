@@ -128,12 +128,14 @@ class PyTorchJobConfig:
             f"service_account {self.service_account!r} is not a DNS-1123 subdomain",
         )
         for key, value in self.labels.items():
-            check(
-                isinstance(value, str) and bool(LABEL_VALUE.match(value)) and len(value) <= 63,
-                f"label {key}={value!r} is not a valid label value",
-            )
+            check(is_label_value(value), f"label {key}={value!r} is not a valid label value")
         if problems:
             raise ManifestError("; ".join(problems))
+
+
+def is_label_value(value: Any) -> bool:
+    """Up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (or empty)."""
+    return isinstance(value, str) and len(value) <= 63 and bool(LABEL_VALUE.match(value))
 
 
 def is_extended_resource(name: Any) -> bool:
