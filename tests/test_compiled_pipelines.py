@@ -249,6 +249,7 @@ def test_no_secret_value_or_credential_file_content_reaches_the_yaml(tmp_path, m
         ({"steps": {"resolve-revision": {"caching": True}}}, r"serve an old commit"),
         ({"steps": {"train": {"gpus": 2}}}, r"steps.train: unknown setting\(s\) \['gpus'\]"),
         ({"pod_labels": {"team": "vision team"}}, r"pod label team='vision team'"),
+        ({"pod_labels": {"/team": "vision"}}, r"pod label key '/team' is not a valid Kubernetes label key"),
         ({"dvc_cache_pvc": "DVC_Cache"}, r"dvc_cache_pvc 'DVC_Cache' is not a valid Kubernetes object name"),
         ({"shm_size": "lots"}, r"shm_size must be a quantity"),
     ],
