@@ -11,8 +11,10 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and exactly pinned: the CPU build on this machine's disk, never a multi-GB CUDA download.
-	$(PY) -m pip install --quiet torch==2.13.0
+	# torch and torchvision first, exactly pinned: PyPI's builds (CUDA, with their nvidia-* wheels,
+	# about 5.5 GB in the venv; they run on a CPU-only machine too). Where pip finds them on local
+	# disk it takes them from there; torchvision's wheels import only beside this torch.
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

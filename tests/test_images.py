@@ -31,10 +31,9 @@ def test_each_containerfile_installs_the_library_and_the_pinned_torch(image):
     text = CONTAINERFILES[image].read_text()
     assert re.search(r"^ARG BASE_IMAGE=\S+python:3\.11", text, re.MULTILINE)
     assert "FROM ${BASE_IMAGE}" in text
-    torch_pin = next(
-        line.strip() for line in setup_cfg()["options"]["install_requires"].splitlines() if "torch" in line
-    )
-    assert f'pip install --index-url "${{TORCH_INDEX_URL}}" {torch_pin}' in text
+    requirements = [line.strip() for line in setup_cfg()["options"]["install_requires"].splitlines()]
+    pins = [next(line for line in requirements if line.startswith(f"{name}==")) for name in ("torch", "torchvision")]
+    assert f'pip install --index-url "${{TORCH_INDEX_URL}}" {" ".join(pins)}' in text  # the pair, before the rest
     packages = [p for p in setup_cfg()["options.packages.find"]["include"].split() if "*" not in p]
     for package in packages:
         assert f"COPY {package} {package}" in text, f"{image} image lacks the {package} package"
