@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from components.common.model import SPEC_FILE, WEIGHTS_FILE, load_spec
+from components.common.spec import ONNX_FILE, SPEC_FILE, WEIGHTS_FILE, load_spec
 from components.common.storage import local_copy, publish
 from components.train.distributed import DistributedContext, context_from_env
 from pipelines.demo_data import prepare_digits_repo
@@ -29,7 +29,7 @@ def test_train_cli_reads_and_writes_gs_uris(digits_dir, emulated_gcs, fake_gcs, 
     model_uri = f"{emulated_gcs}/run-1/model"
     done = subprocess.run(
         [sys.executable, "-m", "components.train.cli", "--dataset", f"{emulated_gcs}/run-1/dataset"]
-        + ["--model", model_uri, "--epochs", "1", "--dataset-info", '{"commit": "abc"}'],
+        + ["--model", model_uri, "--epochs", "1", "--augment", "false", "--dataset-info", '{"commit": "abc"}'],
         capture_output=True,
         text=True,
         env={**os.environ, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"},
@@ -37,7 +37,7 @@ def test_train_cli_reads_and_writes_gs_uris(digits_dir, emulated_gcs, fake_gcs, 
     )
     assert done.returncode == 0, done.stderr[-3000:]
     blobs = [b.name for b in fake_gcs.client().list_blobs("artifacts-cli", prefix="run-1/model/")]
-    assert sorted(blobs) == ["run-1/model/" + SPEC_FILE, "run-1/model/" + WEIGHTS_FILE]
+    assert sorted(blobs) == ["run-1/model/" + name for name in (ONNX_FILE, SPEC_FILE, WEIGHTS_FILE)]
     with local_copy(model_uri) as fetched:
         spec = load_spec(fetched)
     assert spec.dataset == {"commit": "abc"} and spec.classes == [str(i) for i in range(10)]
@@ -51,6 +51,11 @@ def test_train_cli_reads_and_writes_gs_uris(digits_dir, emulated_gcs, fake_gcs, 
         (  # a PyTorchJob pod without nprocPerNode: the operator's variables, no LOCAL_RANK
             {"WORLD_SIZE": "4", "RANK": "3", "MASTER_ADDR": "job-master-0", "MASTER_PORT": "23456"},
             DistributedContext(3, 4, 0),
+        ),
+        (  # what the Training Operator sets with nprocPerNode "1" (PET_NPROC_PER_NODE is always set)
+            {"WORLD_SIZE": "2", "RANK": "1", "MASTER_ADDR": "j-master-0", "MASTER_PORT": "23456"}
+            | {"PET_NPROC_PER_NODE": "1", "PET_NNODES": "2", "PET_NODE_RANK": "1", "PET_MASTER_ADDR": "j-master-0"},
+            DistributedContext(1, 2, 0),
         ),
         (  # torchrun (also inside a pod with nprocPerNode, after it read the PET_* variables)
             {"WORLD_SIZE": "8", "RANK": "5", "LOCAL_RANK": "1", "MASTER_ADDR": "a", "MASTER_PORT": "1"}
@@ -72,7 +77,7 @@ def test_context_from_launcher_environment(env, expected):
             r"RANK must be in \[0, WORLD_SIZE=2\)",
         ),
         ({"WORLD_SIZE": "2", "RANK": "0"}, r"MASTER_ADDR, MASTER_PORT is not set"),
-        ({"PET_NPROC_PER_NODE": "4", "PET_NNODES": "2"}, r"must start training through torchrun"),
+        ({"PET_NPROC_PER_NODE": "4", "PET_NNODES": "2"}, r"PET_NPROC_PER_NODE=4 but LOCAL_RANK is not set"),
     ],
 )
 def test_bad_launcher_environment_is_named(env, message):

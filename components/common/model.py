@@ -1,25 +1,40 @@
-"""Model architectures and the on-disk format of a ``Model`` artifact.
+"""Networks: the built-in ``small_cnn``, torchvision's classifiers by name, or the user's own factory.
 
-A model directory holds ``weights.pt`` (a ``state_dict``) and ``spec.json``:
-everything needed to rebuild the network and feed it correctly (architecture,
-classes, input shape, normalisation), and where it came from (library and
-torch versions, dataset commit and md5, training parameters).
+Every network is built for the dataset's classes and channels. A Model
+artifact (see ``components.common.spec``) holds its weights, its spec and its
+ONNX export; ``save_model`` writes all of them, ``load_model`` rebuilds the
+network: from the weights for ``small_cnn`` and torchvision architectures,
+from the ``torch.export`` program for any other (a ``model_factory``'s or a
+custom script's), so that nothing of the user's code is needed after training.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+import copy
+import importlib
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-WEIGHTS_FILE = "weights.pt"
-SPEC_FILE = "spec.json"
-SPEC_FORMAT_VERSION = 1
+from components.common.spec import (
+    FACTORY_PREFIX,
+    ONNX_BATCH,
+    ONNX_FILE,
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    PROGRAM_FILE,
+    WEIGHTS_FILE,
+    ModelFormatError,
+    ModelSpec,
+    load_spec,
+    write_spec,
+)
+
+log = logging.getLogger(__name__)
 
 
 class SmallCNN(nn.Module):
@@ -46,62 +61,284 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"small_cnn": SmallCNN}
+LIBRARY_ARCHITECTURES = ("small_cnn",)
+# torchvision's classifiers that train as plain single-output modules (no auxiliary heads), each
+# checked in the tests to build, run and have its head found for any number of classes.
+TORCHVISION_ARCHITECTURES = (
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "wide_resnet50_2",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "efficientnet_b0",
+    "efficientnet_b1",
+    "efficientnet_b2",
+    "efficientnet_b3",
+    "efficientnet_v2_s",
+    "convnext_tiny",
+    "convnext_small",
+    "convnext_base",
+    "regnet_y_400mf",
+    "regnet_y_800mf",
+    "densenet121",
+    "shufflenet_v2_x1_0",
+    "mnasnet1_0",
+    "swin_t",
+    "vit_b_16",
+    "vit_b_32",
+)
+ARCHITECTURES = LIBRARY_ARCHITECTURES + TORCHVISION_ARCHITECTURES
+FACTORY_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
-@dataclass
-class ModelSpec:
-    """What ``spec.json`` holds."""
+class ArchitectureError(ValueError):
+    """An architecture, factory or input size that cannot make a network; the message says why."""
 
-    architecture: str
-    classes: list[str]
-    input_shape: list[int]  # C, H, W
-    normalization: dict[str, list[float]]  # per-channel "mean" and "std" on the 0..1 scale
-    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
-    dataset: dict[str, Any] = field(default_factory=dict)  # commit, md5 per path
-    training: dict[str, Any] = field(default_factory=dict)  # parameters and final metrics
-    versions: dict[str, str] = field(default_factory=dict)  # library, torch
-    format_version: int = SPEC_FORMAT_VERSION
 
-    def build(self) -> nn.Module:
-        """A freshly initialised network of this spec's architecture."""
-        if self.architecture not in ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}; known: {', '.join(sorted(ARCHITECTURES))}")
-        return ARCHITECTURES[self.architecture](
-            in_channels=self.input_shape[0], num_classes=len(self.classes), **self.architecture_kwargs
+def resolve_architecture(architecture: str, model_factory: str = "") -> str:
+    """The spec's architecture string (``small_cnn``, ``resnet18``, ``factory:pkg.mod:fn``), checked."""
+    if model_factory:
+        if not isinstance(model_factory, str) or not FACTORY_PATTERN.match(model_factory):
+            raise ArchitectureError(
+                f"model_factory must look like 'package.module:function' (importable in the step's image), "
+                f"got {model_factory!r}"
+            )
+        return FACTORY_PREFIX + model_factory
+    if architecture not in ARCHITECTURES:
+        raise ArchitectureError(
+            f"architecture must be one of {', '.join(ARCHITECTURES)} (or give model_factory), got {architecture!r}"
+        )
+    return architecture
+
+
+def is_torchvision(architecture: str) -> bool:
+    return architecture in TORCHVISION_ARCHITECTURES
+
+
+def default_image_size(architecture: str) -> int:
+    """The resolution torchvision's weights for ``architecture`` were trained at (224 for most)."""
+    if not is_torchvision(architecture):
+        return 224
+    import torchvision
+
+    transforms = next(iter(torchvision.models.get_model_weights(architecture))).transforms()
+    return int(transforms.crop_size[0])
+
+
+def pretrained_normalization(architecture: str) -> dict[str, list[float]] | None:
+    """The mean and std torchvision's weights for ``architecture`` expect; None for other networks."""
+    if not is_torchvision(architecture):
+        return None
+    import torchvision
+
+    transforms = next(iter(torchvision.models.get_model_weights(architecture))).transforms()
+    return {"mean": [float(v) for v in transforms.mean], "std": [float(v) for v in transforms.std]}
+
+
+def import_factory(reference: str):
+    """The callable named by ``package.module:function``; fails naming what could not be found."""
+    module_name, _, function_name = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ArchitectureError(
+            f"model_factory {reference!r}: cannot import {module_name} ({error}); it must be importable in "
+            "the step's image"
+        ) from None
+    factory = getattr(module, function_name, None)
+    if not callable(factory):
+        raise ArchitectureError(f"model_factory {reference!r}: {module_name} has no callable {function_name!r}")
+    return factory
+
+
+def build_network(
+    architecture: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: tuple[int, int],
+    architecture_kwargs: dict[str, Any] | None = None,
+) -> nn.Module:
+    """A freshly initialised network for ``num_classes`` outputs and ``in_channels`` x ``image_size`` inputs."""
+    kwargs = dict(architecture_kwargs or {})
+    if architecture == "small_cnn":
+        return SmallCNN(in_channels=in_channels, num_classes=num_classes, **kwargs)
+    if architecture.startswith(FACTORY_PREFIX):
+        reference = architecture[len(FACTORY_PREFIX) :]
+        factory = import_factory(reference)
+        try:
+            network = factory(num_classes=num_classes, in_channels=in_channels, **kwargs)
+        except Exception as error:
+            raise ArchitectureError(
+                f"model_factory {reference!r} failed for num_classes={num_classes}, in_channels={in_channels}: "
+                f"{type(error).__name__}: {error}"
+            ) from None
+        if not isinstance(network, nn.Module):
+            raise ArchitectureError(
+                f"model_factory {reference!r} returned {type(network).__name__}, not a torch.nn.Module"
+            )
+        return network
+    if not is_torchvision(architecture):
+        raise ArchitectureError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+    if in_channels != 3:
+        raise ArchitectureError(
+            f"{architecture} takes 3-channel images, got channels={in_channels}; use channels=3 "
+            "(grayscale images are then replicated to three channels)"
+        )
+    import torchvision
+
+    if architecture.startswith("vit_"):
+        patch = int(architecture.rsplit("_", 1)[1])
+        if image_size[0] != image_size[1] or image_size[0] % patch:
+            raise ArchitectureError(
+                f"{architecture} needs a square image_size divisible by {patch}, got {image_size[0]}x{image_size[1]}"
+            )
+        kwargs.setdefault("image_size", image_size[0])
+    return torchvision.models.get_model(architecture, weights=None, num_classes=num_classes, **kwargs)
+
+
+def check_forward(network: nn.Module, architecture: str, num_classes: int, input_shape: list[int]) -> None:
+    """Run two blank images through the network: a size it cannot take fails now, not after the data pass."""
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            output = network(torch.zeros(2, *input_shape))
+    except Exception as error:
+        raise ArchitectureError(
+            f"{architecture} cannot take {input_shape[0]}x{input_shape[1]}x{input_shape[2]} images: "
+            f"{type(error).__name__}: {error}; choose another image_size"
+        ) from None
+    finally:
+        network.train(was_training)
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != (2, num_classes):
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ArchitectureError(
+            f"{architecture} returns {shape} for a batch of 2; a classifier must return logits of shape "
+            f"(batch, {num_classes})"
         )
 
-    def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 N x C x H x W images to the float tensor the network was trained on."""
-        mean = torch.tensor(self.normalization["mean"], device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.normalization["std"], device=images.device).view(1, -1, 1, 1)
-        return (images.float() / 255.0 - mean) / std
+
+def classification_head(network: nn.Module, num_classes: int) -> str:
+    """The name of the module that makes the class logits: the last ``nn.Linear`` with ``num_classes`` outputs."""
+    heads = [
+        name
+        for name, module in network.named_modules()
+        if isinstance(module, nn.Linear) and module.out_features == num_classes
+    ]
+    if not heads:
+        raise ArchitectureError(
+            f"cannot find the classification head of {type(network).__name__}: no nn.Linear with "
+            f"out_features={num_classes}"
+        )
+    return heads[-1]
 
 
-def save_model(directory: str | Path, model: nn.Module, spec: ModelSpec) -> None:
+def head_keys(network: nn.Module, head: str) -> set[str]:
+    return {key for key in network.state_dict() if key.startswith(head + ".")}
+
+
+def save_model(directory: str | Path, network: nn.Module, spec: ModelSpec, example: torch.Tensor) -> None:
+    """Write ``weights.pt``, the ONNX export (and for a factory network its ``torch.export`` program), then
+    ``spec.json``. ``example`` is a normalised float batch the export traces and the ONNX check runs."""
+    from components.common.onnx_model import OnnxClassifier, check_parity
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    network = copy.deepcopy(network).cpu().float().eval()
+    state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
     torch.save(state, directory / WEIGHTS_FILE)
-    (directory / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2, sort_keys=True) + "\n")
+    example = example.detach().cpu().float().contiguous()
+    if len(example) < 2:  # a batch of one would make torch.export specialise the batch dimension
+        example = torch.cat([example, example])
+    files = {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE}
+    program = _export_program(network, example)
+    if spec.architecture not in ARCHITECTURES:  # a factory's or a script's network: the library cannot rebuild it
+        torch.export.save(program, directory / PROGRAM_FILE)
+        files["program"] = PROGRAM_FILE
+    _export_onnx(program, example, directory / ONNX_FILE)
+    with torch.no_grad():
+        expected = network(example).float().numpy()
+    check_parity(expected, OnnxClassifier(directory / ONNX_FILE).logits(example.numpy()), "the export's example batch")
+    spec.files = files
+    write_spec(directory, spec)
 
 
-def load_spec(directory: str | Path) -> ModelSpec:
-    path = Path(directory) / SPEC_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: {directory} is not a model directory written by train")
-    payload = json.loads(path.read_text())
-    if payload.get("format_version") != SPEC_FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format_version {payload.get('format_version')!r}; this library reads {SPEC_FORMAT_VERSION}"
+def _export_program(network: nn.Module, example: torch.Tensor):
+    batch = torch.export.Dim(ONNX_BATCH, min=1)
+    try:
+        return torch.export.export(network, (example,), dynamic_shapes=({0: batch},), strict=False)
+    except Exception as error:
+        raise ArchitectureError(
+            f"torch.export cannot capture {type(network).__name__} with a dynamic batch dimension: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+
+
+def _export_onnx(program, example: torch.Tensor, path: Path) -> None:
+    quiet = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:  # the exporter's optimiser logs every rewrite at INFO
+        logger.setLevel(logging.WARNING)
+    try:
+        _run_exporter(program, example, path)
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _run_exporter(program, example: torch.Tensor, path: Path) -> None:
+    import io
+    from contextlib import redirect_stdout
+
+    with redirect_stdout(io.StringIO()):  # the exporter prints its progress
+        onnx_program = torch.onnx.export(
+            program,
+            (example,),
+            input_names=[ONNX_INPUT],
+            output_names=[ONNX_OUTPUT],
+            dynamo=True,
+            optimize=True,
+            verbose=False,
         )
-    return ModelSpec(**payload)
+    onnx_program.save(str(path))
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelSpec]:
-    """Rebuild the network from ``spec.json`` and ``weights.pt``, in eval mode."""
+    """The network of a model directory, in eval mode, and its spec."""
+    directory = Path(directory)
     spec = load_spec(directory)
-    model = spec.build()
-    state = torch.load(Path(directory) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
-    return model.to(device).eval(), spec
+    if spec.architecture not in ARCHITECTURES:
+        path = directory / spec.files.get("program", PROGRAM_FILE)
+        if not path.is_file():
+            raise ModelFormatError(
+                f"{path} not found: a {spec.architecture} network is run from its torch.export program, which "
+                "training (or components.train.contract.save_model) writes"
+            )
+        program = torch.export.load(path)
+        return _Evaluating(program.module()).to(device), spec
+    network = build_network(
+        spec.architecture, len(spec.classes), spec.channels, spec.image_size, spec.architecture_kwargs
+    )
+    state = torch.load(directory / spec.files.get("weights", WEIGHTS_FILE), map_location="cpu", weights_only=True)
+    network.load_state_dict(state)
+    return network.to(device).eval(), spec
+
+
+class _Evaluating(nn.Module):
+    """An exported program's module: already in inference form, so train()/eval() must not reach it."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x)
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self

@@ -27,13 +27,18 @@ def _filesystem(uri: str):
 
 @contextlib.contextmanager
 def local_copy(uri: str) -> Iterator[Path]:
-    """A local directory holding what ``uri`` holds (the directory itself when it is local)."""
+    """A local path holding what ``uri`` holds: a directory or a single file (the path itself when local)."""
     if not is_remote(uri):
         yield Path(urlsplit(str(uri)).path if str(uri).startswith("file:") else uri)
         return
+    fs = _filesystem(uri)
     with tempfile.TemporaryDirectory(prefix="artifact-") as tmp:
-        target = Path(tmp) / "data"
-        _filesystem(uri).get(uri.rstrip("/") + "/", str(target), recursive=True)
+        if fs.isdir(uri):
+            target = Path(tmp) / "data"
+            fs.get(uri.rstrip("/") + "/", str(target), recursive=True)
+        else:  # e.g. a checkpoint file imported with dsl.importer
+            target = Path(tmp) / Path(urlsplit(uri).path).name
+            fs.get_file(uri, str(target))
         yield target
 
 

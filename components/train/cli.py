@@ -1,23 +1,53 @@
 """Command line for the train module: what PyTorchJob replicas and ``torchrun`` start.
 
-    python -m components.train.cli --dataset URI --model URI [--checkpoint-dir PATH] [--epochs N ...]
+    python -m components.train.cli --dataset URI --model URI [--checkpoint-dir PATH]
+        [--pretrained-weights URI] [--epochs N --architecture resnet18 ...]
 
-``--dataset`` and ``--model`` take a local path or an object-store URI (gs://…).
+``--dataset``, ``--model`` and ``--pretrained-weights`` take a local path or an
+object-store URI (gs://…). Every ``TrainConfig`` field is an option
+(``--batch-size``, ``--lr-schedule``, ``--augment true|false``, …).
 Every rank reads the dataset; only rank 0 writes the model (``spec.json`` last).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import tempfile
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
-from components.common.model import SPEC_FILE
+from components.common.spec import SPEC_FILE
 from components.common.storage import is_remote, local_copy, publish
 from components.train.trainer import TrainConfig, train
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def config_arguments(config: TrainConfig) -> list[str]:
+    """``config`` as command-line options, in the form ``parse_args`` reads back."""
+    args: list[str] = []
+    for name, value in asdict(config).items():
+        text = (
+            str(value).lower() if isinstance(value, bool) else repr(value) if isinstance(value, float) else str(value)
+        )
+        args += [option(name), text]
+    return args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -27,28 +57,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="model directory path or URI to write")
     parser.add_argument("--checkpoint-dir", default="", help="shared path (e.g. a PVC) for per-epoch checkpoints")
     parser.add_argument("--dataset-info", default="{}", help="JSON provenance recorded in spec.json")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--validation-fraction", type=float, default=defaults.validation_fraction)
-    parser.add_argument("--architecture", default=defaults.architecture)
+    parser.add_argument("--pretrained-weights", default="", help="checkpoint file or Model directory, path or URI")
+    for item in fields(TrainConfig):
+        default = getattr(defaults, item.name)
+        kind = _boolean if isinstance(default, bool) else type(default)
+        parser.add_argument(option(item.name), dest=item.name, type=kind, default=default)
     return parser.parse_args(argv)
+
+
+def config_from(args: argparse.Namespace) -> TrainConfig:
+    values: dict[str, Any] = {item.name: getattr(args, item.name) for item in fields(TrainConfig)}
+    return TrainConfig(**values)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        validation_fraction=args.validation_fraction,
-        architecture=args.architecture,
-    )
+    config = config_from(args)
     config.validate()
-    with local_copy(args.dataset) as dataset_dir, tempfile.TemporaryDirectory(prefix="model-") as tmp:
+    with contextlib.ExitStack() as stack:
+        dataset_dir = stack.enter_context(local_copy(args.dataset))
+        pretrained = stack.enter_context(local_copy(args.pretrained_weights)) if args.pretrained_weights else None
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="model-"))
         model_dir = Path(tmp) / "model" if is_remote(args.model) else Path(args.model)
         result = train(
             dataset_dir,
@@ -56,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             config,
             checkpoint_dir=args.checkpoint_dir or None,
             dataset_info=json.loads(args.dataset_info),
+            pretrained_weights=pretrained,
         )
         if is_remote(args.model) and model_dir.exists():  # rank 0 only wrote it
             publish(model_dir, args.model, last=SPEC_FILE)

@@ -2,11 +2,12 @@
 
 The same variables come from three launchers:
 - ``torchrun`` sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``;
-- a Kubeflow PyTorchJob pod without ``nprocPerNode`` gets ``RANK``, ``WORLD_SIZE``,
-  ``MASTER_ADDR`` and ``MASTER_PORT`` from the Training Operator (one process per pod);
-- with ``nprocPerNode`` the operator sets ``PET_NNODES``, ``PET_NPROC_PER_NODE``,
-  ``PET_NODE_RANK``, ``PET_MASTER_ADDR`` and ``PET_MASTER_PORT``, which ``torchrun`` in the
-  pod reads as its own arguments before setting the variables above for each process.
+- a Kubeflow PyTorchJob pod gets ``RANK`` (the pod's index), ``WORLD_SIZE`` (pods x
+  ``nprocPerNode``), ``MASTER_ADDR`` and ``MASTER_PORT`` from the Training Operator;
+- the Training Operator also sets ``PET_NNODES``, ``PET_NPROC_PER_NODE`` (always: "1" by
+  default) and ``PET_NODE_RANK``, which ``torchrun`` in the pod reads as its own arguments
+  before setting the variables above for each process; with ``nprocPerNode`` > 1 its
+  ``WORLD_SIZE`` counts processes and ``RANK`` is the pod's, so torchrun must run.
 
 No ``WORLD_SIZE`` (or 1) means a plain single process.
 """
@@ -48,10 +49,10 @@ def context_from_env(env: Mapping[str, str] = os.environ) -> DistributedContext:
         except ValueError:
             raise ValueError(f"environment variable {name}={raw!r} is not an integer") from None
 
-    if env.get("PET_NPROC_PER_NODE") and not env.get("LOCAL_RANK"):
+    if integer("PET_NPROC_PER_NODE", 1) > 1 and not env.get("LOCAL_RANK"):
         raise ValueError(
-            "PET_NPROC_PER_NODE is set but LOCAL_RANK is not: with nprocPerNode the pod's command must "
-            "start training through torchrun, which reads the PET_* variables"
+            f"PET_NPROC_PER_NODE={env['PET_NPROC_PER_NODE']} but LOCAL_RANK is not set: with several processes "
+            "per pod the pod's command must start training through torchrun, which reads the PET_* variables"
         )
     world_size = integer("WORLD_SIZE", 1)
     rank = integer("RANK", 0)

@@ -1,12 +1,15 @@
-"""Train an image classifier on a labelled image folder, resumably.
+"""Train an image classifier on a dataset directory, resumably, alone or under DistributedDataParallel.
 
-Plain PyTorch, no KFP: ``train`` reads the ``train`` split of a dataset
-directory, holds out a seeded validation fraction, trains, checkpoints after
-every epoch and writes a model directory (see ``components.common.model``).
+Plain PyTorch, no KFP. ``train`` indexes the dataset (``components.common.dataset``),
+decides the input (channels, size, normalisation), builds the network (``small_cnn``,
+a torchvision architecture, or ``model_factory``), optionally loads pretrained
+weights, decodes every file once (``components.common.loader``), trains with the
+chosen optimiser and schedule, checkpoints after every epoch and writes a model
+directory: weights, ``spec.json`` and the ONNX export (``components.common.model``).
 
-Reproducibility: every random draw is derived from ``seed`` and the epoch
-number, so the same seed and data give the same weights on CPU, and a run
-resumed from a checkpoint ends with the same weights as an uninterrupted one.
+Reproducibility: every random draw is derived from ``seed``, the epoch and the
+sample's index, so the same seed and data give the same weights on CPU, and a
+run resumed from a checkpoint ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -30,43 +34,152 @@ from torch.utils.data.distributed import DistributedSampler
 
 from components import __version__
 from components.common.artifacts import atomic_directory
-from components.common.dataset import load_split
-from components.common.model import ARCHITECTURES, ModelSpec, save_model
+from components.common.dataset import DatasetIndex, SplitRule, index_dataset
+from components.common.loader import (
+    DecodedImages,
+    EpochSampler,
+    Preprocessing,
+    StreamedImages,
+    decode_pass,
+    fits_in_memory,
+    labels_tensor,
+    make_loader,
+    normalization_tensors,
+    summarize_headers,
+    to_device_batch,
+)
+from components.common.model import (
+    ARCHITECTURES,
+    FACTORY_PATTERN,
+    build_network,
+    check_forward,
+    classification_head,
+    default_image_size,
+    is_torchvision,
+    pretrained_normalization,
+    resolve_architecture,
+    save_model,
+)
+from components.common.resources import format_bytes, memory_limit, parse_quantity, usable_cpus
+from components.common.spec import ModelSpec
 from components.train.distributed import DistributedContext, context_from_env, device_for, init_process_group
+from components.train.pretrained import apply_pretrained, backbone_eval, freeze_backbone, read_pretrained
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "last.pt"
+AUTO = -1  # image_size, channels, workers: decided from the data, the architecture and the pod
+OPTIMIZERS = ("adamw", "sgd")
+LR_SCHEDULES = ("constant", "cosine")
+NORMALIZATIONS = ("auto", "data", "pretrained")
+FINE_TUNE_MODES = ("full", "head")
+# Share of the pod's memory the decoded images may take before training streams them instead.
+MEMORY_BUDGET_SHARE = 0.25
+EXPORT_EXAMPLES = 8
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Hyperparameters and input settings; every field is a parameter of the train components."""
+
     epochs: int = 12
-    batch_size: int = 64
+    batch_size: int = 64  # per process
     learning_rate: float = 3e-3
     seed: int = 0
     validation_fraction: float = 0.1
+    test_fraction: float = 0.2
     architecture: str = "small_cnn"
+    model_factory: str = ""  # "package.module:function" returning nn.Module for (num_classes, in_channels)
+    image_size: int = AUTO
+    channels: int = AUTO
+    augment: bool = True
+    normalization: str = "auto"
+    optimizer: str = "adamw"
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 0.01
+    lr_schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 0  # epochs without a better validation loss; 0: off
+    gradient_accumulation_steps: int = 1
+    fine_tune: str = "full"  # "head": train the classification head only, the backbone frozen
+    workers: int = AUTO  # DataLoader worker processes
+    memory_budget: str = ""  # e.g. "4Gi"; empty: a quarter of the pod's memory limit
 
     def validate(self) -> None:
-        """Raise ValueError naming the bad value and what would be valid."""
+        """Raise ValueError naming every bad value and what would be valid."""
         problems = []
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            problems.append(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            problems.append(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 10):
-            problems.append(f"learning_rate must be a number in (0, 10), got {self.learning_rate!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
-        if not (isinstance(self.validation_fraction, (int, float)) and 0 <= self.validation_fraction < 1):
-            problems.append(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
-        if self.architecture not in ARCHITECTURES:
+
+        def integer(name: str, least: int, allow_auto: bool = False) -> None:
+            value = getattr(self, name)
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if not (is_int and (value >= least or (allow_auto and value == AUTO))):
+                auto = f" or {AUTO} for automatic" if allow_auto else ""
+                problems.append(f"{name} must be an integer >= {least}{auto}, got {value!r}")
+
+        def number(name: str, low: float, high: float, closed_high: bool = False, open_low: bool = False) -> None:
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = ok and (value > low if open_low else value >= low) and (value <= high if closed_high else value < high)
+            if not ok:
+                bounds = f"{'(' if open_low else '['}{low}, {high}{']' if closed_high else ')'}"
+                problems.append(f"{name} must be a number in {bounds}, got {value!r}")
+
+        def choice(name: str, options: tuple[str, ...]) -> None:
+            if getattr(self, name) not in options:
+                problems.append(f"{name} must be one of {', '.join(options)}, got {getattr(self, name)!r}")
+
+        integer("epochs", 1)
+        integer("batch_size", 1)
+        number("learning_rate", 0, 10, open_low=True)
+        integer("seed", 0)
+        number("validation_fraction", 0, 1)
+        number("test_fraction", 0, 1)
+        if self.model_factory:
+            if not isinstance(self.model_factory, str) or not FACTORY_PATTERN.match(self.model_factory):
+                problems.append(f"model_factory must look like 'package.module:function', got {self.model_factory!r}")
+        elif self.architecture not in ARCHITECTURES:
             problems.append(
-                f"architecture must be one of {', '.join(sorted(ARCHITECTURES))}, got {self.architecture!r}"
+                f"architecture must be one of {', '.join(ARCHITECTURES)} (or give model_factory), "
+                f"got {self.architecture!r}"
+            )
+        integer("image_size", 1, allow_auto=True)
+        if self.channels not in (AUTO, 1, 3) or isinstance(self.channels, bool):
+            problems.append(f"channels must be 1, 3 or {AUTO} for automatic, got {self.channels!r}")
+        if not isinstance(self.augment, bool):
+            problems.append(f"augment must be true or false, got {self.augment!r}")
+        choice("normalization", NORMALIZATIONS)
+        choice("optimizer", OPTIMIZERS)
+        number("momentum", 0, 1)
+        number("weight_decay", 0, 1)
+        choice("lr_schedule", LR_SCHEDULES)
+        number("warmup_epochs", 0, 1e6)
+        number("label_smoothing", 0, 1)
+        integer("early_stopping_patience", 0)
+        integer("gradient_accumulation_steps", 1)
+        choice("fine_tune", FINE_TUNE_MODES)
+        integer("workers", 0, allow_auto=True)
+        if self.memory_budget:
+            try:
+                parse_quantity(self.memory_budget, "memory_budget")
+            except ValueError as error:
+                problems.append(str(error))
+        if not problems and self.test_fraction + self.validation_fraction >= 1:
+            problems.append(
+                f"test_fraction + validation_fraction must be below 1, got {self.test_fraction} + "
+                f"{self.validation_fraction}"
             )
         if problems:
             raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, Any]) -> TrainConfig:
+        """The config from a component's parameters (the fields of this class; others are ignored)."""
+        return cls(**{name: parameters[name] for name in cls.__dataclass_fields__ if name in parameters})
+
+    @property
+    def split_rule(self) -> SplitRule:
+        return SplitRule(test_fraction=self.test_fraction, validation_fraction=self.validation_fraction)
 
 
 @dataclass
@@ -78,6 +191,7 @@ class EpochResult:
     val_accuracy: float | None
     seconds: float
     samples_per_second: float
+    learning_rate: float = 0.0
 
 
 @dataclass
@@ -106,48 +220,105 @@ def metric_values(history: list[dict[str, Any]]) -> dict[str, float]:
     return values
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
+# --- input decisions -------------------------------------------------------------------------------
 
 
-def _fingerprint(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor) -> str:
-    """Identifies what a checkpoint may be resumed for: same data and same parameters.
+@dataclass(frozen=True)
+class InputPlan:
+    channels: int
+    image_size: tuple[int, int]
+    reason: str
 
-    ``epochs`` is left out on purpose: a longer run may continue a shorter one,
-    since nothing in training depends on the total number of epochs.
+
+def plan_input(config: TrainConfig, architecture: str, index: DatasetIndex, workers: int) -> InputPlan:
+    """Channels and size the network sees, from the parameters, the architecture and (when automatic) the data."""
+    need_headers = (config.channels == AUTO and not is_torchvision(architecture)) or (
+        config.image_size == AUTO and not is_torchvision(architecture)
+    )
+    headers = (
+        summarize_headers(index.root, index.samples("train") + index.samples("val"), workers) if need_headers else None
+    )
+    reasons = []
+    if config.channels != AUTO:
+        channels = config.channels
+    elif is_torchvision(architecture):
+        channels, _ = 3, reasons.append("3 channels: torchvision architectures take RGB")
+    else:
+        channels = 1 if headers.all_grayscale else 3
+        reasons.append(f"{channels} channel(s): {'every image is grayscale' if channels == 1 else 'colour images'}")
+    if config.image_size != AUTO:
+        size = (config.image_size, config.image_size)
+    elif is_torchvision(architecture):
+        side = default_image_size(architecture)
+        size = (side, side)
+        reasons.append(f"{side}x{side}: the resolution torchvision trains {architecture} at")
+    elif headers.uniform_size is not None:
+        size = headers.uniform_size
+        reasons.append(f"{size[0]}x{size[1]}: every image has that size")
+    else:
+        size = (224, 224)
+        shown = ", ".join(f"{h}x{w}" for h, w in headers.sizes)
+        reasons.append(f"224x224: the images differ in size ({shown}, ...); set image_size to choose")
+    return InputPlan(channels, size, "; ".join(reasons) or "as set by channels and image_size")
+
+
+def memory_budget(config: TrainConfig, local_processes: int) -> tuple[int, str]:
+    if config.memory_budget:
+        return parse_quantity(config.memory_budget), f"memory_budget={config.memory_budget}"
+    limit, source = memory_limit()
+    budget = int(limit * MEMORY_BUDGET_SHARE / max(1, local_processes))
+    share = f"{MEMORY_BUDGET_SHARE:g} of {source} ({format_bytes(limit)})"
+    return budget, share + (f" shared by {local_processes} processes" if local_processes > 1 else "")
+
+
+def default_workers(local_processes: int) -> int:
+    """Worker processes per training process: the CPUs the pod may use (cgroup quota), shared out."""
+    return max(1, usable_cpus() // max(1, local_processes))
+
+
+# --- optimisation -----------------------------------------------------------------------------------
+
+
+def make_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            parameters, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+    return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+
+
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning-rate multiplier after ``step`` optimiser steps: linear warmup, then constant or cosine to 0."""
+    warmup = int(round(config.warmup_epochs * steps_per_epoch))
+    total = config.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if config.lr_schedule == "cosine":
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def _fingerprint(config: TrainConfig, index: DatasetIndex, digests: list[str], extra: dict[str, Any]) -> str:
+    """What a checkpoint may be resumed for: the same files, labels, splits and parameters.
+
+    ``epochs`` is left out unless the schedule depends on it (cosine), so a longer constant-rate
+    run may continue a shorter one. ``workers`` and ``memory_budget`` only change speed; the
+    path they pick (in memory or streamed) is in ``extra``.
     """
-    digest = hashlib.sha256()
-    settings = {k: v for k, v in asdict(config).items() if k != "epochs"}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    digest.update(images.numpy().tobytes())
-    digest.update(labels.numpy().tobytes())
+    settings = {k: v for k, v in asdict(config).items() if k not in ("workers", "memory_budget")}
+    if config.lr_schedule != "cosine":
+        settings.pop("epochs")
+    digest = hashlib.sha256(json.dumps({"settings": settings, **extra}, sort_keys=True).encode())
+    for split in ("train", "val"):
+        for sample in index.samples(split):
+            digest.update(f"{split}\0{sample.path}\0{sample.label}\n".encode())
+    digest.update("".join(digests).encode())
     return digest.hexdigest()
-
-
-def _split_validation(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(n * fraction))
-    return order[n_val:].sort().values, order[:n_val].sort().values
-
-
-def _channel_stats(images: torch.Tensor) -> dict[str, list[float]]:
-    scaled = images.float() / 255.0
-    mean = scaled.mean(dim=(0, 2, 3))
-    std = scaled.std(dim=(0, 2, 3)).clamp_min(1e-6)
-    return {"mean": [round(v, 6) for v in mean.tolist()], "std": [round(v, 6) for v in std.tolist()]}
-
-
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, autocast) -> tuple[float, float]:
-    model.eval()
-    loss_sum, correct = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-            with autocast():
-                logits = model(xb)
-            loss_sum += nn.functional.cross_entropy(logits.float(), yb, reduction="sum").item()
-            correct += (logits.argmax(1) == yb).sum().item()
-    return loss_sum / len(x), correct / len(x)
 
 
 def _save_checkpoint(directory: Path, payload: dict) -> None:
@@ -161,6 +332,8 @@ def _load_checkpoint(directory: Path | None, fingerprint: str, epochs: int) -> d
     if directory is None or not (directory / CHECKPOINT_FILE).is_file():
         return None
     try:
+        # Our own file, written by rank 0 of an earlier attempt of this step (optimiser state holds
+        # non-tensor values, hence weights_only=False).
         payload = torch.load(directory / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
     except Exception as error:  # a torn or foreign file: start over rather than crash
         log.warning("ignoring unreadable checkpoint %s: %s", directory / CHECKPOINT_FILE, error)
@@ -179,6 +352,9 @@ def _load_checkpoint(directory: Path | None, fingerprint: str, epochs: int) -> d
     return payload
 
 
+# --- training ---------------------------------------------------------------------------------------
+
+
 def train(
     dataset_dir: str | Path,
     model_dir: str | Path,
@@ -188,178 +364,424 @@ def train(
     device: torch.device | None = None,
     on_epoch_end: Callable[[EpochResult], None] | None = None,
     context: DistributedContext | None = None,
+    pretrained_weights: str | Path | None = None,
 ) -> TrainResult:
     """Train on ``dataset_dir`` and write the model directory ``model_dir``.
 
     Args:
-        dataset_dir: a labelled image folder (or a directory holding exactly one).
-        model_dir: where the model directory is written; it appears only when
-            training succeeded.
-        config: hyperparameters.
-        checkpoint_dir: where ``last.pt`` is written after every epoch. When it
-            holds a checkpoint for the same data and parameters, training resumes
-            after its epoch. ``None`` disables checkpoints.
+        dataset_dir: a dataset directory (``labels.csv`` or class folders), or one holding exactly one.
+        model_dir: where the model directory is written; it appears only when training succeeded.
+        config: hyperparameters and input settings (see ``TrainConfig``).
+        checkpoint_dir: where ``last.pt`` is written after every epoch. When it holds a checkpoint
+            for the same data and parameters, training resumes after its epoch. ``None``: none.
         dataset_info: provenance recorded in the spec (commit, md5 per path).
         device: defaults to CUDA (``cuda:LOCAL_RANK``) when present, else CPU.
         on_epoch_end: called after each epoch's checkpoint is written.
-        context: rank and world size; defaults to what the launcher put in the
-            environment (``torchrun``, a PyTorchJob pod, or nothing for one process).
+        context: rank and world size; defaults to what the launcher put in the environment.
+        pretrained_weights: a checkpoint file or Model directory to start from (see ``pretrained``).
 
-    Distributed: each process trains on its ``DistributedSampler`` shard with
-    ``batch_size`` samples per step (the global batch is ``batch_size`` times the
-    world size) under ``DistributedDataParallel``. Only rank 0 writes
-    checkpoints and the model; every rank reads a checkpoint to resume.
+    Distributed: each process trains on its ``DistributedSampler`` shard with ``batch_size`` samples
+    per step under ``DistributedDataParallel``. Only rank 0 writes checkpoints and the model.
     """
     config.validate()
     context = context or context_from_env()
     device = device or device_for(context)
     owns_group = init_process_group(context, device)
     try:
-        return _train(dataset_dir, model_dir, config, checkpoint_dir, dataset_info, device, on_epoch_end, context)
+        return _Training(config, context, device).run(
+            Path(dataset_dir), Path(model_dir), checkpoint_dir, dataset_info, on_epoch_end, pretrained_weights
+        )
     finally:
         if owns_group:
             dist.destroy_process_group()
 
 
-def _train(dataset_dir, model_dir, config, checkpoint_dir, dataset_info, device, on_epoch_end, context):
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+@dataclass
+class _Prepared:
+    model: nn.Module
+    head: str | None
+    spec: ModelSpec
+    train_data: DecodedImages | StreamedImages
+    val_data: DecodedImages | StreamedImages
+    fingerprint: str
+    workers: int
+    in_memory: bool
+    pretrained: Path | None
 
-    data = load_split(dataset_dir, "train")
-    train_idx, val_idx = _split_validation(len(data.labels), config.validation_fraction, config.seed)
-    if len(train_idx) == 0:
-        raise ValueError(
-            f"validation_fraction={config.validation_fraction} leaves no training samples out of {len(data.labels)}"
+
+class _Training:
+    def __init__(self, config: TrainConfig, context: DistributedContext, device: torch.device):
+        self.config, self.context, self.device = config, context, device
+        self.local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1) if context.distributed else 1
+        self.use_cuda = device.type == "cuda"
+
+    def info(self, message: str, *args) -> None:
+        if self.context.is_main:
+            log.info(message, *args)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_cuda else nullcontext()
+
+    def run(self, dataset_dir, model_dir, checkpoint_dir, dataset_info, on_epoch_end, pretrained_path) -> TrainResult:
+        prepared = self.prepare(dataset_dir, dataset_info, pretrained_path)
+        return self.fit(prepared, Path(checkpoint_dir) if checkpoint_dir else None, model_dir, on_epoch_end)
+
+    def prepare(self, dataset_dir: Path, dataset_info, pretrained_path) -> _Prepared:
+        """Everything before the first step: data indexed and decoded once, network built and initialised."""
+        config = self.config
+        architecture = resolve_architecture(config.architecture, config.model_factory)
+        workers = config.workers if config.workers != AUTO else default_workers(self.local_processes)
+        torch.set_num_threads(max(1, usable_cpus() // self.local_processes))
+
+        index = index_dataset(dataset_dir, config.split_rule)
+        train_samples, val_samples = index.samples("train"), index.samples("val")
+        self.info(
+            "dataset %s (%s): %d classes; train %d, val %d, test %d images (given splits: %s)",
+            index.root,
+            index.layout,
+            len(index.classes),
+            len(train_samples),
+            len(val_samples),
+            len(index.samples("test")),
+            ", ".join(index.given) or "none",
         )
-    normalization = _channel_stats(data.images[train_idx])
-    spec = ModelSpec(
-        architecture=config.architecture,
-        classes=list(data.classes),
-        input_shape=list(data.input_shape),
-        normalization=normalization,
-        dataset=dict(dataset_info or {}),
-        versions={"library": __version__, "torch": torch.__version__},
-    )
+        if config.early_stopping_patience and not val_samples:
+            raise ValueError(
+                f"early_stopping_patience={config.early_stopping_patience} needs validation images, but the "
+                "val split is empty: raise validation_fraction or add a val split"
+            )
+        plan = plan_input(config, architecture, index, workers)
+        input_shape = [plan.channels, *plan.image_size]
+        self.info("input %dx%dx%d (%s)", *input_shape, plan.reason)
 
-    use_cuda = device.type == "cuda"
-    memory_format = torch.channels_last if use_cuda else torch.contiguous_format
-    inputs = spec.normalize(data.images).to(device=device, memory_format=memory_format)
-    targets = data.labels.to(device)
-    x_train, y_train = inputs[train_idx.to(device)], targets[train_idx.to(device)]
-    x_val, y_val = inputs[val_idx.to(device)], targets[val_idx.to(device)]
+        # The network first: a wrong architecture, factory or size fails before the data pass.
+        torch.manual_seed(config.seed)
+        model = build_network(architecture, len(index.classes), plan.channels, plan.image_size)
+        check_forward(model, architecture, len(index.classes), input_shape)
+        pretrained = read_pretrained(pretrained_path) if pretrained_path else None
+        head = classification_head(model, len(index.classes)) if pretrained or config.fine_tune == "head" else None
+        if pretrained is not None:
+            loaded = apply_pretrained(model, pretrained, head)
+            self.info("loaded %d tensors from %s (head %r left new)", loaded, pretrained.source, head)
+        elif config.fine_tune == "head":
+            log.warning("fine_tune=head without pretrained weights trains the head on a random backbone")
 
-    def autocast():
-        return torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else nullcontext()
+        budget, budget_source = memory_budget(config, self.local_processes)
+        everything = train_samples + val_samples
+        in_memory, why = fits_in_memory(len(everything), plan.channels, plan.image_size, budget)
+        self.info("data path: %s (budget: %s)", why, budget_source)
+        normalization, normalization_source = self.normalization(architecture, pretrained)
+        began = time.perf_counter()
+        decoded = decode_pass(
+            index.root,
+            everything,
+            plan.channels,
+            plan.image_size,
+            workers,
+            keep=in_memory,
+            statistics_for=len(train_samples) if normalization is None else 0,
+            what="training data (train and val splits)",
+        )
+        if normalization is None:
+            normalization = decoded.statistics()
+        self.info(
+            "decode pass: %d images checked in %.1f s with %d worker(s); normalisation from %s",
+            len(everything),
+            time.perf_counter() - began,
+            workers,
+            normalization_source,
+        )
+        preprocessing = Preprocessing(
+            plan.channels, plan.image_size, tuple(normalization["mean"]), tuple(normalization["std"]), config.augment
+        )
+        labels = labels_tensor(everything)
+        n_train = len(train_samples)
+        if in_memory:
+            train_data = DecodedImages(decoded.images[:n_train], labels[:n_train], config.augment, config.seed)
+            val_data = DecodedImages(decoded.images[n_train:], labels[n_train:])
+        else:
+            train_data = StreamedImages(index.root, train_samples, preprocessing, config.augment, config.seed)
+            val_data = StreamedImages(index.root, val_samples, preprocessing)
 
-    torch.manual_seed(config.seed)
-    model = spec.build().to(device=device, memory_format=memory_format)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+        fingerprint = _fingerprint(
+            config,
+            index,
+            decoded.digests,
+            {"in_memory": in_memory, "pretrained": pretrained.sha256 if pretrained else "", "input": input_shape},
+        )
+        spec = ModelSpec(
+            architecture=architecture,
+            classes=list(index.classes),
+            input_shape=input_shape,
+            normalization=normalization,
+            preprocessing=preprocessing.record(normalization_source),
+            split=index.split_record(),
+            dataset=dict(dataset_info or {}),
+            versions=_versions(),
+        )
+        return _Prepared(
+            model,
+            head,
+            spec,
+            train_data,
+            val_data,
+            fingerprint,
+            workers,
+            in_memory,
+            pretrained.source if pretrained else None,
+        )
 
-    fingerprint = _fingerprint(config, data.images, data.labels)
-    history: list[EpochResult] = []
-    start_epoch = 1
-    checkpoint = _load_checkpoint(checkpoint_dir, fingerprint, config.epochs)
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        history = [EpochResult(**row) for row in checkpoint["history"]]
-        start_epoch = checkpoint["epoch"] + 1
-        log.info("resuming from checkpoint after epoch %d of %d", checkpoint["epoch"], config.epochs)
-    resumed_from = start_epoch - 1
-    # Wrapped after any checkpoint is loaded: DDP broadcasts rank 0's weights at construction.
-    network = model
-    if context.distributed:
-        network = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    def normalization(self, architecture: str, pretrained) -> tuple[dict[str, list[float]] | None, str]:
+        """(mean and std, or None to compute them from the training images; where they come from)."""
+        mode = self.config.normalization
+        known = None
+        if pretrained is not None:
+            if pretrained.normalization:
+                known = (pretrained.normalization, f"the pretrained Model {pretrained.source}")
+            elif pretrained_normalization(architecture):
+                known = (pretrained_normalization(architecture), f"torchvision's {architecture} weights")
+        if mode == "pretrained":
+            if known is None:
+                raise ValueError(
+                    "normalization=pretrained needs pretrained weights whose normalisation is known: a Model of "
+                    "this library, or a torchvision architecture's checkpoint; use normalization=data"
+                )
+            return known
+        if mode == "auto" and known is not None:
+            return known
+        return None, "the training images"
 
-    n = len(x_train)
-    sampler = DistributedSampler(
-        range(n), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=config.seed
-    )
-    if context.is_main:
-        log.info(
-            "starting training: %d samples per epoch, %d process(es), device %s, epochs %d..%d",
-            n,
+    def fit(self, prepared: _Prepared, checkpoint_dir: Path | None, model_dir: Path, on_epoch_end) -> TrainResult:
+        config, context, device = self.config, self.context, self.device
+        model, head, spec = prepared.model, prepared.head, prepared.spec
+        train_data, val_data, workers = prepared.train_data, prepared.val_data, prepared.workers
+        channels_last = self.use_cuda
+        model = model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        trainable = freeze_backbone(model, head) if config.fine_tune == "head" else list(model.parameters())
+        optimizer = make_optimizer(config, trainable)
+        mean, std = normalization_tensors(spec.normalization, device)
+
+        sampler = EpochSampler(
+            DistributedSampler(
+                range(len(train_data)),
+                num_replicas=context.world_size,
+                rank=context.rank,
+                shuffle=True,
+                seed=config.seed,
+            )
+        )
+        loader = make_loader(train_data, config.batch_size, sampler, workers, pin_memory=self.use_cuda)
+        val_loader = (
+            make_loader(val_data, max(config.batch_size, 256), None, workers, pin_memory=self.use_cuda)
+            if len(val_data)
+            else None
+        )
+        batches = len(loader)
+        optimizer_steps = math.ceil(batches / config.gradient_accumulation_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, optimizer_steps))
+        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+        history: list[EpochResult] = []
+        best = {"loss": math.inf, "epoch": 0, "state": None, "bad_epochs": 0, "stopped": False}
+        start_epoch = 1
+        checkpoint = _load_checkpoint(checkpoint_dir, prepared.fingerprint, config.epochs)
+        if checkpoint is not None:
+            model.load_state_dict(checkpoint["model"])
+            optimizer.load_state_dict(checkpoint["optimizer"])
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            history = [EpochResult(**row) for row in checkpoint["history"]]
+            best = checkpoint["best"]
+            start_epoch = checkpoint["epoch"] + 1
+            self.info("resuming from checkpoint after epoch %d of %d", checkpoint["epoch"], config.epochs)
+        resumed_from = start_epoch - 1
+        # Wrapped after any checkpoint is loaded: DDP broadcasts rank 0's weights at construction.
+        network = model
+        if context.distributed:
+            network = DistributedDataParallel(model, device_ids=[device.index] if self.use_cuda else None)
+
+        self.info(
+            "starting training %s: %d images per epoch in %d batches of %d (x%d accumulated), %d process(es), "
+            "device %s, %s %s lr %g, epochs %d..%d",
+            spec.architecture,
+            len(train_data),
+            batches,
+            config.batch_size,
+            config.gradient_accumulation_steps,
             context.world_size,
             device,
+            config.optimizer,
+            config.lr_schedule,
+            config.learning_rate,
             start_epoch,
             config.epochs,
         )
-    loop_began = time.perf_counter()
-    for epoch in range(start_epoch, config.epochs + 1):
-        began = time.perf_counter()
-        network.train()
-        sampler.set_epoch(epoch)
-        torch.manual_seed(_epoch_seed(config.seed, epoch) + context.rank)  # dropout, distinct per rank
-        order = torch.tensor(list(sampler), dtype=torch.int64, device=device)
-        totals = torch.zeros(3, device=device)  # loss sum, correct, samples
-        for start in range(0, len(order), config.batch_size):
-            batch = order[start : start + config.batch_size]
-            xb, yb = x_train[batch], y_train[batch]
-            with autocast():
-                logits = network(xb)
-                loss = nn.functional.cross_entropy(logits.float(), yb)
+        loop_began = time.perf_counter()
+        for epoch in range(start_epoch, config.epochs + 1):
+            if best["stopped"]:
+                break
+            began = time.perf_counter()
+            network.train()
+            if config.fine_tune == "head":
+                backbone_eval(model, head)
+            sampler.set_epoch(epoch)
+            torch.manual_seed(_epoch_seed(config.seed, epoch) + context.rank)  # dropout, distinct per rank
+            totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
+            accumulate = config.gradient_accumulation_steps
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            totals[0] += loss.detach() * len(batch)
-            totals[1] += (logits.argmax(1) == yb).sum()
-            totals[2] += len(batch)
-        if context.distributed:
-            dist.all_reduce(totals)
-        seconds = time.perf_counter() - began
-        samples = totals[2].item()
-        val_loss = val_acc = None
-        if len(x_val):
-            val_loss, val_acc = _evaluate(model, x_val, y_val, max(config.batch_size, 256), autocast)
-        result = EpochResult(
-            epoch=epoch,
-            train_loss=totals[0].item() / samples,
-            train_accuracy=totals[1].item() / samples,
-            val_loss=val_loss,
-            val_accuracy=val_acc,
-            seconds=seconds,
-            samples_per_second=samples / seconds if seconds > 0 else float("inf"),
-        )
-        history.append(result)
-        log.info(
-            "%sepoch %d/%d  train_loss %.4f  train_acc %.4f%s  %.0f samples/s",
-            f"[rank {context.rank}/{context.world_size}] " if context.distributed else "",
-            epoch,
-            config.epochs,
-            result.train_loss,
-            result.train_accuracy,
-            f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}" if val_loss is not None else "",
-            result.samples_per_second,
-        )
-        if checkpoint_dir is not None and context.is_main:
-            _save_checkpoint(
-                checkpoint_dir,
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "history": [asdict(h) for h in history],
-                    "fingerprint": fingerprint,
-                },
+            for step, (images, labels) in enumerate(loader):
+                group_start = step - step % accumulate
+                group_size = min(accumulate, batches - group_start)
+                last_in_group = step == group_start + group_size - 1
+                x = to_device_batch(images, mean, std, device, channels_last)
+                y = labels.to(device, non_blocking=True)
+                sync = nullcontext() if last_in_group or not context.distributed else network.no_sync()
+                with sync:
+                    with self.autocast():
+                        logits = network(x)
+                    loss = criterion(logits.float(), y)
+                    (loss / group_size).backward()
+                if last_in_group:
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                totals[0] += loss.detach().double() * len(y)
+                totals[1] += (logits.detach().argmax(1) == y).sum()
+                totals[2] += len(y)
+            if context.distributed:
+                dist.all_reduce(totals)
+            seconds = time.perf_counter() - began
+            samples = totals[2].item()
+            val_loss = val_acc = None
+            if val_loader is not None:
+                val_loss, val_acc = self.evaluate(model, val_loader, mean, std, channels_last)
+            result = EpochResult(
+                epoch=epoch,
+                train_loss=totals[0].item() / samples,
+                train_accuracy=totals[1].item() / samples,
+                val_loss=val_loss,
+                val_accuracy=val_acc,
+                seconds=seconds,
+                samples_per_second=samples / seconds if seconds > 0 else float("inf"),
+                learning_rate=optimizer.param_groups[0]["lr"],
             )
-        if on_epoch_end is not None:
-            on_epoch_end(result)
+            history.append(result)
+            self.track_best(model, result, best)
+            log.info(
+                "%sepoch %d/%d  train_loss %.4f  train_acc %.4f%s  lr %.3g  %.0f images/s",
+                f"[rank {context.rank}/{context.world_size}] " if context.distributed else "",
+                epoch,
+                config.epochs,
+                result.train_loss,
+                result.train_accuracy,
+                f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}" if val_loss is not None else "",
+                result.learning_rate,
+                result.samples_per_second,
+            )
+            if checkpoint_dir is not None and context.is_main:
+                _save_checkpoint(
+                    checkpoint_dir,
+                    {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "history": [asdict(h) for h in history],
+                        "best": best,
+                        "fingerprint": prepared.fingerprint,
+                    },
+                )
+            if on_epoch_end is not None:
+                on_epoch_end(result)
 
-    loop_seconds = time.perf_counter() - loop_began  # training, validation and checkpoints
-    spec.training = {
-        "parameters": asdict(config),
-        "device": device.type,
-        "world_size": context.world_size,
-        "train_samples": len(train_idx),
-        "validation_samples": len(val_idx),
-        "history": [asdict(h) for h in history],
-    }
-    if context.is_main:
-        with atomic_directory(model_dir) as staging:
-            save_model(staging, model, spec)
-    return TrainResult(
-        spec=spec,
-        history=history,
-        device=device.type,
-        resumed_from_epoch=resumed_from,
-        extra={"loop_seconds": loop_seconds, "epochs_run": config.epochs - resumed_from},
-    )
+        loop_seconds = time.perf_counter() - loop_began
+        if config.early_stopping_patience and best["state"] is not None:
+            model.load_state_dict(best["state"])
+            self.info("restored the weights of epoch %d (best validation loss %.4f)", best["epoch"], best["loss"])
+        spec.training = {
+            "parameters": asdict(config),
+            "device": device.type,
+            "world_size": context.world_size,
+            "train_samples": len(train_data),
+            "validation_samples": len(val_data),
+            "data_path": "in memory" if prepared.in_memory else "streamed",
+            "workers": workers,
+            "pretrained_weights": str(prepared.pretrained or ""),
+            "fine_tune": config.fine_tune,
+            "history": [asdict(h) for h in history],
+            "best_epoch": best["epoch"] or None,
+            "stopped_early": best["stopped"],
+        }
+        if context.is_main:
+            example = self.export_example(train_data, val_data, spec)
+            with atomic_directory(model_dir) as staging:
+                save_model(staging, model, spec, example)
+        return TrainResult(
+            spec=spec,
+            history=history,
+            device=device.type,
+            resumed_from_epoch=resumed_from,
+            extra={"loop_seconds": loop_seconds, "epochs_run": len(history) - resumed_from},
+        )
+
+    def track_best(self, model: nn.Module, result: EpochResult, best: dict) -> None:
+        """Early stopping on validation loss: remember the best epoch's weights; stop after ``patience`` worse ones."""
+        patience = self.config.early_stopping_patience
+        if not patience or result.val_loss is None:
+            return
+        if result.val_loss < best["loss"]:
+            best.update(
+                loss=result.val_loss,
+                epoch=result.epoch,
+                state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                bad_epochs=0,
+            )
+        else:
+            best["bad_epochs"] += 1
+            if best["bad_epochs"] >= patience:
+                best["stopped"] = True
+                self.info(
+                    "early stopping after epoch %d: no better validation loss than epoch %d's %.4f for %d epoch(s)",
+                    result.epoch,
+                    best["epoch"],
+                    best["loss"],
+                    patience,
+                )
+
+    def evaluate(self, model, loader, mean, std, channels_last) -> tuple[float, float]:
+        """Validation loss (plain cross-entropy) and accuracy; rank 0's numbers, so every rank decides alike."""
+        model.eval()
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        with torch.no_grad():
+            for images, labels in loader:
+                x = to_device_batch(images, mean, std, self.device, channels_last)
+                y = labels.to(self.device)
+                with self.autocast():
+                    logits = model(x)
+                totals[0] += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
+                totals[1] += (logits.argmax(1) == y).sum()
+                totals[2] += len(y)
+        if self.context.distributed:
+            dist.broadcast(totals, src=0)
+        return totals[0].item() / totals[2].item(), totals[1].item() / totals[2].item()
+
+    def export_example(self, train_data, val_data, spec: ModelSpec) -> torch.Tensor:
+        """A few real images, normalised: what the ONNX export traces and is checked on."""
+        source = val_data if len(val_data) else train_data
+        count = min(EXPORT_EXAMPLES, len(source))
+        if isinstance(source, DecodedImages):
+            images = source.images[:count]
+        else:
+            plain = StreamedImages(source.root, source.samples[:count], source.preprocessing)
+            images = torch.stack([plain[i][0] for i in range(count)])
+        mean, std = normalization_tensors(spec.normalization, torch.device("cpu"))
+        return to_device_batch(images, mean, std, torch.device("cpu"), channels_last=False)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 1_000_003 + epoch
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    return {"library": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__}

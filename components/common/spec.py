@@ -1,0 +1,103 @@
+"""``spec.json``: what a ``Model`` artifact is, readable without torch.
+
+A model directory holds ``spec.json`` and, beside it:
+- ``weights.pt``: the ``state_dict``, rebuilt into the network by ``components.common.model``;
+- ``model.onnx``: the same network exported with a dynamic batch dimension, what
+  serving runs (ONNX Runtime, neither torch nor torchvision);
+- ``program.pt2``: for a network the library cannot rebuild (a ``model_factory``'s, a
+  custom script's), the ``torch.export`` program, so it runs without that code.
+
+The spec records everything needed to feed the network correctly (architecture,
+classes in output order, preprocessing with its normalisation, the split rule
+that chose the test files) and where the model came from (library and torch
+versions, dataset commit and md5, training parameters and history).
+
+Format 1 (before preprocessing and splits were recorded) is still read: its
+images had one fixed size and its test split came from ``labels.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+WEIGHTS_FILE = "weights.pt"
+SPEC_FILE = "spec.json"
+ONNX_FILE = "model.onnx"
+PROGRAM_FILE = "program.pt2"
+SPEC_FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
+FACTORY_PREFIX = "factory:"
+# The ONNX graph's input and output names, and the batch dimension's name.
+ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH = "images", "logits", "batch"
+
+
+class ModelFormatError(ValueError):
+    """A directory that is not a model this library can read; the message says what is missing."""
+
+
+@dataclass
+class ModelSpec:
+    """What ``spec.json`` holds."""
+
+    architecture: str  # "small_cnn", a torchvision name, or "factory:package.module:function"
+    classes: list[str]
+    input_shape: list[int]  # C, H, W: what the network takes after preprocessing
+    normalization: dict[str, list[float]]  # per-channel "mean" and "std" on the 0..1 scale
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] = field(default_factory=dict)  # the rule that chose train, val and test files
+    architecture_kwargs: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)  # "weights", "onnx", "program" -> file name
+    dataset: dict[str, Any] = field(default_factory=dict)  # commit, md5 per path
+    training: dict[str, Any] = field(default_factory=dict)  # parameters and history
+    versions: dict[str, str] = field(default_factory=dict)  # library, torch, torchvision
+    format_version: int = SPEC_FORMAT_VERSION
+
+    @property
+    def channels(self) -> int:
+        return int(self.input_shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.input_shape[1]), int(self.input_shape[2])
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+
+
+def load_spec(directory: str | Path) -> ModelSpec:
+    """Read ``spec.json`` from a model directory; format 1 is upgraded in memory."""
+    path = Path(directory) / SPEC_FILE
+    if not path.is_file():
+        raise ModelFormatError(
+            f"{path} not found: {directory} is not a model in this library's format "
+            f"(spec.json, {WEIGHTS_FILE}, {ONNX_FILE}); a custom training script writes it with "
+            "components.train.contract.save_model"
+        )
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ModelFormatError(f"{path} is not valid JSON: {error}") from None
+    version = payload.get("format_version")
+    if version not in READABLE_FORMATS:
+        raise ModelFormatError(
+            f"{path} has format_version {version!r}; this library reads {', '.join(map(str, READABLE_FORMATS))}"
+        )
+    if version == 1:
+        payload["format_version"] = SPEC_FORMAT_VERSION
+        payload.setdefault("files", {"weights": WEIGHTS_FILE})
+        payload.setdefault("split", {"method": "given", "given": ["train", "test"]})
+    known = set(ModelSpec.__dataclass_fields__)
+    unknown = sorted(set(payload) - known)
+    if unknown:
+        raise ModelFormatError(f"{path} has unknown field(s) {', '.join(unknown)}")
+    try:
+        return ModelSpec(**payload)
+    except TypeError as error:
+        raise ModelFormatError(f"{path} lacks a required field: {error}") from None
+
+
+def write_spec(directory: str | Path, spec: ModelSpec) -> None:
+    (Path(directory) / SPEC_FILE).write_text(spec.to_json())
