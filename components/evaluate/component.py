@@ -1,4 +1,4 @@
-"""KFP component: score a ``Model`` on the test split and gate its promotion."""
+"""KFP component: score a ``Model`` on the test split, check its ONNX export, and gate its promotion."""
 
 from typing import Optional
 
@@ -17,34 +17,35 @@ def evaluate(
     accuracy_threshold: float = 0.95,
     baseline_model: Optional[Input[Model]] = None,
 ) -> bool:
-    """Evaluates a model on the fixed ``test`` split of the dataset.
+    """Evaluates a model on the test split its training never saw.
 
     Args:
-        model: the candidate, as written by ``train``.
-        dataset: the labelled image folder the candidate was trained on.
-        metrics: ``accuracy``, ``loss``, ``macro_f1``, ``recall_<class>``,
-            ``test_samples`` and, with a baseline, ``baseline_accuracy``.
+        model: the candidate, as written by ``train`` (weights, ``spec.json``, ``model.onnx``).
+        dataset: the dataset the candidate was trained on; the test files are chosen by the
+            split rule in the candidate's ``spec.json``, and fed through its preprocessing.
+        metrics: ``accuracy``, ``loss``, ``macro_f1``, ``recall_<class>``, ``test_samples``,
+            ``onnx_max_difference`` and, with a baseline, ``baseline_accuracy``.
         confusion: the confusion matrix with class names (drawn by the Kubeflow UI).
         accuracy_threshold: the least test accuracy that may be promoted, in [0, 1].
-        baseline_model: optional model in production; the candidate must not be
-            worse than it on the same test split.
+        baseline_model: optional model in production; the candidate must not be worse than it
+            on the same test files.
 
     Returns:
-        promote: true only when accuracy >= threshold and not worse than the
-        baseline (the task's single output, ``Output``; a single output is what
-        ``kfp.local`` can resolve inside ``dsl.If``).
+        promote: true only when accuracy >= threshold and not worse than the baseline (the
+        task's single output, ``Output``; a single output is what ``kfp.local`` can resolve
+        inside ``dsl.If``). The step fails when the ONNX export's logits differ from torch's
+        by more than 1e-4 on any test image: serving runs that export.
     """
     import logging
 
-    from components.common.dataset import load_split
     from components.evaluate.evaluation import evaluate as score_model
-    from components.evaluate.evaluation import promotion_decision, validate_threshold
+    from components.evaluate.evaluation import promotion_decision, split_for_model, validate_threshold
 
     validate_threshold(accuracy_threshold)  # before minutes of scoring, not after
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    test_split = load_split(dataset.path, "test")
-    candidate = score_model(model.path, dataset.path, test_split)
-    baseline = score_model(baseline_model.path, dataset.path, test_split) if baseline_model is not None else None
+    index = split_for_model(dataset.path, model.path)
+    candidate = score_model(model.path, index=index)
+    baseline = score_model(baseline_model.path, index=index, require_onnx=False) if baseline_model is not None else None
     decision = promotion_decision(candidate, accuracy_threshold, baseline)
     logging.getLogger("evaluate").info("promote=%s: %s", decision.promote, decision.reason)
 
@@ -52,6 +53,7 @@ def evaluate(
     metrics.log_metric("loss", round(candidate.loss, 6))
     metrics.log_metric("macro_f1", round(candidate.macro_f1, 6))
     metrics.log_metric("test_samples", candidate.samples)
+    metrics.log_metric("onnx_max_difference", float(f"{candidate.onnx_max_difference:.3g}"))
     for name, recall in candidate.per_class_recall.items():
         metrics.log_metric(f"recall_{name}", round(recall, 6))
     if baseline is not None:

@@ -1,21 +1,32 @@
-"""Score a model on the fixed test split and decide whether it may be promoted.
+"""Score a model on its test split, check its ONNX export, and decide whether it may be promoted.
 
-Plain PyTorch, no KFP. ``evaluate`` returns accuracy, mean loss, macro F1,
-per-class recall and the confusion matrix; ``promotion_decision`` applies the
-gate: accuracy at or above a threshold and, when a baseline model is given,
-not worse than the baseline on the same test split.
+Plain PyTorch, no KFP. ``split_for_model`` picks the test files with the split rule
+the candidate's ``spec.json`` recorded, so evaluate sees exactly the files
+training never saw. ``evaluate`` feeds them through the model's own
+preprocessing to the torch network *and* to its ONNX export (what serving
+runs), fails loudly when the two disagree by more than 1e-4, and returns
+accuracy, mean loss, macro F1, per-class recall and the confusion matrix.
+``promotion_decision`` applies the gate: accuracy at or above a threshold and,
+when a baseline model is given, not worse than the baseline on the same files.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from components.common.dataset import LabelledImages, load_split
+from components.common.dataset import DatasetFormatError, DatasetIndex, SplitRule, index_dataset
+from components.common.loader import normalization_tensors, preprocessed_batches, to_device_batch
 from components.common.model import load_model
+from components.common.onnx_model import OnnxClassifier, check_parity
+from components.common.resources import usable_cpus
+from components.common.spec import ModelFormatError, load_spec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -27,6 +38,7 @@ class Evaluation:
     confusion_matrix: list[list[int]]  # rows: true class, columns: predicted class
     classes: list[str]
     samples: int
+    onnx_max_difference: float | None = None  # largest |torch - ONNX| logit; None when not checked
 
 
 @dataclass
@@ -36,16 +48,6 @@ class PromotionDecision:
     accuracy: float
     threshold: float
     baseline_accuracy: float | None = None
-
-
-def predict_logits(model: nn.Module, spec, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    device = next(model.parameters()).device
-    outputs = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            batch = spec.normalize(images[start : start + batch_size].to(device))
-            outputs.append(model(batch).float().cpu())
-    return torch.cat(outputs)
 
 
 def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Evaluation:
@@ -74,20 +76,70 @@ def score(logits: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Eva
     )
 
 
-def evaluate(model_dir: str | Path, dataset_dir: str | Path, test_split: LabelledImages | None = None) -> Evaluation:
-    """Score the model in ``model_dir`` on the ``test`` split of ``dataset_dir``."""
+def split_for_model(dataset_dir: str | Path, model_dir: str | Path) -> DatasetIndex:
+    """The dataset indexed with the split rule the model at ``model_dir`` was trained with."""
+    spec = load_spec(model_dir)
+    index = index_dataset(dataset_dir, SplitRule.from_record(spec.split))
+    if not index.samples("test"):
+        raise DatasetFormatError(
+            f"dataset {index.root} has no test images under the model's split rule "
+            f"(test_fraction {index.rule.test_fraction}, given splits: {', '.join(index.given) or 'none'})"
+        )
+    return index
+
+
+def evaluate(
+    model_dir: str | Path,
+    dataset_dir: str | Path | None = None,
+    index: DatasetIndex | None = None,
+    require_onnx: bool = True,
+    workers: int | None = None,
+    batch_size: int = 256,
+) -> Evaluation:
+    """Score the model in ``model_dir`` on the test split (``index``, or ``dataset_dir`` with the model's rule).
+
+    With ``require_onnx`` the model must carry its ONNX export, which must reproduce torch's logits
+    within ``PARITY_TOLERANCE`` on every test image (``OnnxParityError`` otherwise). Without it, an
+    export that is present is still checked (a baseline trained before exports existed has none).
+    """
+    if index is None:
+        if dataset_dir is None:
+            raise ValueError("give dataset_dir or index")
+        index = split_for_model(dataset_dir, model_dir)
     model, spec = load_model(model_dir)
-    data = test_split or load_split(dataset_dir, "test")
-    if list(data.classes) != list(spec.classes):
+    if list(index.classes) != list(spec.classes):
         raise ValueError(
-            f"model {model_dir} was trained on classes {spec.classes} but the dataset has {list(data.classes)}"
+            f"model {model_dir} was trained on classes {spec.classes} but the dataset has {list(index.classes)}"
         )
-    if list(data.input_shape) != list(spec.input_shape):
-        raise ValueError(
-            f"model {model_dir} expects input shape {spec.input_shape} but the dataset's images are "
-            f"{list(data.input_shape)}"
+    workers = usable_cpus() if workers is None else workers
+    onnx_file = Path(model_dir) / spec.files.get("onnx", "model.onnx")
+    if require_onnx and not onnx_file.is_file():
+        raise ModelFormatError(
+            f"model {model_dir} has no ONNX export ({onnx_file.name}); every Model this library writes carries one, "
+            "and serving runs it"
         )
-    return score(predict_logits(model, spec, data.images), data.labels, list(spec.classes))
+    onnx = OnnxClassifier(onnx_file, threads=usable_cpus()) if onnx_file.is_file() else None
+    mean, std = normalization_tensors(spec.normalization, torch.device("cpu"))
+    samples = index.samples("test")
+    logits = torch.empty((len(samples), len(spec.classes)), dtype=torch.float32)
+    largest = 0.0
+    with torch.inference_mode():
+        for indices, _, images in preprocessed_batches(
+            index.root, samples, spec.channels, spec.image_size, workers, "test split", batch_size
+        ):
+            batch = to_device_batch(images, mean, std, torch.device("cpu"), channels_last=False)
+            torch_logits = model(batch).float()
+            logits[indices] = torch_logits
+            if onnx is not None:
+                where = f"test images {samples[indices[0]].path} .. {samples[indices[-1]].path}"
+                difference = check_parity(torch_logits.numpy(), onnx.logits(batch.numpy()), where)
+                largest = max(largest, difference)
+    labels = torch.tensor([s.label for s in samples], dtype=torch.int64)
+    result = score(logits, labels, list(spec.classes))
+    if onnx is not None:
+        result.onnx_max_difference = largest
+        log.info("ONNX export matches torch on %d test images (largest logit difference %.3g)", len(samples), largest)
+    return result
 
 
 def promotion_decision(
