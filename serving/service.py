@@ -1,9 +1,12 @@
-"""BentoML service for the image classifiers this library trains.
+"""BentoML service for the image classifiers this library trains, on ONNX Runtime.
 
 Two services, as BentoML composes them: ``ImageClassifier`` answers HTTP,
-checks every request and turns arrays or PNG/JPEG uploads into a uint8 batch;
-``ClassifierModel`` holds the network and runs a batchable forward pass, so
-concurrent requests are merged by BentoML's adaptive batching.
+checks every request and turns JSON arrays or PNG/JPEG uploads of any size into
+the model's input batch, with the preprocessing recorded in ``spec.json``;
+``ClassifierModel`` runs the Model's ONNX export (``model.onnx``) with ONNX
+Runtime in a batchable API, so concurrent requests are merged by BentoML's
+adaptive batching. Neither imports torch or torchvision: a model from a
+``model_factory`` is served without the factory's code.
 
 Which model: the BentoML model tag in ``KFP_TORCH_LIFECYCLE_MODEL_TAG``
 (default ``image-classifier:latest``), imported by ``build_bento`` from a
@@ -31,26 +34,33 @@ MAX_BATCH_SIZE = 64
 MAX_LATENCY_MS = 1000
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 @bentoml.service(name="classifier_model", workers=1, traffic={"timeout": 30})
 class ClassifierModel:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        import torch
+        from components.common.onnx_model import OnnxClassifier
+        from components.common.resources import usable_cpus
+        from components.common.spec import load_spec
 
-        from components.common.model import load_model
-
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
-        self.model, self.spec = load_model(self.model_ref.path)
+        self.spec = load_spec(self.model_ref.path)
+        self.model = OnnxClassifier(
+            Path(self.model_ref.path) / self.spec.files.get("onnx", "model.onnx"), threads=usable_cpus()
+        )
 
     @bentoml.api(batchable=BATCHING, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """uint8 N x C x H x W images to N x K class probabilities."""
-        import torch
+        """uint8 N x C x H x W preprocessed images to N x K class probabilities."""
+        from components.common.images import normalize
 
-        with torch.inference_mode():
-            logits = self.model(self.spec.normalize(torch.from_numpy(np.ascontiguousarray(images))))
-            return torch.softmax(logits.float(), dim=1).numpy()
+        batch = normalize(images, self.spec.normalization["mean"], self.spec.normalization["std"])
+        return softmax(self.model.logits(batch))
 
 
 @bentoml.service(name="image_classifier", traffic={"timeout": 30})
@@ -59,13 +69,15 @@ class ImageClassifier:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        from components.common.model import load_spec
+        from components.common.spec import load_spec
 
         self.spec = load_spec(self.model_ref.path)
         self.info = {
             "model_tag": str(self.model_ref.tag),
+            "architecture": self.spec.architecture,
             "classes": self.spec.classes,
             "input_shape": self.spec.input_shape,
+            "preprocessing": self.spec.preprocessing,
             "dataset": self.spec.dataset,
             "evaluation": self.model_ref.info.metadata.get("evaluation", {}),
             "versions": self.spec.versions,
@@ -74,7 +86,7 @@ class ImageClassifier:
     # BentoML 1.4 cannot take Optional[list[Path]] (an unhashable schema inside Union), hence [].
     @bentoml.api
     async def predict(self, images: Optional[list] = None, files: list[Path] = []) -> dict[str, Any]:  # noqa: B006
-        """Classify a batch: ``images`` as JSON arrays, or ``files`` as PNG/JPEG uploads (multipart)."""
+        """Classify a batch: ``images`` as JSON arrays, or ``files`` as PNG/JPEG uploads (multipart); any size."""
         try:
             if (images is None) == (not files):
                 raise InvalidImages(
@@ -106,7 +118,7 @@ class ImageClassifier:
 
     @bentoml.api
     def model_info(self) -> dict[str, Any]:
-        """Classes, input shape, dataset commit and evaluation of the served model."""
+        """Classes, input shape, preprocessing, dataset commit and evaluation of the served model."""
         return self.info
 
     def _describe(self, row: np.ndarray) -> dict[str, Any]:

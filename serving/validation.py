@@ -1,17 +1,22 @@
-"""Turn request payloads into a uint8 image batch, or say exactly what was expected.
+"""Turn request payloads into the model's uint8 input batch, or say exactly what was expected.
 
-Plain NumPy and Pillow, no BentoML, so every rule is unit-tested directly.
+Plain NumPy and Pillow, no BentoML and no torch, so every rule is unit-tested
+directly. Images of any size are accepted: each goes through the model's own
+preprocessing (``components.common.images.preprocess``: resize to cover the
+model's input size, crop the centre), exactly as evaluate fed the test split.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from components.common.images import ImageError, load_preprocessed, preprocess, to_array
 
 MAX_BATCH = 256
+MAX_PIXELS_PER_ARRAY = 4096 * 4096
 
 
 class InvalidImages(ValueError):
@@ -19,9 +24,9 @@ class InvalidImages(ValueError):
 
 
 def expected(input_shape: Sequence[int]) -> str:
-    c, h, w = input_shape
-    shapes = f"{h}x{w}" + (f" or {c}x{h}x{w}" if c == 1 else f" or {c}x{h}x{w} or {h}x{w}x{c}")
-    return f"each image {shapes}, pixel values 0..255"
+    c = input_shape[0]
+    layouts = "HxW" + (" or 1xHxW or HxWx1" if c == 1 else ", 3xHxW or HxWx3 (HxW is taken as grayscale)")
+    return f"each image {layouts}, any size, pixel values 0..255"
 
 
 def check_batch_size(n: int, max_batch: int = MAX_BATCH) -> None:
@@ -32,56 +37,53 @@ def check_batch_size(n: int, max_batch: int = MAX_BATCH) -> None:
 
 
 def arrays_to_batch(images: object, input_shape: Sequence[int], max_batch: int = MAX_BATCH) -> np.ndarray:
-    """Nested lists (one per image) to an N x C x H x W uint8 batch."""
+    """A list of nested-list images (each of its own size) to the model's N x C x H x W uint8 batch."""
     if not isinstance(images, list):
         raise InvalidImages(f"images must be a list of arrays ({expected(input_shape)}), got {type(images).__name__}")
     check_batch_size(len(images), max_batch)
+    return np.stack([_array_to_input(i, image, input_shape) for i, image in enumerate(images)])
+
+
+def _array_to_input(position: int, image: object, input_shape: Sequence[int]) -> np.ndarray:
+    where = f"images[{position}]"
     try:
-        array = np.asarray(images)
+        array = np.asarray(image)
     except ValueError:
-        raise InvalidImages(f"images have ragged shapes; expected {expected(input_shape)}") from None
+        raise InvalidImages(f"{where} has ragged rows; expected {expected(input_shape)}") from None
     if array.dtype == object:
-        raise InvalidImages(f"images have ragged shapes or mixed types; expected {expected(input_shape)}")
+        raise InvalidImages(f"{where} has ragged rows or mixed types; expected {expected(input_shape)}")
     if array.dtype.kind not in "iuf":
-        raise InvalidImages(f"images must hold numbers, got dtype {array.dtype} ({expected(input_shape)})")
+        raise InvalidImages(f"{where} must hold numbers, got dtype {array.dtype} ({expected(input_shape)})")
+    if array.ndim == 3 and array.shape[2] in (1, 3):
+        hwc = array
+    elif array.ndim == 3 and array.shape[0] in (1, 3):
+        hwc = array.transpose(1, 2, 0)
+    elif array.ndim == 2:
+        hwc = array[:, :, None]
+    else:
+        raise InvalidImages(f"{where} has shape {array.shape}; expected {expected(input_shape)}")
+    if hwc.shape[0] < 1 or hwc.shape[1] < 1 or hwc.shape[0] * hwc.shape[1] > MAX_PIXELS_PER_ARRAY:
+        raise InvalidImages(f"{where} is {hwc.shape[0]}x{hwc.shape[1]}; between 1x1 and {MAX_PIXELS_PER_ARRAY} pixels")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
-        raise InvalidImages("images contain NaN or infinite values; pixel values must be finite, 0..255")
-    if array.size and (array.min() < 0 or array.max() > 255):
-        raise InvalidImages(f"pixel values must be within 0..255, got {array.min()}..{array.max()}")
-    return _to_nchw(array, input_shape, lambda shape: f"images have shape {shape}; expected {expected(input_shape)}")
+        raise InvalidImages(f"{where} contains NaN or infinite values; pixel values must be finite, 0..255")
+    if array.min() < 0 or array.max() > 255:
+        raise InvalidImages(f"{where}: pixel values must be within 0..255, got {array.min()}..{array.max()}")
+    pixels = np.rint(hwc).astype(np.uint8) if hwc.dtype.kind == "f" else hwc.astype(np.uint8)
+    image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
+    channels, size = int(input_shape[0]), (int(input_shape[1]), int(input_shape[2]))
+    return preprocess(to_array(image, channels), size).transpose(2, 0, 1)
 
 
 def files_to_batch(
     files: Sequence[tuple[str, bytes]], input_shape: Sequence[int], max_batch: int = MAX_BATCH
 ) -> np.ndarray:
-    """(name, bytes) of PNG/JPEG uploads to an N x C x H x W uint8 batch."""
+    """(name, bytes) of PNG/JPEG uploads of any size to the model's N x C x H x W uint8 batch."""
     check_batch_size(len(files), max_batch)
-    channels = input_shape[0]
+    channels, size = int(input_shape[0]), (int(input_shape[1]), int(input_shape[2]))
     decoded = []
     for name, content in files:
         try:
-            with Image.open(io.BytesIO(content)) as image:
-                if image.format not in ("PNG", "JPEG"):
-                    raise InvalidImages(f"file {name!r} is {image.format}, not a PNG or JPEG image")
-                array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError):
-            raise InvalidImages(f"file {name!r} is not a PNG or JPEG image") from None
-        batch = _to_nchw(
-            array[None],
-            input_shape,
-            lambda shape, name=name: f"file {name!r} is {shape[1]}x{shape[2]}; expected {expected(input_shape)}",
-        )
-        decoded.append(batch[0])
+            decoded.append(load_preprocessed(content, channels, size, name=f"file {name!r}"))
+        except ImageError as error:
+            raise InvalidImages(str(error)) from None
     return np.stack(decoded)
-
-
-def _to_nchw(array: np.ndarray, input_shape: Sequence[int], complaint) -> np.ndarray:
-    c, h, w = input_shape
-    shape = array.shape[1:]
-    if shape == (h, w) and c == 1:
-        array = array[:, None]
-    elif shape == (h, w, c) and c != 1:
-        array = array.transpose(0, 3, 1, 2)
-    elif shape != (c, h, w):
-        raise InvalidImages(complaint(tuple(array.shape)))
-    return np.ascontiguousarray(np.rint(array).astype(np.uint8) if array.dtype.kind == "f" else array.astype(np.uint8))

@@ -1,10 +1,12 @@
 """Package a trained model as a BentoML bento and export it as an archive.
 
-Plain Python over BentoML's API, no KFP: the model directory (``weights.pt`` +
-``spec.json``) is imported into the BentoML model store with labels and
-metadata, a bento is built from ``serving/`` (the service plus the model code
-it needs), and the bento is exported to ``<output_dir>/<name>-<version>.bento``
-with ``bento.json`` describing it. The output directory appears only on success.
+Plain Python over BentoML's API, no KFP: the model's ``spec.json`` and ONNX
+export (``model.onnx``) are imported into the BentoML model store with labels
+and metadata, a bento is built from ``serving/`` (the service plus the torch-free
+modules it imports: spec, image preprocessing, ONNX Runtime), and the bento is
+exported to ``<output_dir>/<name>-<version>.bento`` with ``bento.json``
+describing it. The bento needs neither torch nor torchvision, nor the code of a
+``model_factory``. The output directory appears only on success.
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ from typing import Any
 
 from components import __version__
 from components.common.artifacts import atomic_directory, write_json_atomic
-from components.common.model import SPEC_FILE, WEIGHTS_FILE, load_spec
+from components.common.spec import ONNX_FILE, SPEC_FILE, ModelFormatError, load_spec
 
 SERVICE = "serving.service:ImageClassifier"
 BENTO_NAME = "image-classifier"
 MODEL_NAME = "image-classifier"
 MODEL_TAG_ENV = "KFP_TORCH_LIFECYCLE_MODEL_TAG"
 DESCRIPTOR = "bento.json"
-# What the bento carries: the service and the model code it imports, nothing else of the library.
+# What the bento carries: the service and the torch-free modules it imports, nothing else of the library.
 INCLUDE = ["serving/__init__.py", "serving/service.py", "serving/validation.py", "components/__init__.py"]
-INCLUDE += ["components/common/__init__.py", "components/common/model.py"]
+INCLUDE += [f"components/common/{name}.py" for name in ("__init__", "spec", "images", "onnx_model", "resources")]
 
 
 def library_root() -> Path:
@@ -37,11 +39,12 @@ def library_root() -> Path:
 
 
 def python_requirements() -> list[str]:
+    """What the service imports, pinned to the versions evaluate checked the export with."""
     import numpy
+    import onnxruntime
     import PIL
-    import torch
 
-    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}", f"pillow=={PIL.__version__}"]
+    return [f"onnxruntime=={onnxruntime.__version__}", f"numpy=={numpy.__version__}", f"pillow=={PIL.__version__}"]
 
 
 def _label(value: Any) -> str:
@@ -61,6 +64,12 @@ def build_bento(
     import bentoml
 
     spec = load_spec(model_dir)
+    onnx_file = Path(model_dir) / spec.files.get("onnx", ONNX_FILE)
+    if not onnx_file.is_file():
+        raise ModelFormatError(
+            f"model {model_dir} has no ONNX export ({onnx_file.name}): the service runs it; models this library "
+            "trains carry one, and a custom script writes it with components.train.contract.save_model"
+        )
     evaluation = dict(evaluation or {})
     labels = {
         "architecture": _label(spec.architecture),
@@ -72,8 +81,8 @@ def build_bento(
         labels=labels,
         metadata={"classes": spec.classes, "input_shape": spec.input_shape, "evaluation": evaluation},
     ) as model_ref:
-        for name in (WEIGHTS_FILE, SPEC_FILE):
-            shutil.copy2(Path(model_dir) / name, Path(model_ref.path) / name)
+        shutil.copy2(Path(model_dir) / SPEC_FILE, Path(model_ref.path) / SPEC_FILE)
+        shutil.copy2(onnx_file, Path(model_ref.path) / onnx_file.name)
     model_tag = str(model_ref.tag)
 
     previous = os.environ.get(MODEL_TAG_ENV)
