@@ -16,6 +16,7 @@ from components.pytorchjob_train.manifest import (
     training_command,
     validate_name,
 )
+from tests.support.operator_rules import webhook_violations
 
 CRD = Path(__file__).resolve().parents[1].parent / "shared/reference/crds/kubeflow.org_pytorchjobs.yaml"
 
@@ -84,6 +85,7 @@ def test_manifest_validates_against_crd_schema(validator, variant):
     manifest = build_manifest(VARIANTS[variant], "train-abc123", "kubeflow-user", ["--epochs", "3"])
     errors = sorted(validator.iter_errors(manifest), key=str)
     assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+    assert webhook_violations(manifest) == []
 
 
 def test_manifest_shape(validator):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.common.model import load_spec
+from components.common.spec import load_spec
 from components.evaluate.evaluation import evaluate
 from components.pytorchjob_train.launcher import KubernetesJobClient
 from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
@@ -26,7 +26,7 @@ def locations(tmp_path: Path, dataset_dir: Path) -> dict:
 
 @pytest.mark.slow
 def test_two_process_ddp_matches_single_process_accuracy(digits_dir, tmp_path):
-    config = TrainConfig()
+    config = TrainConfig(augment=False)
     spec = run_step(
         launcher="local",
         train=config,
@@ -35,7 +35,7 @@ def test_two_process_ddp_matches_single_process_accuracy(digits_dir, tmp_path):
         task_name="task",
         dataset_info={"commit": "abc"},
         **locations(tmp_path, digits_dir),
-    )
+    ).spec
     assert spec.training["world_size"] == 2
     assert spec.dataset == {"commit": "abc"}
     assert json.loads((tmp_path / "job").read_text()) == {"launcher": "local", "nproc_per_node": 2}
@@ -47,7 +47,7 @@ def test_two_process_ddp_matches_single_process_accuracy(digits_dir, tmp_path):
 
 def test_failing_local_training_fails_the_step_without_a_model(digits_dir, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(RuntimeError, match=r"(?s)torchrun exited with status .*no labels.csv found"):
+    with pytest.raises(RuntimeError, match=r"(?s)torchrun exited with status .*DatasetFormatError: no dataset found"):
         run_step(
             launcher="local",
             train=TrainConfig(epochs=1),
@@ -78,7 +78,7 @@ def test_kubeflow_launcher_collects_the_model_rank_0_wrote(digits_dir, tmp_path)
             namespace="team-a",
             kube_client=KubernetesJobClient(kube.api_client()),
             poll_seconds=0.05,
-        )
+        ).spec
         ((namespace, name), job) = next(iter(kube.jobs.items()))
     finally:
         kube.stop()
@@ -123,6 +123,7 @@ def test_distributed_pipeline_under_kfp_local(digits_repo, tmp_path):
         {
             "repo_url": digits_repo.repo_url,
             "epochs": 4,
+            "augment": False,
             "accuracy_threshold": 0.9,
             "num_workers": 2,
             "build_image": False,

@@ -18,6 +18,9 @@ def pytorchjob_train(
     task_name: str,
     launcher: str = "kubeflow",
     image: str = "",
+    command: List[str] = [],
+    script_hyperparameters: dict = {},
+    pretrained_weights: str = "",
     num_workers: int = 2,
     nproc_per_node: int = 1,
     cpu: str = "4",
@@ -42,15 +45,34 @@ def pytorchjob_train(
     learning_rate: float = 0.003,
     seed: int = 0,
     validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    architecture: str = "small_cnn",
+    model_factory: str = "",
+    image_size: int = -1,
+    channels: int = -1,
+    augment: bool = True,
+    normalization: str = "auto",
+    optimizer: str = "adamw",
+    momentum: float = 0.9,
+    weight_decay: float = 0.01,
+    lr_schedule: str = "constant",
+    warmup_epochs: float = 0.0,
+    label_smoothing: float = 0.0,
+    early_stopping_patience: int = 0,
+    gradient_accumulation_steps: int = 1,
+    fine_tune: str = "full",
+    workers: int = -1,
+    memory_budget: str = "",
     checkpoint_dir: str = "",
 ):
     """Trains with DistributedDataParallel across ``num_workers`` pods x ``nproc_per_node`` processes.
 
     Args:
-        dataset: a labelled image folder (``dvc_pull``'s output); replicas read it by URI.
+        dataset: a dataset directory (``dvc_pull``'s output); replicas read it by URI.
         model: the trained model, written by rank 0 straight to this artifact's URI
             (a ``gs://`` pipeline root or a shared path); same format as ``train``'s.
-        metrics: per-epoch and final train/validation loss and accuracy.
+        metrics: per-epoch and final train/validation loss and accuracy, or a custom
+            script's ``metrics.json``.
         job: the job handle (kind, name, namespace, uid), written right after creation.
         run_id, task_name: pass ``dsl.PIPELINE_JOB_ID_PLACEHOLDER`` and
             ``dsl.PIPELINE_TASK_NAME_PLACEHOLDER``; the job's name derives from them at run
@@ -58,14 +80,22 @@ def pytorchjob_train(
         launcher: "kubeflow" (a PyTorchJob) or "local" (``torchrun`` on this machine, with
             num_workers x nproc_per_node processes: what ``kfp.local`` uses).
         image: the replicas' image; empty for this library's CUDA training image.
+        command: empty for the library's training; else your own command, run on every
+            replica under torchrun in ``image`` (which must hold this library: its
+            ``script_runner`` fetches the dataset and publishes the output). The contract
+            (environment, arguments, outputs) is ``components.train.contract``'s.
+        script_hyperparameters: extra hyperparameters for a custom command (beside epochs,
+            batch_size, learning_rate, seed and the split fractions).
+        pretrained_weights: a checkpoint file or Model directory to start from, by path or URI
+            the replicas can read (see ``train``).
         num_workers, nproc_per_node, cpu, memory, gpus, accelerator_type, node_selector, tolerations,
         shm_size, env, secret_volumes, service_account, restart_policy, clean_pod_policy,
         ttl_seconds_after_finished, active_deadline_seconds, backoff_limit: the PyTorchJob's
             spec per replica; secrets are mounted as volumes (name -> path), never passed as values.
         namespace: where the job runs; empty for this pod's own namespace.
         timeout_seconds: wall-clock limit; on timeout the job is deleted and the step fails.
-        epochs, batch_size (per process), learning_rate, seed, validation_fraction,
-        checkpoint_dir (a shared path such as a PVC): as for ``train``.
+        epochs ... memory_budget: as for ``train`` (``batch_size`` is per process);
+        checkpoint_dir: a shared path such as a PVC.
     """
     import logging
 
@@ -73,19 +103,15 @@ def pytorchjob_train(
     from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
     from components.train.trainer import TrainConfig, metric_values
 
+    parameters = dict(locals())
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    spec = run_step(
+    dataset_info = {key: dataset.metadata[key] for key in ("commit", "md5", "repo_url") if key in dataset.metadata}
+    result = run_step(
         launcher=launcher,
         dataset=ArtifactLocation(dataset.path, dataset.uri),
         model=ArtifactLocation(model.path, model.uri),
         job_output_path=job.path,
-        train=TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            seed=seed,
-            validation_fraction=validation_fraction,
-        ),
+        train=TrainConfig.from_parameters(parameters),
         job=default_job_config(
             image or TRAINING_IMAGE,
             nproc_per_node,
@@ -108,15 +134,28 @@ def pytorchjob_train(
         ),
         run_id=run_id,
         task_name=task_name,
-        dataset_info={key: dataset.metadata[key] for key in ("commit", "md5", "repo_url") if key in dataset.metadata},
+        dataset_info=dataset_info,
         namespace=namespace,
         checkpoint_dir=checkpoint_dir,
         timeout_seconds=timeout_seconds,
+        command=command,
+        hyperparameters=script_hyperparameters,
+        pretrained_weights=pretrained_weights,
     )
-    for name, value in metric_values(spec.training["history"]).items():
+    spec = result.spec
+    values = metric_values(spec.training.get("history", [])) if spec is not None else {}
+    for name, value in {**values, **result.metrics}.items():
         metrics.log_metric(name, value)
+    lineage = {"dataset_" + key: value for key, value in dataset_info.items() if key != "md5"}
+    model.metadata.update(lineage)
+    if command:
+        model.metadata.update({"command": " ".join(command), "image": image or TRAINING_IMAGE})
+    if spec is None:
+        model.metadata["format"] = "custom: not the library's format (no spec.json); evaluate and serving need it"
+        return
     model.metadata.update(
         {
+            "format": "kfp-torch-lifecycle",
             "architecture": spec.architecture,
             "classes": spec.classes,
             "input_shape": spec.input_shape,

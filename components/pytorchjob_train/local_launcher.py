@@ -1,8 +1,8 @@
-"""Run the train CLI under ``torchrun --nproc_per_node=N`` on this machine.
+"""Run training under ``torchrun --nproc_per_node=N`` on this machine.
 
 The same DDP code path a PyTorchJob runs, with Gloo between local processes
-(NCCL when the machine has GPUs). What ``kfp.local`` and ``make run
---distributed`` use.
+(NCCL when the machine has GPUs): the library's train CLI, or a user's own
+command (``--no-python``). What ``kfp.local`` and ``make run --distributed`` use.
 """
 
 from __future__ import annotations
@@ -22,38 +22,54 @@ class LocalLaunchError(RuntimeError):
     pass
 
 
-def torchrun_command(nproc_per_node: int, train_args: Sequence[str]) -> list[str]:
+def library_training(train_args: Sequence[str]) -> list[str]:
+    """The program torchrun starts for the library's own training."""
+    return ["-m", "components.train.cli", *train_args]
+
+
+def own_command(command: Sequence[str]) -> list[str]:
+    """The program torchrun starts for a user's command (any executable, not only Python)."""
+    return ["--no-python", *command]
+
+
+def torchrun_command(nproc_per_node: int, program: Sequence[str], rendezvous: Sequence[str] = ("--standalone",)):
+    """``python -m torch.distributed.run`` for ``program``; by default a private rendezvous on a free port."""
     if not isinstance(nproc_per_node, int) or nproc_per_node < 1:
         raise ValueError(f"nproc_per_node must be an integer >= 1, got {nproc_per_node!r}")
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",  # a private rendezvous on a free port
+        *rendezvous,
         f"--nproc-per-node={nproc_per_node}",
-        "-m",
-        "components.train.cli",
-        *train_args,
+        *program,
     ]
 
 
 def run_torchrun(
     nproc_per_node: int,
-    train_args: Sequence[str],
+    program: Sequence[str],
     timeout_seconds: float,
     echo: Callable[[str], None] = print,
+    env: dict[str, str] | None = None,
+    rendezvous: Sequence[str] = ("--standalone",),
 ) -> float:
-    """Run training; stream its output through ``echo``; return seconds until training starts.
+    """Run ``program`` under torchrun; stream its output through ``echo``; return seconds until training
+    starts (the library's "starting training" line, or the end for other programs).
 
     Raises LocalLaunchError with the last lines of output when a process fails or the
     timeout passes. The whole process group is stopped on failure, timeout or SIGTERM.
     """
-    # Share the cores between the processes rather than oversubscribe them (torchrun's default is 1 each).
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // nproc_per_node))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+    from components.common.resources import usable_cpus
+
+    # Share the pod's CPUs between the processes rather than oversubscribe them (torchrun's default is 1 each).
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, usable_cpus() // nproc_per_node))
+    env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+    # "python" in a command means this environment's interpreter, as it does in the images.
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     began = time.monotonic()
     process = subprocess.Popen(
-        torchrun_command(nproc_per_node, train_args),
+        torchrun_command(nproc_per_node, program, rendezvous),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -77,7 +93,7 @@ def run_torchrun(
             tail = (tail + [line])[-40:]
             if EXCEPTION_LINE.match(line):
                 errors.append(line)
-            if first_step is None and "starting training:" in line:
+            if first_step is None and "starting training" in line:
                 first_step = time.monotonic() - began
         if process.poll() is None:
             _kill_group(process)

@@ -1,9 +1,14 @@
 """The pytorchjob_train step, without KFP: launch distributed training, collect its model.
 
-``launcher="kubeflow"`` creates a PyTorchJob whose replicas run the train CLI
-with the artifacts' URIs: every rank reads the dataset, rank 0 writes the
-model straight to the output ``Model`` URI. ``launcher="local"`` runs the same
-CLI under ``torchrun`` on this machine with the same number of processes.
+``launcher="kubeflow"`` creates a PyTorchJob whose replicas get the artifacts' URIs;
+``launcher="local"`` runs the same under ``torchrun`` on this machine with the same
+number of processes. What runs in each process:
+
+- the library's training (``components.train.cli``): every rank reads the dataset,
+  rank 0 writes the model straight to the output ``Model`` URI;
+- or, with ``command``, the user's own (``components.train.contract``): each pod's
+  ``script_runner`` copies the dataset, runs the command under torchrun and
+  publishes node 0's output directory to the ``Model`` URI.
 """
 
 from __future__ import annotations
@@ -14,17 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from components.common.artifacts import write_json_atomic
-from components.common.model import ModelSpec, load_spec
+from components.common.artifacts import atomic_directory, write_json_atomic
+from components.common.spec import SPEC_FILE, ModelSpec, load_spec
 from components.common.storage import is_remote, local_copy, publish
 from components.pytorchjob_train.launcher import KubernetesJobClient, current_namespace, job_name, run_job
-from components.pytorchjob_train.local_launcher import run_torchrun
+from components.pytorchjob_train.local_launcher import library_training, run_torchrun
 from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
+from components.pytorchjob_train.script_runner import check_output, run_script
+from components.train.cli import config_arguments
+from components.train.contract import read_metrics
 from components.train.trainer import TrainConfig
 
 log = logging.getLogger(__name__)
 
 LAUNCHERS = ("kubeflow", "local")
+SCRIPT_RUNNER = ["python", "-m", "components.pytorchjob_train.script_runner"]
 
 
 @dataclass
@@ -33,21 +42,46 @@ class ArtifactLocation:
     uri: str  # what other pods can reach (gs://…, or a shared path)
 
 
-def train_arguments(dataset: str, model: str, train: TrainConfig, dataset_info: dict, checkpoint_dir: str) -> list[str]:
-    args = [
-        "--dataset", dataset,
-        "--model", model,
-        "--dataset-info", json.dumps(dataset_info, sort_keys=True),
-        "--epochs", str(train.epochs),
-        "--batch-size", str(train.batch_size),
-        "--learning-rate", repr(train.learning_rate),
-        "--seed", str(train.seed),
-        "--validation-fraction", repr(train.validation_fraction),
-        "--architecture", train.architecture,
-    ]  # fmt: skip
+@dataclass
+class StepResult:
+    spec: ModelSpec | None  # None: a custom script that did not write the library's format
+    metrics: dict[str, float]  # a custom script's metrics.json; the library's come from spec.training
+
+
+def train_arguments(
+    dataset: str, model: str, train: TrainConfig, dataset_info: dict, checkpoint_dir: str, pretrained_weights: str = ""
+) -> list[str]:
+    args = ["--dataset", dataset, "--model", model, "--dataset-info", json.dumps(dataset_info, sort_keys=True)]
+    args += config_arguments(train)
     if checkpoint_dir:
         args += ["--checkpoint-dir", checkpoint_dir]
+    if pretrained_weights:
+        args += ["--pretrained-weights", pretrained_weights]
     return args
+
+
+def script_hyperparameters(train: TrainConfig, extra: dict[str, Any]) -> dict[str, Any]:
+    """What a custom script receives: the common training parameters, then the user's own (which win)."""
+    common = ("epochs", "batch_size", "learning_rate", "seed", "validation_fraction", "test_fraction")
+    return {name: getattr(train, name) for name in common} | dict(extra)
+
+
+def runner_arguments(dataset: str, model: str, hyperparameters: dict, dataset_info: dict, command: list[str]):
+    return [
+        "--dataset", dataset,
+        "--output", model,
+        "--hyperparameters", json.dumps(hyperparameters, sort_keys=True),
+        "--dataset-info", json.dumps(dataset_info, sort_keys=True),
+        "--", *command,
+    ]  # fmt: skip
+
+
+def check_command(command: list[str], hyperparameters: dict[str, Any]) -> None:
+    if not isinstance(command, list) or not all(isinstance(part, str) and part for part in command):
+        raise ValueError(f"command must be a list of non-empty strings, e.g. ['python', 'train.py'], got {command!r}")
+    for name in hyperparameters:
+        if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"hyperparameter name {name!r} must be letters, digits, '_' or '-'")
 
 
 def run_step(
@@ -65,12 +99,20 @@ def run_step(
     timeout_seconds: float = 86400,
     kube_client: KubernetesJobClient | None = None,
     poll_seconds: float = 5.0,
-) -> ModelSpec:
-    """Run distributed training to completion; return the trained model's spec."""
+    command: list[str] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    pretrained_weights: str = "",
+) -> StepResult:
+    """Run distributed training to completion; return the model's spec (and a custom script's metrics)."""
     # Everything that can be checked is checked before a pod or process starts.
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
     train.validate()
+    command = command or []
+    hyperparameters = script_hyperparameters(train, hyperparameters or {})
+    if command:
+        check_command(command, hyperparameters)
+        job = PyTorchJobConfig(**{**job.__dict__, "command": SCRIPT_RUNNER})
     job.validate()
     if not isinstance(timeout_seconds, (int, float)) or timeout_seconds <= 0:
         raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds!r}")
@@ -78,18 +120,24 @@ def run_step(
     if launcher == "local":
         processes = job.num_workers * job.nproc_per_node
         write_json_atomic(job_output_path, {"launcher": "local", "nproc_per_node": processes})
-        args = train_arguments(dataset.path, model.path, train, dataset_info, checkpoint_dir)
-        first_step = run_torchrun(processes, args, timeout_seconds)
+        if command:
+            with atomic_directory(model.path) as staging:
+                staged = str(staging)
+                run_script(command, dataset.path, staged, hyperparameters, dataset_info, processes, timeout_seconds)
+                check_output(staging)
+                metrics = read_metrics(staging)  # a malformed metrics.json fails before the Model appears
+            return _result(model.path, metrics)
+        args = train_arguments(dataset.path, model.path, train, dataset_info, checkpoint_dir, pretrained_weights)
+        first_step = run_torchrun(processes, library_training(args), timeout_seconds)
         log.info("torchrun with %d processes: first training step after %.1f s", processes, first_step)
-        return load_spec(model.path)
+        return _result(model.path, None)
 
     name = job_name(run_id, task_name)
-    manifest = build_manifest(
-        job,
-        name,
-        namespace or current_namespace(),
-        train_arguments(dataset.uri, model.uri, train, dataset_info, checkpoint_dir),
-    )
+    if command:
+        args = runner_arguments(dataset.uri, model.uri, hyperparameters, dataset_info, command)
+    else:
+        args = train_arguments(dataset.uri, model.uri, train, dataset_info, checkpoint_dir, pretrained_weights)
+    manifest = build_manifest(job, name, namespace or current_namespace(), args)
     client = kube_client or KubernetesJobClient.from_environment()
     run_job(
         client,
@@ -105,7 +153,20 @@ def run_step(
             publish(fetched, model.path)
     elif Path(model.uri).resolve() != Path(model.path).resolve():
         publish(Path(model.uri), model.path)
-    return load_spec(model.path)
+    return _result(model.path, read_metrics(model.path) if command else None)
+
+
+def _result(model_dir: str, metrics: dict[str, float] | None) -> StepResult:
+    spec = load_spec(model_dir) if (Path(model_dir) / SPEC_FILE).is_file() else None
+    if spec is None:
+        log.warning(
+            "the training script wrote no spec.json: its output is published as the Model as it is, but evaluate, "
+            "build_bento and serving need the library's format (weights.pt, spec.json, model.onnx), which "
+            "components.train.contract.save_model writes in one call"
+        )
+    if metrics is None and spec is None:
+        log.warning("the training script wrote no metrics.json: the Metrics artifact stays empty")
+    return StepResult(spec=spec, metrics=metrics or {})
 
 
 def default_job_config(image: str, nproc_per_node: int, **settings: Any) -> PyTorchJobConfig:
