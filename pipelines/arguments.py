@@ -8,7 +8,7 @@ from components.containerize.buildah import validate_image
 from components.dvc_pull.pull import validate_inputs
 from components.evaluate.evaluation import validate_threshold
 from components.pytorchjob_train.manifest import PyTorchJobConfig
-from components.pytorchjob_train.step import LAUNCHERS
+from components.pytorchjob_train.step import LAUNCHERS, check_command, script_hyperparameters
 from components.train.trainer import TrainConfig
 
 JOB_SETTINGS = (
@@ -36,13 +36,10 @@ def check_arguments(pipeline, arguments: dict[str, Any]) -> None:
     validate_inputs(
         values["repo_url"], values["rev"], [values["data_path"]], values["dvc_remote_config"], values["dvc_jobs"]
     )
-    TrainConfig(
-        epochs=values["epochs"],
-        batch_size=values["batch_size"],
-        learning_rate=values["learning_rate"],
-        seed=values["seed"],
-        validation_fraction=values["validation_fraction"],
-    ).validate()
+    config = TrainConfig.from_parameters(values)
+    config.validate()
+    if "command" in values:
+        check_command(values["command"], script_hyperparameters(config, values["script_hyperparameters"]))
     validate_threshold(values["accuracy_threshold"])
     if values.get("build_image"):
         validate_image(values["image_repository"] + ":tag", "image_repository")

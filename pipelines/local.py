@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "seed": args.seed,
         "accuracy_threshold": args.accuracy_threshold,
+        # 8x8 digits are neither flip-invariant nor croppable: a random crop of a few pixels loses the digit.
+        "augment": False,
     }
     if args.distributed:
         arguments["num_workers"] = args.processes

@@ -20,9 +20,10 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
-        description="Pull a DVC-versioned image dataset, train a PyTorch classifier on a GPU, evaluate it "
-        "on the fixed test split and, when it passes the gate, record its promotion and package it "
-        "as a BentoML service image.",
+        description="Pull a DVC-versioned image dataset, train a PyTorch classifier (small_cnn, a torchvision "
+        "architecture, optionally fine-tuned from pretrained weights, or your own model_factory) on a GPU, evaluate "
+        "it and its ONNX export on the fixed test split and, when it passes the gate, record its promotion and "
+        "package it as a BentoML service image.",
     )
     def training_pipeline(
         repo_url: str,
@@ -36,6 +37,25 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
         learning_rate: float = 0.003,
         seed: int = 0,
         validation_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        architecture: str = "small_cnn",
+        model_factory: str = "",
+        pretrained_weights: str = "",
+        fine_tune: str = "full",
+        image_size: int = -1,
+        channels: int = -1,
+        augment: bool = True,
+        normalization: str = "auto",
+        optimizer: str = "adamw",
+        momentum: float = 0.9,
+        weight_decay: float = 0.01,
+        lr_schedule: str = "constant",
+        warmup_epochs: float = 0.0,
+        label_smoothing: float = 0.0,
+        early_stopping_patience: int = 0,
+        gradient_accumulation_steps: int = 1,
+        workers: int = -1,
+        memory_budget: str = "",
         gpus: int = 1,
         accelerator_type: str = "nvidia.com/gpu",
         node_selector: Dict[str, str] = GPU_NODE_SELECTOR,
@@ -49,11 +69,30 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
         pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings)
         trained = train(
             dataset=pulled.outputs["dataset"],
+            pretrained_weights_uri=pretrained_weights,
             epochs=epochs,
             batch_size=batch_size,
             learning_rate=learning_rate,
             seed=seed,
             validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            architecture=architecture,
+            model_factory=model_factory,
+            image_size=image_size,
+            channels=channels,
+            augment=augment,
+            normalization=normalization,
+            optimizer=optimizer,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            warmup_epochs=warmup_epochs,
+            label_smoothing=label_smoothing,
+            early_stopping_patience=early_stopping_patience,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            fine_tune=fine_tune,
+            workers=workers,
+            memory_budget=memory_budget,
         ).set_display_name("train")
         configure_step(trained, "train", settings)
         configure_accelerator(trained, gpus, accelerator_type, node_selector, tolerations)

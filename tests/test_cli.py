@@ -217,6 +217,10 @@ def test_unknown_pipeline_name_lists_close_names(fake, training_yaml, capsys):
         ([f"repo_url={REPO}", "learning_rate=nan"], "it must be finite"),
         ([f"repo_url={REPO}", "epochs=0"], "epochs must be an integer >= 1, got 0"),
         ([f"repo_url={REPO}", "accuracy_threshold=1.5"], "accuracy_threshold must be a number in [0, 1], got 1.5"),
+        ([f"repo_url={REPO}", "architecture=resnet9"], "architecture must be one of small_cnn, resnet18,"),
+        ([f"repo_url={REPO}", "model_factory=my models"], "model_factory must look like 'package.module:function'"),
+        ([f"repo_url={REPO}", "image_size=0"], "image_size must be an integer >= 1 or -1 for automatic, got 0"),
+        ([f"repo_url={REPO}", "lr_schedule=linear"], "lr_schedule must be one of constant, cosine"),
         (["epochs=3"], "pytorch-training needs repo_url: pass --param repo_url=..."),
         ([f"repo_url={REPO}", "epochs"], "--param 'epochs' is not key=value"),
         ([f"repo_url={REPO}", "epochs=1", "epochs=2"], "parameter epochs is given twice"),
@@ -238,6 +242,8 @@ def test_distributed_pipeline_checks_its_own_settings(fake, compiled, training_y
     assert "launcher must be one of" in capsys.readouterr().err
     assert main(argv[:4] + ["--param", "num_workers=0"]) == 2
     assert "num_workers" in capsys.readouterr().err
+    assert main(argv[:4] + ["--param", 'command=["python", ""]']) == 2
+    assert "command must be a list of non-empty strings" in capsys.readouterr().err
     assert fake.requests == []
 
 

@@ -293,3 +293,20 @@ def test_the_documented_example_settings_compile(tmp_path):
     assert settings.steps["train"].memory_limit == "64Gi" and settings.dvc_cache_pvc == "dvc-cache"
     for path in compile_all(tmp_path, settings=settings):
         parse_strictly(path)
+
+
+def test_every_training_option_is_a_pipeline_parameter_with_the_trainers_default():
+    from dataclasses import fields
+
+    from components.train.trainer import TrainConfig
+    from pipelines.distributed_training_pipeline import distributed_training_pipeline
+    from pipelines.training_pipeline import training_pipeline
+
+    for pipeline in (training_pipeline, distributed_training_pipeline):
+        inputs = pipeline.component_spec.inputs
+        for item in fields(TrainConfig):
+            assert item.name in inputs, (pipeline.name, item.name)
+            assert inputs[item.name].default == getattr(TrainConfig(), item.name), (pipeline.name, item.name)
+        assert inputs["pretrained_weights"].default == "" and inputs["fine_tune"].default == "full"
+    distributed = distributed_training_pipeline.component_spec.inputs
+    assert distributed["command"].default == [] and distributed["script_hyperparameters"].default == {}

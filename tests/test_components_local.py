@@ -46,7 +46,8 @@ def promotion_record(run_dir: Path) -> Path:
 @pytest.mark.slow
 def test_training_pipeline_promotes_a_good_model(digits_repo, tmp_path):
     run_dir = run_local(
-        {"repo_url": digits_repo.repo_url, "epochs": 6, "accuracy_threshold": 0.9, "build_image": False},
+        {"repo_url": digits_repo.repo_url, "epochs": 6, "augment": False, "accuracy_threshold": 0.9}
+        | {"build_image": False},
         tmp_path / "root",
     )
     record = json.loads(promotion_record(run_dir).read_text())
@@ -92,7 +93,7 @@ ROUND_TRIP = textwrap.dedent(
 
     pipeline = components.load_component_from_file(sys.argv[1])
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=sys.argv[2], raise_on_error=True)
-    pipeline(repo_url=sys.argv[3], epochs=2, accuracy_threshold=0.5, build_image=False)
+    pipeline(repo_url=sys.argv[3], epochs=2, augment=False, accuracy_threshold=0.5, build_image=False)
     loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("pipelines", "components"))
     print(json.dumps(loaded))
     """
@@ -115,3 +116,27 @@ def test_compiled_yaml_runs_with_the_stock_sdk_alone(digits_repo, tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # the driver imported none of our code
     (run_dir,) = root.glob("pytorch-training-*")
     assert promotion_record(run_dir).is_file()
+
+
+@pytest.mark.slow
+def test_train_component_fine_tunes_from_an_imported_weights_artifact(tmp_path, kfp_local):
+    """The pretrained weights arrive as a Model artifact from dsl.importer, as a gs:// checkpoint would."""
+    import torch
+    import torchvision
+
+    from tests.support.fine_tune_pipeline import fine_tune
+    from tests.support.photos import write_photo_dataset
+
+    photos = write_photo_dataset(tmp_path / "photos", per_class=8)
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "resnet18-f37072fd.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), checkpoint)
+
+    fine_tune(dataset_uri=str(photos), weights_uri=str(checkpoint))
+    (model_dir,) = kfp_local.glob("fine-tune-*/train/model")
+    spec = json.loads((model_dir / "spec.json").read_text())
+    assert spec["training"]["pretrained_weights"] == str(checkpoint)
+    assert spec["training"]["fine_tune"] == "head" and spec["architecture"] == "resnet18"
+    trained = torch.load(model_dir / "weights.pt", weights_only=True)
+    original = torch.load(checkpoint, weights_only=True)
+    assert torch.equal(trained["layer4.1.conv2.weight"], original["layer4.1.conv2.weight"])
