@@ -13,9 +13,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from components.common.dataset import load_split
+from components.common.dataset import index_dataset
+from components.common.images import load_preprocessed, normalize
 from components.common.model import load_model
 from components.train.trainer import TrainConfig, train
 
@@ -28,12 +30,15 @@ def _port() -> int:
 
 def direct_images_per_s(model_dir: Path, dataset_dir: Path, batch_size: int = 64, seconds: float = 5.0) -> float:
     model, spec = load_model(model_dir)
-    images = load_split(dataset_dir, "test").images[:batch_size]
+    index = index_dataset(dataset_dir)
+    samples = index.samples("test")[:batch_size]
+    uint8 = np.stack([load_preprocessed(index.root / s.path, spec.channels, spec.image_size) for s in samples])
     done, began = 0, time.perf_counter()
     with torch.inference_mode():
         while time.perf_counter() - began < seconds:
-            torch.softmax(model(spec.normalize(images)), dim=1)
-            done += len(images)
+            batch = torch.from_numpy(normalize(uint8, spec.normalization["mean"], spec.normalization["std"]))
+            torch.softmax(model(batch), dim=1)
+            done += len(samples)
     return done / (time.perf_counter() - began)
 
 
@@ -71,7 +76,7 @@ def _serve_and_load(bento_tag: str, env: dict, batching: bool, concurrency: int,
 def run(dataset_dir: Path, concurrency: int = 16, seconds: float = 10.0) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         tmp = Path(tmp)
-        train(dataset_dir, tmp / "model", TrainConfig(epochs=3))
+        train(dataset_dir, tmp / "model", TrainConfig(epochs=3, augment=False))
         env = {**os.environ, "BENTOML_HOME": str(tmp / "bentoml"), "DO_NOT_TRACK": "true"}
         built = subprocess.run(
             [sys.executable, "-c", "import json,sys; from components.build_bento.packaging import build_bento; "
