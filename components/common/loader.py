@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -390,10 +389,6 @@ def fits_in_memory(count: int, channels: int, image_size: tuple[int, int], budge
         f"streaming: {count} decoded images would take {format_bytes(size)}, more than the memory budget of "
         f"{format_bytes(budget)}; files are decoded in every epoch by DataLoader workers"
     )
-
-
-def steps_per_epoch(samples: int, batch_size: int) -> int:
-    return max(1, math.ceil(samples / batch_size))
 
 
 def to_device_batch(

@@ -238,10 +238,6 @@ def classification_head(network: nn.Module, num_classes: int) -> str:
     return heads[-1]
 
 
-def head_keys(network: nn.Module, head: str) -> set[str]:
-    return {key for key in network.state_dict() if key.startswith(head + ".")}
-
-
 def save_model(directory: str | Path, network: nn.Module, spec: ModelSpec, example: torch.Tensor) -> None:
     """Write ``weights.pt``, the ONNX export (and for a factory network its ``torch.export`` program), then
     ``spec.json``. ``example`` is a normalised float batch the export traces and the ONNX check runs."""
