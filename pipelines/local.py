@@ -78,8 +78,13 @@ def describe_run(run_dir: Path) -> str:
         for name, value in sorted(output.get("parameterValues", {}).items()):
             lines.append(f"  {task + '.' + name:<28} = {value}")
     lines += ["", "Metrics:", f"  {'step':<18} {'metric':<18} {'value':>10}"]
-    lines += [f"  {task:<18} {key:<18} {value:>10.4f}" for task, key, value in metric_rows]
+    lines += [f"  {task:<18} {key:<18} {_number(value)}" for task, key, value in metric_rows]
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    """Four decimals, or two significant digits for the very small (the ONNX difference, ~1e-7)."""
+    return f"{value:>10.2e}" if value and abs(value) < 1e-3 else f"{value:>10.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
