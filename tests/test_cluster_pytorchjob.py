@@ -51,12 +51,12 @@ def no_pods_left(client, name: str) -> bool:
 def test_real_pytorchjob_trains_and_cleans_up(client):
     with tempfile.TemporaryDirectory() as tmp:
         run_id = uuid.uuid4().hex
-        spec = run_step(
+        result = run_step(
             launcher="kubeflow",
             dataset=ArtifactLocation(SETTINGS["dataset"], SETTINGS["dataset"]),
             model=ArtifactLocation(str(Path(tmp) / "model"), f"{SETTINGS['model'].rstrip('/')}/{run_id}"),
             job_output_path=str(Path(tmp) / "job"),
-            train=TrainConfig(epochs=2),
+            train=TrainConfig(epochs=2, augment=False),
             job=default_job_config(SETTINGS["image"], 1, num_workers=2, cpu="1", memory="2Gi"),
             run_id=run_id,
             task_name="cluster-test",
@@ -65,7 +65,7 @@ def test_real_pytorchjob_trains_and_cleans_up(client):
             timeout_seconds=1800,
             kube_client=client,
         )
-        assert spec.training["world_size"] == 2
+        assert result.spec.training["world_size"] == 2
         handle = json.loads((Path(tmp) / "job").read_text())
     deadline = time.monotonic() + 300
     while not no_pods_left(client, handle["name"]) and time.monotonic() < deadline:
