@@ -22,7 +22,7 @@ def plain_loop(dataset_dir: Path, config: TrainConfig) -> float:
     batch size and optimiser. Returns samples/s."""
     index = index_dataset(dataset_dir, config.split_rule)
     samples = index.samples("train")
-    images = torch.stack([torch.from_numpy(np.asarray(Image.open(index.root / s.path).convert("L"))) for s in samples])
+    images = torch.stack([torch.from_numpy(np.array(Image.open(index.root / s.path).convert("L"))) for s in samples])
     scaled = images[:, None].float() / 255.0
     x = ((scaled - scaled.mean()) / scaled.std()).contiguous()
     y = torch.tensor([s.label for s in samples])
