@@ -88,3 +88,13 @@ def test_bad_launcher_environment_is_named(env, message):
 def test_demo_data_is_reused_on_a_second_run(digits_repo, tmp_path):
     again = prepare_digits_repo(os.path.dirname(digits_repo.repo_url))
     assert again == digits_repo
+
+
+def test_local_copy_of_a_single_file_uri(emulated_gcs, fake_gcs, tmp_path):
+    """A checkpoint imported with dsl.importer is one object, not a directory."""
+    bucket = fake_gcs.client().bucket("artifacts-cli")
+    bucket.blob("weights/resnet18-f37072fd.pth").upload_from_string(b"not really weights")
+    with local_copy(f"{emulated_gcs}/weights/resnet18-f37072fd.pth") as fetched:
+        assert fetched.is_file() and fetched.name == "resnet18-f37072fd.pth"
+        assert fetched.read_bytes() == b"not really weights"
+    assert not fetched.exists()  # a temporary copy
