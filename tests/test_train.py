@@ -265,3 +265,17 @@ def test_metric_values_per_epoch_and_final():
         "train_loss": 0.5,
         "train_accuracy": 0.75,
     }
+
+
+def test_streamed_batches_in_flight_stay_within_the_memory_budget(digits_dir):
+    from components.common.dataset import index_dataset
+    from components.common.loader import Preprocessing, StreamedImages, make_loader, prefetch_batches
+
+    index = index_dataset(digits_dir)
+    streamed = StreamedImages(index.root, index.samples("train"), Preprocessing(1, (8, 8)))
+    batch = 64 * 64  # 64 images of 1x8x8 bytes
+    assert prefetch_batches(streamed, 64, workers=2, in_flight_budget=None) == 4
+    assert prefetch_batches(streamed, 64, workers=2, in_flight_budget=2 * 3 * batch) == 3
+    assert prefetch_batches(streamed, 64, workers=2, in_flight_budget=100) == 1  # never starve the loop
+    loader = make_loader(streamed, 64, None, workers=2, pin_memory=False, in_flight_budget=2 * 2 * batch)
+    assert loader.prefetch_factor == 2

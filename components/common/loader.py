@@ -40,6 +40,7 @@ RANDOM_RESIZED_CROP_SCALE = (0.08, 1.0)
 RANDOM_RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 HORIZONTAL_FLIP_PROBABILITY = 0.5
 MAX_BAD_FILES_LISTED = 10
+MAX_PREFETCH_BATCHES = 4
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,13 @@ def make_loader(
     sampler: Sampler | None,
     workers: int,
     pin_memory: bool,
+    in_flight_budget: int | None = None,
 ) -> DataLoader:
-    """A DataLoader over either kind of dataset: batched indexing in memory, worker processes when streaming."""
+    """A DataLoader over either kind of dataset: batched indexing in memory, worker processes when streaming.
+
+    ``in_flight_budget`` (bytes) caps the decoded batches the workers keep ready (``prefetch_factor``
+    per worker, at most 4, at least 1), so a streamed dataset's memory stays within its budget.
+    """
     if isinstance(dataset, DecodedImages) and dataset.augmenting is None:
         batched = _BatchedDecodedImages(dataset.images, dataset.labels)
         return DataLoader(
@@ -219,9 +225,18 @@ def make_loader(
         num_workers=workers,
         pin_memory=pin_memory,
         persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
+        prefetch_factor=prefetch_batches(dataset, batch_size, workers, in_flight_budget) if workers > 0 else None,
         generator=_private_generator(),
     )
+
+
+def prefetch_batches(dataset: Dataset, batch_size: int, workers: int, in_flight_budget: int | None) -> int:
+    """Batches each worker prepares ahead: 4 (a GPU never waits), fewer when they would not fit the budget."""
+    if in_flight_budget is None or not len(dataset):
+        return MAX_PREFETCH_BATCHES
+    image, _ = dataset[0]
+    batch_bytes = batch_size * image.numel() * image.element_size()
+    return max(1, min(MAX_PREFETCH_BATCHES, in_flight_budget // max(1, workers * batch_bytes)))
 
 
 def _private_generator() -> torch.Generator:

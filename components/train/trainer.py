@@ -406,6 +406,7 @@ class _Prepared:
     fingerprint: str
     workers: int
     in_memory: bool
+    memory_budget: int
     pretrained: Path | None
 
 
@@ -528,6 +529,7 @@ class _Training:
             fingerprint,
             workers,
             in_memory,
+            budget,
             pretrained.source if pretrained else None,
         )
 
@@ -570,12 +572,22 @@ class _Training:
                 seed=config.seed,
             )
         )
-        loader = make_loader(train_data, config.batch_size, sampler, workers, pin_memory=self.use_cuda)
+        # Streamed, the decoded batches the workers keep ready are what the budget bounds.
+        in_flight = None if prepared.in_memory else prepared.memory_budget
+        loader = make_loader(train_data, config.batch_size, sampler, workers, self.use_cuda, in_flight)
         val_loader = (
-            make_loader(val_data, max(config.batch_size, 256), None, workers, pin_memory=self.use_cuda)
+            make_loader(val_data, max(config.batch_size, 256), None, workers, self.use_cuda, in_flight)
             if len(val_data)
             else None
         )
+        if not prepared.in_memory and workers:
+            self.info(
+                "streaming with %d worker(s), %d batch(es) of %d ready in each (persistent%s)",
+                workers,
+                loader.prefetch_factor,
+                config.batch_size,
+                ", pinned memory" if self.use_cuda else "",
+            )
         batches = len(loader)
         optimizer_steps = math.ceil(batches / config.gradient_accumulation_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, optimizer_steps))
