@@ -6,13 +6,10 @@ import copy
 import json
 import logging
 import os
-import socket
 import sys
 from pathlib import Path
 
-import jsonschema
 import pytest
-import yaml
 
 from components.common.spec import ModelFormatError, load_spec
 from components.evaluate.evaluation import evaluate
@@ -22,12 +19,12 @@ from components.pytorchjob_train.script_runner import ScriptFailed, main, operat
 from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
 from components.train.contract import ContractError, script_environment
 from components.train.trainer import TrainConfig
+from tests.support.bento_server import free_port
 from tests.support.fake_kube import FakeKube
-from tests.support.operator_rules import webhook_violations
+from tests.support.operator_rules import crd_validator, webhook_violations
 from tests.support.photos import write_photo_dataset
 
 EXAMPLE = [sys.executable, "-m", "components.pytorchjob_train.examples.custom_train"]
-CRD = Path(__file__).resolve().parents[1].parent / "shared/reference/crds/kubeflow.org_pytorchjobs.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -157,14 +154,6 @@ def test_bad_commands_fail_before_anything_starts(photos, tmp_path, command, hyp
 # --- in a PyTorchJob ------------------------------------------------------------------------------------
 
 
-def strict_validator():
-    from tests.test_pytorchjob_manifest import strict
-
-    crd = yaml.safe_load(CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
-
-
 def test_the_pytorchjob_runs_the_users_image_and_command_through_the_runner(photos, tmp_path):
     shared = tmp_path / "shared-model"  # where node 0's runner publishes (the Model's URI)
     run_local(tmp_path / "earlier", photos, EXAMPLE, processes=1, image_size=16)
@@ -191,7 +180,7 @@ def test_the_pytorchjob_runs_the_users_image_and_command_through_the_runner(phot
     finally:
         kube.stop()
     manifest = job.body
-    assert sorted(strict_validator().iter_errors(manifest), key=str) == []
+    assert sorted(crd_validator().iter_errors(manifest), key=str) == []
     assert webhook_violations(manifest) == []
     container = manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example.com/team/train:1" and container["name"] == "pytorch"
@@ -205,12 +194,6 @@ def test_the_pytorchjob_runs_the_users_image_and_command_through_the_runner(phot
     assert job.deleted
     assert result.spec.input_shape == [3, 16, 16] and result.metrics["train_loss"] > 0
     assert (tmp_path / "model" / "model.onnx").is_file()  # what KFP uploads as the Model
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_runner_in_a_replica_fetches_runs_and_publishes(photos, tmp_path, monkeypatch):

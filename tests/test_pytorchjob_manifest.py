@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
-
-import jsonschema
 import pytest
-import yaml
 
 from components.pytorchjob_train.manifest import (
     ManifestError,
@@ -16,39 +11,12 @@ from components.pytorchjob_train.manifest import (
     training_command,
     validate_name,
 )
-from tests.support.operator_rules import webhook_violations
-
-CRD = Path(__file__).resolve().parents[1].parent / "shared/reference/crds/kubeflow.org_pytorchjobs.yaml"
-
-
-def strict(schema):
-    """The CRD schema with unknown fields rejected (the API server would silently prune them)."""
-    schema = copy.deepcopy(schema)
-
-    def walk(node):
-        if isinstance(node, dict):
-            if (
-                node.get("type") == "object"
-                and "properties" in node
-                and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")
-            ):
-                node["additionalProperties"] = False
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(schema)
-    return schema
+from tests.support.operator_rules import crd_validator, webhook_violations
 
 
 @pytest.fixture(scope="module")
 def validator():
-    crd = yaml.safe_load(CRD.read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return jsonschema.Draft7Validator(strict(version["schema"]["openAPIV3Schema"]))
+    return crd_validator()
 
 
 def config(**overrides) -> PyTorchJobConfig:
