@@ -239,8 +239,9 @@ def classification_head(network: nn.Module, num_classes: int) -> str:
 
 
 def save_model(directory: str | Path, network: nn.Module, spec: ModelSpec, example: torch.Tensor) -> None:
-    """Write ``weights.pt``, the ONNX export (and for a factory network its ``torch.export`` program), then
-    ``spec.json``. ``example`` is a normalised float batch the export traces and the ONNX check runs."""
+    """Write ``weights.pt``, the ONNX export (and, for a network the library cannot rebuild, its
+    ``torch.export`` program), then ``spec.json``. ``example`` is a normalised float batch the export
+    traces and the ONNX check runs."""
     from components.common.onnx_model import OnnxClassifier, check_parity
 
     directory = Path(directory)
@@ -276,31 +277,27 @@ def _export_program(network: nn.Module, example: torch.Tensor):
 
 
 def _export_onnx(program, example: torch.Tensor, path: Path) -> None:
+    import io
+    from contextlib import redirect_stdout
+
     quiet = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")]
     levels = [logger.level for logger in quiet]
     for logger in quiet:  # the exporter's optimiser logs every rewrite at INFO
         logger.setLevel(logging.WARNING)
     try:
-        _run_exporter(program, example, path)
+        with redirect_stdout(io.StringIO()):  # and prints its progress
+            onnx_program = torch.onnx.export(
+                program,
+                (example,),
+                input_names=[ONNX_INPUT],
+                output_names=[ONNX_OUTPUT],
+                dynamo=True,
+                optimize=True,
+                verbose=False,
+            )
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
-
-
-def _run_exporter(program, example: torch.Tensor, path: Path) -> None:
-    import io
-    from contextlib import redirect_stdout
-
-    with redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        onnx_program = torch.onnx.export(
-            program,
-            (example,),
-            input_names=[ONNX_INPUT],
-            output_names=[ONNX_OUTPUT],
-            dynamo=True,
-            optimize=True,
-            verbose=False,
-        )
     onnx_program.save(str(path))
 
 
