@@ -85,14 +85,24 @@ def to_array(image: Image.Image, channels: int) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
-def decode(source: str | os.PathLike | bytes, channels: int, name: str | None = None) -> np.ndarray:
+def decode(
+    source: str | os.PathLike | bytes,
+    channels: int,
+    name: str | None = None,
+    draft_to: tuple[int, int] | None = None,
+) -> np.ndarray:
     """Decode a PNG/JPEG file (a path or its bytes) to uint8 H x W x ``channels``.
 
-    A truncated or corrupt file raises ``ImageError`` naming ``name`` (default: the path).
+    With ``draft_to`` (h, w), a JPEG much larger is decoded at the largest DCT reduction that still
+    covers it (Pillow's ``draft``). A truncated or corrupt file raises ``ImageError`` naming
+    ``name`` (default: the path).
     """
     name = name or str(source if not isinstance(source, bytes) else "image")
     with _open(source, name) as image:
         try:
+            if draft_to is not None and image.format == "JPEG":
+                cover_h, cover_w = cover_size(image.height, image.width, draft_to)
+                image.draft(image.mode, (cover_w, cover_h))  # the mode as it is: scaling only
             image.load()
             return np.require(to_array(image, channels), requirements=["W"])  # torch takes it as it is
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
@@ -139,21 +149,12 @@ def load_preprocessed(
 ) -> np.ndarray:
     """Decode and preprocess one file: uint8 C x H x W, what the network is fed after normalisation.
 
-    JPEGs much larger than ``image_size`` are decoded at a reduced DCT scale (Pillow's
-    ``draft``) that still covers the target; that is part of the preprocessing, shared
-    by training's validation, evaluate and serving alike.
+    JPEGs much larger than ``image_size`` are decoded at a reduced DCT scale that still covers
+    the target; that is part of the preprocessing, shared by training's validation, evaluate and
+    serving alike.
     """
-    name = name or str(source if not isinstance(source, bytes) else "image")
-    with _open(source, name) as image:
-        try:
-            if image.format == "JPEG":
-                cover_h, cover_w = cover_size(image.height, image.width, image_size)
-                image.draft(image.mode, (cover_w, cover_h))  # the mode as it is: scaling only
-            image.load()
-            array = to_array(image, channels)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            raise ImageError(f"{name} is not a readable PNG or JPEG image: {error}") from None
-    # Writable and contiguous: torch.from_numpy takes it as it is.
+    array = decode(source, channels, name, draft_to=image_size)
+    # Contiguous and writable: torch.from_numpy takes it as it is.
     return np.require(preprocess(array, image_size).transpose(2, 0, 1), requirements=["C", "W"])
 
 
