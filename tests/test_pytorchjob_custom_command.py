@@ -238,3 +238,31 @@ def test_the_runner_in_a_replica_fetches_runs_and_publishes(photos, tmp_path, mo
 )
 def test_rendezvous_from_the_operators_variables(env, expected):
     assert operator_rendezvous(copy.deepcopy(env)) == expected
+
+
+def test_malformed_metrics_from_a_pytorchjob_leave_no_model(photos, tmp_path):
+    shared = tmp_path / "shared-model"
+    shared.mkdir()
+    (shared / "weights.bin").write_bytes(b"\0")
+    (shared / "metrics.json").write_text('{"loss": NaN}')
+    kube = FakeKube().start()
+    try:
+        with pytest.raises(ContractError, match=r"metric 'loss' must be a finite number"):
+            run_step(
+                launcher="kubeflow",
+                dataset=ArtifactLocation(str(photos), "gs://bucket/run/dvc-pull/dataset"),
+                model=ArtifactLocation(str(tmp_path / "model"), str(shared)),
+                job_output_path=str(tmp_path / "job"),
+                train=TrainConfig(epochs=1),
+                job=default_job_config("registry.example.com/team/train:1", 1, num_workers=1),
+                run_id="run",
+                task_name="pytorchjob-train",
+                dataset_info={},
+                namespace="team-a",
+                kube_client=KubernetesJobClient(kube.api_client()),
+                poll_seconds=0.05,
+                command=["python", "/app/train.py"],
+            )
+    finally:
+        kube.stop()
+    assert not (tmp_path / "model").exists()

@@ -31,7 +31,13 @@ from typing import Any
 from components.common.spec import SPEC_FILE
 from components.common.storage import local_copy, publish
 from components.pytorchjob_train.local_launcher import own_command, run_torchrun
-from components.train.contract import DATASET_DIR_ENV, DATASET_INFO_ENV, HYPERPARAMETERS_ENV, OUTPUT_DIR_ENV
+from components.train.contract import (
+    DATASET_DIR_ENV,
+    DATASET_INFO_ENV,
+    HYPERPARAMETERS_ENV,
+    OUTPUT_DIR_ENV,
+    read_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         if node_zero:
             check_output(output_dir)
+            read_metrics(output_dir)  # a malformed metrics.json fails the job, before anything is published
             publish(output_dir, args.output, last=SPEC_FILE)
             log.info("published %s to %s", output_dir, args.output)
     return 0

@@ -13,6 +13,7 @@ number of processes. What runs in each process:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any
 
 from components.common.artifacts import atomic_directory, write_json_atomic
 from components.common.spec import SPEC_FILE, ModelSpec, load_spec
-from components.common.storage import is_remote, local_copy, publish
+from components.common.storage import local_copy, publish
 from components.pytorchjob_train.launcher import KubernetesJobClient, current_namespace, job_name, run_job
 from components.pytorchjob_train.local_launcher import library_training, run_torchrun
 from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
@@ -112,7 +113,7 @@ def run_step(
     hyperparameters = script_hyperparameters(train, hyperparameters or {})
     if command:
         check_command(command, hyperparameters)
-        job = PyTorchJobConfig(**{**job.__dict__, "command": SCRIPT_RUNNER})
+        job = dataclasses.replace(job, command=SCRIPT_RUNNER)
     job.validate()
     if not isinstance(timeout_seconds, (int, float)) or timeout_seconds <= 0:
         raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds!r}")
@@ -148,12 +149,12 @@ def run_step(
     )
     # Rank 0 wrote the model to its URI. KFP uploads this step's local output path when the step
     # ends, so that path must hold the same files, or it would overwrite the model with nothing.
-    if is_remote(model.uri):
-        with local_copy(model.uri) as fetched:
-            publish(fetched, model.path)
-    elif Path(model.uri).resolve() != Path(model.path).resolve():
-        publish(Path(model.uri), model.path)
-    return _result(model.path, read_metrics(model.path) if command else None)
+    # A script's metrics are checked first: a malformed metrics.json leaves no Model behind.
+    with local_copy(model.uri) as written:
+        metrics = read_metrics(written) if command else None
+        if Path(written).resolve() != Path(model.path).resolve():
+            publish(Path(written), model.path)
+    return _result(model.path, metrics)
 
 
 def _result(model_dir: str, metrics: dict[str, float] | None) -> StepResult:
