@@ -1,12 +1,31 @@
-"""Run git non-interactively: a missing credential fails at once instead of waiting for a prompt."""
+"""Run git non-interactively: a missing credential fails at once instead of waiting for a prompt.
+
+Talking to a remote, git's failures are told apart: the network's or the server's (a name that
+does not resolve, a reset, a timeout, HTTP 5xx or 429) are retried with backoff for a bounded time;
+the user's (a repository that does not exist, refused credentials, an unknown revision) fail at
+once, with git's whole message.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 NON_INTERACTIVE = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+TRANSIENT_FAILURE = re.compile(
+    r"could not resolve (host|proxy)|temporary failure in name resolution|connection (timed out|refused|reset)"
+    r"|operation timed out|failed to connect|couldn't connect|early eof|rpc failed|the remote end hung up"
+    r"|returned error: (5\d\d|429)|gnutls|ssl_error|tls connection",
+    re.IGNORECASE,
+)
+RETRY_DEADLINE_SECONDS = 120.0
 
 
 def run_git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> subprocess.CompletedProcess:
@@ -30,10 +49,39 @@ def absolute_if_local(repo_url: str) -> str:
     return str(Path(repo_url).resolve()) if is_local_path(repo_url) else repo_url
 
 
-def last_line(text: str) -> str:
-    """The last non-empty line of git's error output: the one that says what went wrong."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no error output"
+def git_message(stderr: str, limit: int = 2000) -> str:
+    """git's whole error output on one line (hints dropped), for an error message."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip() and not line.startswith("hint:")]
+    message = " / ".join(lines) or "no error output"
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def is_transient(stderr: str) -> bool:
+    """Whether git failed for the network's or the server's sake (worth retrying), not the user's."""
+    return bool(TRANSIENT_FAILURE.search(stderr))
+
+
+def run_git_remote(
+    *args: str,
+    what: str,
+    cwd: Path | None = None,
+    deadline_seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> subprocess.CompletedProcess:
+    """``git *args`` against a remote; a transient failure is retried (2, 4, 8 … 30 s apart) until
+    ``deadline_seconds``, with one log line per retry. Any other failure returns at once."""
+    deadline_seconds = RETRY_DEADLINE_SECONDS if deadline_seconds is None else deadline_seconds
+    began, delay, attempt = time.monotonic(), 2.0, 1
+    while True:
+        done = run_git(*args, cwd=cwd)
+        if done.returncode == 0 or not is_transient(done.stderr):
+            return done
+        if time.monotonic() - began + delay > deadline_seconds:
+            done.stderr += f"\n(gave up after {attempt} attempts in {time.monotonic() - began:.0f} s)"
+            return done
+        log.warning("%s failed (%s); attempt %d, retry in %.0f s", what, git_message(done.stderr, 300), attempt, delay)
+        sleep(delay)
+        attempt, delay = attempt + 1, min(delay * 2, 30.0)
 
 
 def unknown_revision_message(rev: str, repo: str, known: list[str]) -> str:

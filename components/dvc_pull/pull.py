@@ -27,7 +27,15 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from components.common.artifacts import atomic_directory
-from components.common.git import absolute_if_local, is_local_path, last_line, run_git, unknown_revision_message
+from components.common.git import (
+    absolute_if_local,
+    git_message,
+    is_local_path,
+    is_transient,
+    run_git,
+    run_git_remote,
+    unknown_revision_message,
+)
 from components.dvc_pull import fast_fetch
 
 log = logging.getLogger(__name__)
@@ -192,10 +200,13 @@ def _clone_at(repo_url: str, rev: str, destination: Path) -> str:
         repo_url = absolute_if_local(repo_url)  # a relative path: git runs from another directory
     else:
         options.append("--filter=blob:none")
-    cloned = run_git("clone", *options, repo_url, str(destination), cwd=destination.parent)
+    cloned = run_git_remote(
+        "clone", *options, repo_url, str(destination), cwd=destination.parent, what=f"git clone {redact_url(repo_url)}"
+    )
     if cloned.returncode != 0:
-        raise DvcPullError(
-            f"cannot clone {redact_url(repo_url)}: {last_line(cloned.stderr)}; check the URL and that "
+        error = DvcPullError if is_transient(cloned.stderr) else DvcPullInputError
+        raise error(
+            f"cannot clone {redact_url(repo_url)}: {git_message(cloned.stderr)}; check the URL and that "
             "the repository is reachable from this pod"
         )
     commit = None
@@ -211,14 +222,14 @@ def _clone_at(repo_url: str, rev: str, destination: Path) -> str:
     if commit is None:
         refs = run_git("for-each-ref", "--format=%(refname:short)", "refs/remotes/origin", "refs/tags", cwd=destination)
         known = sorted(r.removeprefix("origin/") for r in refs.stdout.split() if r != "origin/HEAD" and r != "origin")
-        raise DvcPullError(unknown_revision_message(rev, redact_url(repo_url), known))
+        raise DvcPullInputError(unknown_revision_message(rev, redact_url(repo_url), known))
     return commit
 
 
 def _checkout(destination: Path, commit: str) -> None:
     checked_out = run_git("checkout", "--quiet", "--detach", commit, cwd=destination)
     if checked_out.returncode != 0:
-        raise DvcPullError(f"cannot check out {commit}: {last_line(checked_out.stderr)}")
+        raise DvcPullError(f"cannot check out {commit}: {git_message(checked_out.stderr)}")
 
 
 def _read_blobs(checkout: Path, commit: str, names: Sequence[str]) -> dict[str, bytes | None]:

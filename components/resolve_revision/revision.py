@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from components.common.git import absolute_if_local, last_line, run_git, unknown_revision_message
+from components.common.git import absolute_if_local, git_message, is_transient, run_git_remote, unknown_revision_message
 from components.dvc_pull.pull import redact_url, validate_inputs
 
 FULL_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
@@ -18,17 +18,22 @@ ABBREVIATED_SHA = re.compile(r"^[0-9a-fA-F]{7,39}$")
 
 
 class RevisionError(ValueError):
-    """The revision or the repository cannot be resolved."""
+    """The revision or the repository cannot be resolved: the user's to fix, not worth retrying."""
+
+
+class RepositoryUnavailable(RuntimeError):
+    """The repository's server or the network failed for longer than the retries waited."""
 
 
 def list_refs(repo_url: str) -> dict[str, str]:
     """Every ref the repository advertises (``refs/heads/main`` → SHA; peeled tags end in ``^{}``)."""
     repo_url = absolute_if_local(repo_url)
-    listed = run_git("ls-remote", repo_url)
+    listed = run_git_remote("ls-remote", repo_url, what=f"git ls-remote {redact_url(repo_url)}")
     if listed.returncode != 0:
-        raise RevisionError(
-            f"cannot list the refs of {redact_url(repo_url)}: {last_line(listed.stderr)}; check the URL and that "
-            "the repository is reachable from this pod"
+        error = RepositoryUnavailable if is_transient(listed.stderr) else RevisionError
+        raise error(
+            f"cannot list the refs of {redact_url(repo_url)}: {git_message(listed.stderr)}; check the "
+            "URL and that the repository is reachable from this pod"
         )
     refs = {}
     for line in listed.stdout.splitlines():
