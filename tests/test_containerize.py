@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from components.containerize import buildah
 from components.containerize.buildah import (
     BuildahMissing,
     ContainerizeError,
@@ -86,7 +87,7 @@ def tiny_bento(tmp_path_factory):
 
 @pytest.mark.slow
 @needs_buildah
-def test_real_buildah_build_of_a_bento(storage_root, tiny_bento):
+def test_real_buildah_build_of_a_bento(storage_root, tiny_bento, monkeypatch):
     from components.containerize.debian_base import build_base_image
 
     base = build_base_image(storage_root)
@@ -108,6 +109,7 @@ def test_real_buildah_build_of_a_bento(storage_root, tiny_bento):
     assert "3000/tcp" in config["ExposedPorts"]
 
     # Pushing with credentials: the registry is unreachable, and the secret must not leak anywhere.
+    monkeypatch.setattr(buildah, "PUSH_RETRY_SECONDS", 0.1)  # the closed port is retried like a busy registry
     auth = Path(storage_root) / "auth.json"
     auth.write_text(json.dumps({"auths": {"127.0.0.1:9": {"auth": "dXNlcjpzM2NyZXQtdG9rZW4="}}}))
     output: list[str] = []
@@ -151,3 +153,36 @@ def test_containerize_component_under_kfp_local(storage_root, tiny_bento, tmp_pa
     (output,) = tmp_path.glob("containerize-only-*/containerize/executor_output.json")
     reference = json.loads(output.read_text())["parameterValues"]["Output"]
     assert reference.startswith("localhost/kfp-torch-lifecycle/tiny-kfp@sha256:")
+
+
+@pytest.mark.parametrize(
+    "failures, attempts",
+    [
+        (["dial tcp 10.0.0.5:443: connect: connection refused", "received unexpected HTTP status: 503"], 3),
+        (["unauthorized: authentication required"], 1),
+        (["name unknown: repository team/model not found"], 1),
+    ],
+)
+def test_a_push_is_retried_only_when_the_way_failed(monkeypatch, failures, attempts):
+    from components.containerize import buildah
+
+    calls = []
+
+    def run(command, echo, what):
+        calls.append(command)
+        if len(calls) <= len(failures):
+            raise ContainerizeError(f"{what} failed (exit 1); last output:\n{failures[len(calls) - 1]}")
+        return "pushed"
+
+    monkeypatch.setattr(buildah, "_run", run)
+    echoed: list[str] = []
+    if attempts == 1:
+        with pytest.raises(ContainerizeError, match=failures[0]):
+            buildah._push(["buildah", "push"], "registry.example.com/team/model:1", echoed.append, sleep=lambda s: None)
+    else:
+        buildah._push(["buildah", "push"], "registry.example.com/team/model:1", echoed.append, sleep=lambda s: None)
+        assert echoed == [
+            "buildah push of registry.example.com/team/model:1 failed on the way (attempt 1 of 3); retry in 10 s",
+            "buildah push of registry.example.com/team/model:1 failed on the way (attempt 2 of 3); retry in 20 s",
+        ]
+    assert len(calls) == attempts

@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,16 @@ IMAGE_REFERENCE = re.compile(
     r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?(?P<path>[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?$"
 )
+
+
+# What a push meets on the way (worth retrying), as opposed to refused credentials or an unknown repository.
+TRANSIENT_PUSH_FAILURE = re.compile(
+    r"connection refused|connection reset|i/o timeout|tls handshake timeout|timeout exceeded|unexpected eof"
+    r"|broken pipe|\b50[234]\b|too many requests",
+    re.IGNORECASE,
+)
+PUSH_ATTEMPTS = 3
+PUSH_RETRY_SECONDS = 10.0
 
 
 class BuildahMissing(RuntimeError):
@@ -95,6 +106,22 @@ def _run(command: list[str], echo: Callable[[str], None], what: str) -> str:
     return "\n".join(lines)
 
 
+def _push(command: list[str], image: str, echo: Callable[[str], None], sleep: Callable[[float], None] = time.sleep):
+    """``buildah push``, retried when the network or the registry failed (a refused or reset connection, a
+    timeout, HTTP 502/503/504 or 429); refused credentials or an unknown repository fail at once."""
+    delay = PUSH_RETRY_SECONDS
+    for attempt in range(1, PUSH_ATTEMPTS + 1):
+        try:
+            return _run(command, echo, f"buildah push of {image}")
+        except ContainerizeError as error:
+            if attempt == PUSH_ATTEMPTS or not TRANSIENT_PUSH_FAILURE.search(str(error)):
+                raise
+            retry = f"retry in {delay:g} s"
+            echo(f"buildah push of {image} failed on the way (attempt {attempt} of {PUSH_ATTEMPTS}); {retry}")
+            sleep(delay)
+            delay *= 2
+
+
 def extract_bento(archive: Path, destination: Path) -> Path:
     with tarfile.open(archive) as bundle:
         bundle.extractall(destination, filter="data")
@@ -146,7 +173,7 @@ def containerize(
             command = [buildah, *flags, "push", "--digestfile", str(digest_file)]
             if auth_file:
                 command += ["--authfile", auth_file]
-            _run(command + [image, f"docker://{image}"], echo, f"buildah push of {image}")
+            _push(command + [image, f"docker://{image}"], image, echo)
             digest = digest_file.read_text().strip()
             pushed = True
     return BuiltImage(image=image, digest=digest, pushed=pushed)
