@@ -61,16 +61,20 @@ class StepSettings:
     caching: bool = True
 
 
+# KFP retries a failed step whatever failed, so only the steps a lost pod can fail are retried by it:
+# the others retry the system's errors themselves (git and object-store reads, the registry push)
+# and fail at once on the user's (a wrong path, revision or parameter), which no retry can mend.
 DEFAULT_STEPS = {
-    "resolve-revision": StepSettings("100m", "500m", "128Mi", "256Mi", retries=3, timeout_seconds=300, caching=False),
-    "dvc-pull": StepSettings("1", "2", "2Gi", "4Gi", retries=3, backoff_duration="1m", timeout_seconds=7200),
+    "resolve-revision": StepSettings("100m", "500m", "128Mi", "256Mi", timeout_seconds=300, caching=False),
+    "dvc-pull": StepSettings("1", "2", "2Gi", "4Gi", timeout_seconds=7200),
+    # A preempted GPU node loses the pod; the retry resumes from the last epoch's checkpoint.
     "train": StepSettings("4", "8", "16Gi", "32Gi", retries=1, timeout_seconds=86400),
     # The launcher pod only creates and follows the job (which has its own timeout); a retry re-attaches.
     "pytorchjob-train": StepSettings("250m", "1", "512Mi", "2Gi", retries=2, timeout_seconds=90000),
-    "evaluate": StepSettings("2", "4", "4Gi", "8Gi", retries=1, timeout_seconds=3600),
-    "record-promotion": StepSettings("100m", "500m", "256Mi", "512Mi", retries=3, timeout_seconds=600),
-    "build-bento": StepSettings("1", "2", "2Gi", "4Gi", retries=1, timeout_seconds=1800),
-    "containerize": StepSettings("2", "4", "4Gi", "8Gi", retries=2, timeout_seconds=7200),
+    "evaluate": StepSettings("2", "4", "4Gi", "8Gi", timeout_seconds=3600),
+    "record-promotion": StepSettings("100m", "500m", "256Mi", "512Mi", timeout_seconds=600),
+    "build-bento": StepSettings("1", "2", "2Gi", "4Gi", timeout_seconds=1800),
+    "containerize": StepSettings("2", "4", "4Gi", "8Gi", timeout_seconds=7200),
 }
 
 

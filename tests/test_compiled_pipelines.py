@@ -14,7 +14,13 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from pipelines.compile import BUILDERS, compile_all
-from pipelines.kubernetes_settings import ClusterSettings, SettingsError, load_settings, settings_from_dict
+from pipelines.kubernetes_settings import (
+    DEFAULT_STEPS,
+    ClusterSettings,
+    SettingsError,
+    load_settings,
+    settings_from_dict,
+)
 
 SECRET_SENTINEL = "-----BEGIN PRIVATE KEY----- sentinel-do-not-leak"
 
@@ -136,24 +142,38 @@ def test_the_cache_key_of_dvc_pull_and_after_holds_the_resolved_commit(default_y
     assert tasks["train"].inputs.artifacts["dataset"].task_output_artifact.producer_task == "dvc-pull"
 
 
-def test_default_settings_give_every_step_resources_retries_timeouts_and_labels(default_yaml):
+def test_default_settings_give_every_step_its_own_resources_retries_timeout_and_labels(default_yaml):
+    """Each step gets exactly its own defaults: one step given another's CPU, memory, timeout or retries fails."""
+    seen = set()
     for name in BUILDERS:
         spec, executors = parse_strictly(default_yaml[name])
+        tasks = _all_tasks(spec)
         for executor, config in executors.items():
             step = executor.removeprefix("exec-")
+            own = DEFAULT_STEPS[step]
+            seen.add(step)
             assert config["podMetadata"]["labels"] == {
                 "app.kubernetes.io/part-of": "kfp-torch-lifecycle",
                 "kfp-torch-lifecycle/step": step,
             }
-            assert int(config["activeDeadlineSeconds"]) > 0
+            assert int(config["activeDeadlineSeconds"]) == own.timeout_seconds, step
             resources = executor_resources(spec, executor)
-            assert {"resourceCpuRequest", "resourceCpuLimit", "resourceMemoryRequest", "resourceMemoryLimit"} <= set(
-                resources
-            )
+            assert (
+                resources["resourceCpuRequest"],
+                resources["resourceCpuLimit"],
+                resources["resourceMemoryRequest"],
+                resources["resourceMemoryLimit"],
+            ) == (own.cpu_request, own.cpu_limit, own.memory_request, own.memory_limit), step
             assert "secretAsVolume" not in config and "pvcMount" not in config
-        for name, task in _all_tasks(spec).items():
-            if not name.startswith("condition"):
-                assert task.retry_policy.max_retry_count >= 1, name
+            retry = tasks[step].retry_policy
+            assert retry.max_retry_count == own.retries, step
+            if own.retries:
+                assert f"{retry.backoff_duration.seconds}s" == own.backoff_duration, step
+                assert retry.backoff_factor == own.backoff_factor, step
+            assert tasks[step].caching_options.enable_cache is own.caching, step
+    assert seen == set(DEFAULT_STEPS)
+    # Retried by KFP only where a lost pod can fail them; the others retry the system's errors themselves.
+    assert {step for step, own in DEFAULT_STEPS.items() if own.retries} == {"train", "pytorchjob-train"}
 
 
 def _all_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, pipeline_spec_pb2.PipelineTaskSpec]:
