@@ -16,6 +16,7 @@ from kfp.pipeline_spec import pipeline_spec_pb2
 from pipelines.compile import BUILDERS, compile_all
 from pipelines.kubernetes_settings import (
     DEFAULT_STEPS,
+    STEPS,
     ClusterSettings,
     SettingsError,
     load_settings,
@@ -126,10 +127,10 @@ def test_the_seed_tutorials_gpu_label_style_is_expressible_at_run_time():
     from pipelines.arguments import check_arguments
     from pipelines.training_pipeline import training_pipeline
 
-    check_arguments(
-        training_pipeline,
-        {"repo_url": "https://example.com/data.git", "node_selector": {"gpu": "true"}, "tolerations": []},
-    )
+    arguments = {"repo_url": "https://example.com/data.git", "node_selector": {"gpu": "true"}, "tolerations": []}
+    assert check_arguments(training_pipeline, arguments) is None  # accepted, as the tutorials label their nodes
+    with pytest.raises(ValueError, match=r"node_selector\['gpu'\] must be a string such as \"true\", got True"):
+        check_arguments(training_pipeline, {**arguments, "node_selector": {"gpu": True}})
 
 
 def test_the_cache_key_of_dvc_pull_and_after_holds_the_resolved_commit(default_yaml):
@@ -286,8 +287,11 @@ def test_a_settings_file_that_is_not_yaml_is_named(tmp_path):
         load_settings(bad)
 
 
-def test_defaults_are_valid():
-    ClusterSettings().validate()
+def test_defaults_are_valid_and_cover_every_step():
+    settings = ClusterSettings()
+    settings.validate()  # raises on any bad default
+    assert set(settings.steps) == set(STEPS)
+    assert settings_from_dict({}) == settings  # an empty file means the defaults
 
 
 @pytest.mark.parametrize(

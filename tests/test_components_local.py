@@ -32,9 +32,11 @@ def test_dvc_pull_component(digits_repo, kfp_local):
     assert (Path(dataset.path) / "data/raw/labels.csv").is_file()
 
 
-def test_failing_dvc_pull_component_fails_the_task_and_leaves_no_dataset(digits_repo, kfp_local):
-    with pytest.raises(RuntimeError):
+def test_failing_dvc_pull_component_fails_the_task_and_leaves_no_dataset(digits_repo, kfp_local, capfd):
+    with pytest.raises(RuntimeError, match=r"Task .*dvc-pull.* finished with status .*FAILURE"):
         dvc_pull(repo_url=digits_repo.repo_url, rev="no-such-tag", paths=["data/raw"])
+    # The task failed for the reason it gave, not any other.
+    assert "DvcPullInputError: unknown revision 'no-such-tag'" in capfd.readouterr().err
     assert not list(kfp_local.rglob("dataset"))
     assert not list(kfp_local.rglob("*.partial-*"))
 
@@ -140,3 +142,29 @@ def test_train_component_fine_tunes_from_an_imported_weights_artifact(tmp_path, 
     trained = torch.load(model_dir / "weights.pt", weights_only=True)
     original = torch.load(checkpoint, weights_only=True)
     assert torch.equal(trained["layer4.1.conv2.weight"], original["layer4.1.conv2.weight"])
+
+
+@pytest.mark.slow
+def test_evaluate_component_gates_a_candidate_against_a_baseline_model(digits_dir, tmp_path, kfp_local):
+    from components.train.trainer import TrainConfig, train
+    from tests.support.evaluate_pipeline import gate_against_baseline
+
+    train(digits_dir, tmp_path / "weak", TrainConfig(epochs=1, learning_rate=1e-4, augment=False))
+    train(digits_dir, tmp_path / "strong", TrainConfig(epochs=4, augment=False))
+
+    def gate(candidate: str, baseline: str) -> dict:
+        gate_against_baseline(
+            dataset_uri=str(digits_dir),
+            candidate_uri=str(tmp_path / candidate),
+            baseline_uri=str(tmp_path / baseline),
+            threshold=0.0,
+        )
+        latest = max(kfp_local.glob("gate-against-baseline-*"), key=lambda p: p.stat().st_mtime)
+        return json.loads((latest / "evaluate" / "executor_output.json").read_text())
+
+    worse = gate("weak", "strong")
+    assert worse["parameterValues"]["Output"] is False  # worse than the model in production
+    (metrics,) = worse["artifacts"]["metrics"]["artifacts"]
+    assert metrics["metadata"]["baseline_accuracy"] > metrics["metadata"]["accuracy"]
+    assert "worse than the baseline" in metrics["metadata"]["reason"]
+    assert gate("strong", "weak")["parameterValues"]["Output"] is True

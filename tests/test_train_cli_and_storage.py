@@ -86,8 +86,17 @@ def test_bad_launcher_environment_is_named(env, message):
 
 
 def test_demo_data_is_reused_on_a_second_run(digits_repo, tmp_path):
+    """Reused, not rebuilt: the same commit, and not a file of the repository or the remote rewritten."""
+    from pathlib import Path
+
+    def stamps(root: str | Path) -> dict[str, int]:
+        paths = [p for p in Path(root).rglob("*") if p.is_file() and not {".git", "tmp"} & set(p.parts)]
+        return {str(p): p.stat().st_mtime_ns for p in paths}
+
+    before = stamps(digits_repo.repo_url) | stamps(digits_repo.remote_dir)
     again = prepare_digits_repo(os.path.dirname(digits_repo.repo_url))
     assert again == digits_repo
+    assert stamps(digits_repo.repo_url) | stamps(digits_repo.remote_dir) == before
 
 
 def test_local_copy_of_a_single_file_uri(emulated_gcs, fake_gcs, tmp_path):
