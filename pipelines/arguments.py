@@ -1,28 +1,16 @@
-"""Check pipeline arguments before a run is submitted, naming the bad value and what is valid."""
+"""Check pipeline arguments before a run is submitted, naming the bad value and what is valid.
+
+The checks themselves are ``components.check_arguments.checks``, which the pipelines' first step
+runs too; here come the ones only a submission can make: unknown names, the defaults filled in,
+and the data's location.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from components.containerize.buildah import validate_image
+from components.check_arguments.checks import check_values
 from components.dvc_pull.pull import validate_inputs
-from components.evaluate.evaluation import validate_threshold
-from components.pytorchjob_train.manifest import PyTorchJobConfig
-from components.pytorchjob_train.step import LAUNCHERS, check_command, script_hyperparameters
-from components.train.trainer import TrainConfig
-
-JOB_SETTINGS = (
-    "num_workers",
-    "nproc_per_node",
-    "gpus",
-    "accelerator_type",
-    "cpu",
-    "memory",
-    "node_selector",
-    "tolerations",
-    "shm_size",
-)
-TRAIN_STEP_PLACEMENT = ("gpus", "accelerator_type", "node_selector", "tolerations")
 
 
 def check_arguments(pipeline, arguments: dict[str, Any]) -> None:
@@ -36,21 +24,7 @@ def check_arguments(pipeline, arguments: dict[str, Any]) -> None:
     validate_inputs(
         values["repo_url"], values["rev"], [values["data_path"]], values["dvc_remote_config"], values["dvc_jobs"]
     )
-    config = TrainConfig.from_parameters(values)
-    config.validate()
-    if "command" in values:
-        check_command(values["command"], script_hyperparameters(config, values["script_hyperparameters"]))
-    validate_threshold(values["accuracy_threshold"])
-    if values.get("build_image"):
-        validate_image(values["image_repository"] + ":tag", "image_repository")
-        validate_image(values["serving_base_image"], "serving_base_image")
-    if "launcher" in values:
-        if values["launcher"] not in LAUNCHERS:
-            raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {values['launcher']!r}")
-        settings = {name: values[name] for name in JOB_SETTINGS if name in values}
-    else:  # the single-node train step: its placement takes the same checks as a PyTorchJob replica's
-        settings = {name: values[name] for name in TRAIN_STEP_PLACEMENT if name in values}
-    PyTorchJobConfig(image=values.get("image") or "image", command=["python"], **settings).validate()
+    check_values(values)
 
 
 def check_compiled_arguments(pipeline_name: str, arguments: dict[str, Any]) -> bool:

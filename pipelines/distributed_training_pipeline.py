@@ -6,7 +6,7 @@ from kfp import dsl
 
 from components.pytorchjob_train.component import pytorchjob_train
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
-from pipelines.stages import evaluate_and_gate, pull_data
+from pipelines.stages import check_first, evaluate_and_gate, pull_data
 
 PIPELINE_NAME = "pytorch-distributed-training"
 
@@ -68,12 +68,13 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
         workers: int = -1,
         memory_budget: str = "",
         accuracy_threshold: float = 0.95,
-        image_repository: str = "localhost/kfp-torch-lifecycle/image-classifier",
+        image_repository: str = "",
         serving_base_image: str = "docker.io/library/python:3.11-slim",
         build_image: bool = True,
         push_image: bool = True,
     ):
-        pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings)
+        checked = check_first(dict(locals()), settings, distributed=True)
+        pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings, checked)
         trained = pytorchjob_train(
             dataset=pulled.outputs["dataset"],
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,

@@ -26,6 +26,7 @@ from kfp import dsl, kubernetes
 from components.pytorchjob_train.manifest import DNS_1123_SUBDOMAIN, QUANTITY, is_label_value
 
 STEPS = (
+    "check-arguments",
     "resolve-revision",
     "dvc-pull",
     "train",
@@ -65,6 +66,7 @@ class StepSettings:
 # the others retry the system's errors themselves (git and object-store reads, the registry push)
 # and fail at once on the user's (a wrong path, revision or parameter), which no retry can mend.
 DEFAULT_STEPS = {
+    "check-arguments": StepSettings("100m", "1", "512Mi", "1Gi", timeout_seconds=300),
     "resolve-revision": StepSettings("100m", "500m", "128Mi", "256Mi", timeout_seconds=300, caching=False),
     "dvc-pull": StepSettings("1", "2", "2Gi", "4Gi", timeout_seconds=7200),
     # A preempted GPU node loses the pod; the retry resumes from the last epoch's checkpoint.

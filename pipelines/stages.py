@@ -1,19 +1,38 @@
 """Pipeline fragments shared by the training pipelines, with each step's Kubernetes settings applied."""
 
+from dataclasses import fields
+
 from kfp import dsl
 
 from components.build_bento.component import build_bento
+from components.check_arguments.component import check_arguments
 from components.containerize.component import containerize
 from components.dvc_pull.component import dvc_pull
 from components.evaluate.component import evaluate
 from components.promotion.component import record_promotion
 from components.resolve_revision.component import resolve_revision
+from components.train.trainer import TrainConfig
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
 
+TRAINING_ARGUMENTS = tuple(item.name for item in fields(TrainConfig))
 
-def pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings: ClusterSettings):
+
+def training_arguments(values: dict) -> dict:
+    """The pipeline's training parameters (every ``TrainConfig`` field), to pass on to a training step."""
+    return {name: values[name] for name in TRAINING_ARGUMENTS}
+
+
+def check_first(values: dict, settings: ClusterSettings, distributed: bool = False) -> dsl.PipelineTask:
+    """The first step: every argument a later step would fail on, checked in seconds; and the train
+    step's placement (``node_selector``, ``tolerations`` outputs) fitted to ``gpus``."""
+    arguments = {name: values[name] for name in check_arguments.component_spec.inputs if name in values}
+    checked = check_arguments(**arguments, distributed=distributed).set_display_name("check arguments")
+    return configure_step(checked, "check-arguments", settings)
+
+
+def pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings: ClusterSettings, after):
     """resolve the revision (uncached) → dvc pull at that commit, so caching keys on the data's commit."""
-    resolved = resolve_revision(repo_url=repo_url, rev=rev).set_display_name("resolve data revision")
+    resolved = resolve_revision(repo_url=repo_url, rev=rev).set_display_name("resolve data revision").after(after)
     configure_step(resolved, "resolve-revision", settings)
     pulled = dvc_pull(
         repo_url=repo_url,
@@ -39,7 +58,10 @@ def evaluate_and_gate(model, dataset, accuracy_threshold, packaging, settings: C
         configure_step(recorded.set_display_name("record promotion"), "record-promotion", settings)
         bento = build_bento(model=model, evaluation=evaluated.outputs["metrics"], base_image=packaging["base_image"])
         configure_step(bento.set_display_name("build bento"), "build-bento", settings)
-        with dsl.If(packaging["build_image"] == True, name="image-build"):  # noqa: E712 (KFP condition)
+        with (
+            dsl.If(packaging["build_image"] == True, name="image-build"),  # noqa: E712 (KFP condition)
+            dsl.If(packaging["image_repository"] != "", name="registry-given"),
+        ):
             image = containerize(
                 bento=bento.outputs["bento"],
                 image_repository=packaging["image_repository"],

@@ -4,13 +4,12 @@ from typing import Dict, List
 
 from kfp import dsl
 
+from components.check_arguments.checks import GPU_NODE_SELECTOR, GPU_TOLERATIONS
 from components.train.component import train
 from pipelines.kubernetes_settings import ClusterSettings, configure_accelerator, configure_step
-from pipelines.stages import evaluate_and_gate, pull_data
+from pipelines.stages import check_first, evaluate_and_gate, pull_data, training_arguments
 
 PIPELINE_NAME = "pytorch-training"
-GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}  # the label NVIDIA's GPU feature discovery sets
-GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
 
 
 def build_training_pipeline(settings: ClusterSettings | None = None):
@@ -61,41 +60,20 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
         node_selector: Dict[str, str] = GPU_NODE_SELECTOR,
         tolerations: List[dict] = GPU_TOLERATIONS,
         accuracy_threshold: float = 0.95,
-        image_repository: str = "localhost/kfp-torch-lifecycle/image-classifier",
+        image_repository: str = "",
         serving_base_image: str = "docker.io/library/python:3.11-slim",
         build_image: bool = True,
         push_image: bool = True,
     ):
-        pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings)
+        values = dict(locals())
+        checked = check_first(values, settings)
+        pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings, checked)
         trained = train(
-            dataset=pulled.outputs["dataset"],
-            pretrained_weights_uri=pretrained_weights,
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            seed=seed,
-            validation_fraction=validation_fraction,
-            test_fraction=test_fraction,
-            architecture=architecture,
-            model_factory=model_factory,
-            image_size=image_size,
-            channels=channels,
-            augment=augment,
-            normalization=normalization,
-            optimizer=optimizer,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            lr_schedule=lr_schedule,
-            warmup_epochs=warmup_epochs,
-            label_smoothing=label_smoothing,
-            early_stopping_patience=early_stopping_patience,
-            gradient_accumulation_steps=gradient_accumulation_steps,
-            fine_tune=fine_tune,
-            workers=workers,
-            memory_budget=memory_budget,
+            dataset=pulled.outputs["dataset"], pretrained_weights_uri=pretrained_weights, **training_arguments(values)
         ).set_display_name("train")
         configure_step(trained, "train", settings)
-        configure_accelerator(trained, gpus, accelerator_type, node_selector, tolerations)
+        placement = checked.outputs
+        configure_accelerator(trained, gpus, accelerator_type, placement["node_selector"], placement["tolerations"])
         packaging = {
             "image_repository": image_repository,
             "base_image": serving_base_image,

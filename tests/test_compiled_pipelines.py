@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
+from components.check_arguments.checks import GPU_NODE_SELECTOR, GPU_TOLERATIONS, train_placement
 from pipelines.compile import BUILDERS, compile_all
 from pipelines.kubernetes_settings import (
     DEFAULT_STEPS,
@@ -108,8 +109,18 @@ def test_the_train_step_takes_gpus_accelerator_node_selector_and_tolerations_fro
     assert "pipelinechannel--gpus" in accelerator["resourceCount"]
     assert "pipelinechannel--accelerator_type" in accelerator["resourceType"]
     train = executors["exec-train"]
-    assert train["nodeSelector"] == {"nodeSelectorJson": {"componentInputParameter": "node_selector"}}
-    assert train["tolerations"] == [{"tolerationJson": {"componentInputParameter": "tolerations"}}]
+    # Placed by the check-arguments step, which drops the GPU defaults when gpus=0 (see checks.train_placement).
+    placement = {"producerTask": "check-arguments"}
+    assert train["nodeSelector"] == {
+        "nodeSelectorJson": {"taskOutputParameter": {**placement, "outputParameterKey": "node_selector"}}
+    }
+    assert train["tolerations"] == [
+        {"tolerationJson": {"taskOutputParameter": {**placement, "outputParameterKey": "tolerations"}}}
+    ]
+    check = spec.root.dag.tasks["check-arguments"].inputs.parameters
+    assert check["node_selector"].component_input_parameter == "node_selector"
+    assert check["tolerations"].component_input_parameter == "tolerations"
+    assert check["gpus"].component_input_parameter == "gpus"
     assert train["emptyDirMounts"] == [
         {"volumeName": "dshm", "mountPath": "/dev/shm", "medium": "Memory", "sizeLimit": "2Gi"}
     ]
@@ -334,3 +345,24 @@ def test_every_training_option_is_a_pipeline_parameter_with_the_trainers_default
         assert inputs["pretrained_weights"].default == "" and inputs["fine_tune"].default == "full"
     distributed = distributed_training_pipeline.component_spec.inputs
     assert distributed["command"].default == [] and distributed["script_hyperparameters"].default == {}
+
+
+@pytest.mark.parametrize(
+    "gpus, node_selector, tolerations, placed",
+    [
+        (1, GPU_NODE_SELECTOR, GPU_TOLERATIONS, (GPU_NODE_SELECTOR, GPU_TOLERATIONS)),
+        (0, GPU_NODE_SELECTOR, GPU_TOLERATIONS, ({}, [])),  # a CPU-only cluster: nothing to wait for
+        (0, {"pool": "cpu"}, GPU_TOLERATIONS, ({"pool": "cpu"}, [])),  # the user's own selector is kept
+        (0, GPU_NODE_SELECTOR, [{"key": "spot", "operator": "Exists"}], ({}, [{"key": "spot", "operator": "Exists"}])),
+    ],
+)
+def test_without_gpus_the_train_step_drops_only_the_gpu_defaults(gpus, node_selector, tolerations, placed):
+    assert train_placement(gpus, node_selector, tolerations) == placed
+
+
+def test_every_step_of_both_pipelines_runs_after_the_argument_check(default_yaml):
+    for name in BUILDERS:
+        spec, _ = parse_strictly(default_yaml[name])
+        tasks = spec.root.dag.tasks
+        assert list(tasks["resolve-revision"].dependent_tasks) == ["check-arguments"]
+        assert not tasks["check-arguments"].dependent_tasks

@@ -36,7 +36,8 @@ def test_failing_dvc_pull_component_fails_the_task_and_leaves_no_dataset(digits_
     with pytest.raises(RuntimeError, match=r"Task .*dvc-pull.* finished with status .*FAILURE"):
         dvc_pull(repo_url=digits_repo.repo_url, rev="no-such-tag", paths=["data/raw"])
     # The task failed for the reason it gave, not any other.
-    assert "DvcPullInputError: unknown revision 'no-such-tag'" in capfd.readouterr().err
+    captured = capfd.readouterr()  # kfp.local streams the task's log to stdout or stderr, as logging is set up
+    assert "DvcPullInputError: unknown revision 'no-such-tag'" in captured.out + captured.err
     assert not list(kfp_local.rglob("dataset"))
     assert not list(kfp_local.rglob("*.partial-*"))
 
@@ -168,3 +169,34 @@ def test_evaluate_component_gates_a_candidate_against_a_baseline_model(digits_di
     assert metrics["metadata"]["baseline_accuracy"] > metrics["metadata"]["accuracy"]
     assert "worse than the baseline" in metrics["metadata"]["reason"]
     assert gate("strong", "weak")["parameterValues"]["Output"] is True
+
+
+def readme_snippet() -> str:
+    """The README's "Running it yourself" code, as written there."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Running it yourself") :]
+    return section[section.index("```python") + len("```python") : section.index("```", section.index("```python") + 3)]
+
+
+@pytest.mark.slow
+def test_the_readmes_own_snippet_runs_with_only_the_data_repository(digits_repo, tmp_path):
+    snippet = readme_snippet()
+    assert 'repo_url="https://github.com/you/your-data-repo.git", rev="v1.2"' in snippet
+    code = snippet.replace("https://github.com/you/your-data-repo.git", digits_repo.repo_url)
+    code = code.replace('"v1.2"', '"main"')
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_dir,) = (tmp_path / ".local/pipeline-root").glob("pytorch-training-*")
+    assert (run_dir / "evaluate" / "executor_output.json").is_file()
+    assert not (run_dir / "containerize").exists()  # no registry given: no image, no buildah needed
+
+
+def test_a_bad_argument_fails_the_first_step_before_any_data_is_pulled(digits_repo, kfp_local, capfd):
+    """Called directly, as a notebook would, with no submission-time check in front of it."""
+    from pipelines.training_pipeline import training_pipeline
+
+    with pytest.raises(RuntimeError, match=r"Inner task failed: .*check-arguments"):
+        training_pipeline(repo_url=digits_repo.repo_url, epochs=0)
+    captured = capfd.readouterr()
+    assert "epochs must be an integer >= 1, got 0" in captured.out + captured.err
+    assert not list(kfp_local.rglob("dvc-pull"))
