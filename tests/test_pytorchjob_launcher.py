@@ -11,16 +11,22 @@ import time
 import pytest
 
 from components.pytorchjob_train.launcher import (
+    PYTORCHJOB,
     JobFailed,
+    JobNotStarted,
     JobTimedOut,
+    KubernetesApiError,
     KubernetesJobClient,
+    RetryPolicy,
     job_name,
     run_job,
 )
 from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command, validate_name
-from tests.support.fake_kube import FakeKube, Step
+from tests.support.fake_kube import RESET, FakeKube, Fault, Step, image_pull_backoff, unschedulable
 
 JOBS = "/apis/kubeflow.org/v1/namespaces/team-a/pytorchjobs"
+JOB = f"{JOBS}/train-abc123"
+FAST_RETRY = RetryPolicy(budget_seconds=5, first_delay_seconds=0.01, max_delay_seconds=0.05)
 
 
 def manifest(name="train-abc123"):
@@ -35,10 +41,10 @@ def kube():
     server.stop()
 
 
-def launch(kube, timeout=30.0, **kwargs):
-    lines, handles = [], []
+def launch(kube, timeout=30.0, retry=FAST_RETRY, lines=None, **kwargs):
+    lines, handles = ([] if lines is None else lines), []
     handle = run_job(
-        KubernetesJobClient(kube.api_client()),
+        KubernetesJobClient(kube.api_client(), retry=retry),
         manifest(),
         timeout_seconds=timeout,
         on_created=handles.append,
@@ -87,7 +93,7 @@ SIGTERM_SCRIPT = textwrap.dedent(
     """
     import sys
     from kubernetes import client
-    from components.pytorchjob_train.launcher import KubernetesJobClient, run_job
+    from components.pytorchjob_train.launcher import KubernetesJobClient, RetryPolicy, run_job
     from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
 
     configuration = client.Configuration()
@@ -95,17 +101,25 @@ SIGTERM_SCRIPT = textwrap.dedent(
     manifest = build_manifest(
         PyTorchJobConfig(image="img:1", command=training_command(1)), "train-abc123", "team-a", []
     )
-    run_job(KubernetesJobClient(client.ApiClient(configuration)), manifest, timeout_seconds=120,
+    retry = RetryPolicy(budget_seconds=30, first_delay_seconds=float(sys.argv[2]))
+    run_job(KubernetesJobClient(client.ApiClient(configuration), retry=retry), manifest, timeout_seconds=120,
             on_created=lambda h: print("CREATED", flush=True), poll_seconds=0.1, echo=lambda l: print(l, flush=True))
     """
 )
 
 
+def start_step(kube, first_retry_delay=0.05):
+    return subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_SCRIPT, kube.url, str(first_retry_delay)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def test_sigterm_deletes_the_job(kube):
     kube.script = [Step(0, "Created"), Step(0.1, "Running")]
-    process = subprocess.Popen(
-        [sys.executable, "-c", SIGTERM_SCRIPT, kube.url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    process = start_step(kube)
     for line in process.stdout:
         if line.startswith("CREATED"):
             break
@@ -123,3 +137,233 @@ def test_job_names_are_dns_labels_unique_per_run_and_stable_per_task():
     assert first != job_name("run-2", "pytorchjob-train")
     assert len(job_name("r" * 100, "T" * 100)) <= 63
     validate_name(first)
+
+
+def test_job_names_tell_parallelfor_iterations_apart():
+    """Every iteration of a ParallelFor has the run id and task name; KFP's task id differs."""
+    names = {job_name("run-1", "pytorchjob-train", task_id) for task_id in ("17", "18", "19")}
+    assert len(names) == 3
+    assert job_name("run-1", "pytorchjob-train", "17") == job_name("run-1", "pytorchjob-train", "17")  # retries
+    for name in [*names, job_name("9" * 100, "9-Task_" * 20, "u" * 100)]:
+        assert len(name) <= 63
+        validate_name(name)  # a DNS-1035 label: a letter first
+
+
+# --- the API server misbehaving ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault("GET", JOB, 500),
+        Fault("GET", JOB, 503, times=2),
+        Fault("GET", JOB, 429, retry_after=0, times=5),  # urllib3 retries 3 times on Retry-After itself, then gives up
+        Fault("GET", JOB, RESET, times=6),  # beyond urllib3's own 3 retries
+    ],
+    ids=["500", "503-twice", "429-retry-after", "resets"],
+)
+def test_transient_errors_while_waiting_are_retried_and_the_job_lives_on(kube, fault):
+    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.4, "Succeeded")]
+    kube.inject(fault)
+    handle, _, lines = launch(kube)
+    assert fault.times == 0 and not handle.attached
+    assert any("Succeeded" in line for line in lines)
+    assert kube.count("DELETE", JOB) == 1 and len(kube.created) == 1
+
+
+def test_a_create_whose_reply_was_lost_is_not_created_twice(kube):
+    kube.inject(Fault("POST", JOBS, RESET, carried_out=True))  # the job was created, the reply never came
+    launch(kube)
+    assert kube.count("POST", JOBS) == 2 and len(kube.created) == 1  # the second POST found it (409)
+    assert kube.jobs[("team-a", "train-abc123")].deleted
+
+
+def test_transient_errors_that_persist_fail_the_step_naming_them(kube):
+    kube.script = [Step(0, "Created"), Step(0.1, "Running")]
+    kube.inject(Fault("GET", JOB, 503, times=1000))
+    retry = RetryPolicy(budget_seconds=0.5, first_delay_seconds=0.05, max_delay_seconds=0.1)
+    with pytest.raises(
+        KubernetesApiError,
+        match=r"could not get pytorchjobs.kubeflow.org in namespace team-a: "
+        r"HTTP 503 Service Unavailable.*still failing after \d+ attempts",
+    ):
+        launch(kube, retry=retry)
+    assert kube.jobs[("team-a", "train-abc123")].deleted  # the cleanup got through: DELETE is not faulty
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        (
+            Fault("GET", JOB, 403),
+            r"could not get pytorchjobs.kubeflow.org in namespace team-a: the step's ServiceAccount lacks the "
+            r"permission to get pytorchjobs.kubeflow.org \(HTTP 403 Forbidden: .*cannot get resource "
+            r"\"pytorchjobs\".*apiGroups \['kubeflow.org'\], resources \['pytorchjobs'\], verbs \['get'\]",
+        ),
+        (Fault("GET", JOB, 404), r"PyTorchJob team-a/train-abc123 disappeared while the step waited for it"),
+    ],
+    ids=["403", "404"],
+)
+def test_persistent_errors_fail_at_once_naming_them(kube, fault, message):
+    kube.script = [Step(0, "Created"), Step(0.1, "Running")]
+    kube.inject(fault)
+    with pytest.raises((KubernetesApiError, JobFailed), match=message):
+        launch(kube)
+    assert kube.count("GET", JOB) == 1  # not retried
+
+
+def test_a_forbidden_create_names_the_missing_permission_and_creates_nothing(kube):
+    kube.inject(Fault("POST", JOBS, 403))
+    with pytest.raises(KubernetesApiError, match=r"lacks the permission to create pytorchjobs.kubeflow.org"):
+        launch(kube)
+    assert kube.count("POST", JOBS) == 1 and not kube.created
+
+
+# --- a job of the same name from an earlier attempt ------------------------------------------------------------
+
+
+def test_a_job_still_being_deleted_is_waited_out_and_a_new_one_created(kube):
+    kube.deletion_seconds = 0.6  # its pods take this long to terminate: a foreground deletion lingers
+    client = KubernetesJobClient(kube.api_client(), retry=FAST_RETRY)
+    kube.script = [Step(0, "Created"), Step(0, "Running")]  # the earlier attempt's job, running when deleted
+    client.create(manifest())
+    client.delete("train-abc123", "team-a")
+    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.3, "Succeeded")]
+    handle, _, lines = launch(kube)
+    assert not handle.attached and len(kube.created) == 2
+    assert handle.uid == kube.created[1].body["metadata"]["uid"]
+    assert any("of an earlier attempt is being deleted" in line for line in lines)
+    assert kube.count("POST", JOBS) == 3  # the first one's, the launcher's refused (409), the new one
+
+
+def test_a_failed_job_of_an_earlier_attempt_is_replaced_not_reported(kube):
+    client = KubernetesJobClient(kube.api_client(), retry=FAST_RETRY)
+    kube.script = [Step(0, "Created"), Step(0, "Failed", "OOMKilled", "the earlier attempt's failure")]
+    client.create(manifest())  # the step that created it was killed before it could delete it
+    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.3, "Succeeded")]
+    handle, _, lines = launch(kube)
+    assert not handle.attached and len(kube.created) == 2 and kube.created[0].deleted
+    assert any("of an earlier attempt Failed (OOMKilled" in line for line in lines)
+
+
+# --- pods that never start --------------------------------------------------------------------------------------
+
+
+def test_pods_that_never_start_fail_the_step_with_their_reasons(kube):
+    kube.script = [Step(0, "Created")]
+    kube.pending_pods = {"master": unschedulable(), "worker": image_pull_backoff("registry.example.com/train:0.1.0")}
+    with pytest.raises(JobNotStarted) as raised:
+        launch(kube, timeout=5, scheduling_timeout_seconds=0.3)
+    message = str(raised.value)
+    assert "did not start within scheduling_timeout_seconds=0.3" in message
+    assert (
+        "train-abc123-master-0 (Pending): Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+        in message
+    )
+    assert (
+        'train-abc123-worker-0 (Pending): container pytorch ImagePullBackOff: Back-off pulling image "registry'
+        in message
+    )
+    assert kube.jobs[("team-a", "train-abc123")].deleted
+
+
+def test_a_suspended_job_stops_the_scheduling_clock(kube):
+    """Kueue holds a job back by suspending it: it has no pods to schedule until it is resumed."""
+    kube.script = [Step(0, "Created"), Step(0.05, "Suspended"), Step(0.7, "Running"), Step(0.9, "Succeeded")]
+    _, _, lines = launch(kube, scheduling_timeout_seconds=0.4)
+    assert [line.split(": ")[1].split(" ")[0] for line in lines if line.startswith("PyTorchJob train-abc123: ")] == [
+        "Created",
+        "Suspended",
+        "Running",
+        "Succeeded",
+    ]
+
+
+def test_a_restarting_job_is_followed_to_the_end(kube):
+    kube.script = [
+        Step(0, "Created"),
+        Step(0.1, "Running"),
+        Step(0.3, "Restarting", "PyTorchJobRestarting", "master-0 exited 1; restarting"),
+        Step(0.5, "Running"),
+        Step(0.7, "Succeeded"),
+    ]
+    _, _, lines = launch(kube, scheduling_timeout_seconds=0.2)
+    assert any("Restarting (PyTorchJobRestarting: master-0 exited 1; restarting)" in line for line in lines)
+    assert any("Succeeded" in line for line in lines)
+
+
+def test_the_newest_condition_is_told_by_its_timestamp_not_its_place_in_the_list():
+    job = {
+        "status": {
+            "conditions": [
+                {"type": "Running", "status": "True", "lastTransitionTime": "2025-01-01T10:05:00Z"},
+                {"type": "Created", "status": "True", "lastTransitionTime": "2025-01-01T10:00:00Z"},
+            ]
+        }
+    }
+    assert PYTORCHJOB.phase(job)[0] == "Running"
+
+
+# --- the master's log -------------------------------------------------------------------------------------------
+
+
+def test_a_log_stream_that_ends_while_the_job_runs_is_reopened_without_repeating_lines(kube):
+    kube.log_stream_seconds = 0.3  # the API server ends every stream after this long (a log rotation, a proxy)
+    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(1.4, "Succeeded")]
+    kube.log_lines = [(0.15, "epoch 1"), (0.15, "epoch 1 loss 0.5"), (0.6, "epoch 2"), (1.2, "epoch 3")]
+    _, _, lines = launch(kube)
+    echoed = [line for line in lines if line.startswith("[train-abc123-master-0]")]
+    assert echoed == [
+        f"[train-abc123-master-0] {text}" for text in ("epoch 1", "epoch 1 loss 0.5", "epoch 2", "epoch 3")
+    ]
+
+
+def test_the_log_names_its_container_when_the_pod_has_several(kube):
+    kube.sidecars = ["fluent-bit"]  # injected by a mutating webhook
+    _, _, lines = launch(kube)
+    assert "[train-abc123-master-0] training finished" in lines
+
+
+# --- SIGTERM ------------------------------------------------------------------------------------------------------
+
+
+def test_sigterm_while_the_create_is_in_flight_leaves_no_job(kube):
+    kube.inject(Fault("POST", JOBS, delay=1.0))  # the API server takes its time; the job appears only then
+    process = start_step(kube)
+    kube.wait_for(lambda: kube.count("POST", JOBS) == 1)
+    time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=30)[0]
+    kube.wait_for(lambda: len(kube.created) == 1)
+    assert process.returncode != 0 and "StepTerminated" in output
+    assert kube.created[0].deleted, output
+    assert "confirmed: PyTorchJob team-a/train-abc123 is being deleted" in output
+
+
+def test_a_second_sigterm_does_not_cut_the_cleanup_short(kube):
+    kube.script = [Step(0, "Created"), Step(0.1, "Running")]
+    kube.inject(Fault("DELETE", JOB, 503))  # the first DELETE fails: the cleanup waits, then retries
+    process = start_step(kube, first_retry_delay=1.0)
+    for line in process.stdout:
+        if line.startswith("CREATED"):
+            break
+    process.send_signal(signal.SIGTERM)
+    kube.wait_for(lambda: kube.count("DELETE", JOB) == 1)
+    process.send_signal(signal.SIGTERM)  # Kubernetes, or an impatient user, again
+    output = process.communicate(timeout=30)[0]
+    assert "WARNING: could not delete" not in output
+    assert kube.jobs[("team-a", "train-abc123")].deleted, output
+
+
+def test_after_a_signal_a_job_that_appeared_after_the_delete_is_deleted_too(kube):
+    kube.script = [Step(0, "Created"), Step(0.1, "Running")]
+    # The DELETE reaches the API server before a create still on its way commits: "not found", then it is there.
+    kube.inject(Fault("DELETE", JOB, 404))
+    process = start_step(kube)
+    for line in process.stdout:
+        if line.startswith("CREATED"):
+            break
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=30)[0]
+    assert "which appeared after the first delete" in output
+    assert kube.count("DELETE", JOB) == 2 and kube.jobs[("team-a", "train-abc123")].deleted, output

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from components.pytorchjob_train.manifest import (
+    QUANTITY,
     ManifestError,
     PyTorchJobConfig,
     build_manifest,
+    is_quantity,
     training_command,
     validate_name,
+    validate_namespace,
 )
 from tests.support.operator_rules import crd_validator, webhook_violations
 
@@ -103,9 +108,61 @@ def test_bad_values_fail_before_anything_is_sent(overrides, message):
 
 
 @pytest.mark.parametrize("name", ["Train", "train_1", "-train", "train-", "9train", "x" * 64, ""])
-def test_names_that_are_not_dns_1123_labels(name):
-    with pytest.raises(ManifestError, match="is not a DNS-1123 label"):
+def test_job_names_that_are_not_dns_1035_labels(name):
+    with pytest.raises(ManifestError, match="is not a DNS-1035 label"):
         validate_name(name)
+
+
+@pytest.mark.parametrize("namespace", ["1team", "team-a", "0", "a" * 63])
+def test_namespaces_are_dns_1123_labels_and_may_start_with_a_digit(validator, namespace):
+    manifest = build_manifest(VARIANTS["cpu-two-pods"], "train-abc123", namespace, [])
+    assert manifest["metadata"]["namespace"] == namespace and not list(validator.iter_errors(manifest))
+
+
+@pytest.mark.parametrize("namespace", ["Team", "team_a", "-team", "team-", "a" * 64, "", "team.a"])
+def test_namespaces_that_are_not_dns_1123_labels(namespace):
+    with pytest.raises(ManifestError, match=r"namespace .* is not a DNS-1123 label"):
+        validate_namespace(namespace)
+
+
+# What k8s.io/apimachinery's resource.ParseQuantity accepts (and the CRD's pattern: both must pass).
+VALID_QUANTITIES = [
+    "0", "2", "500m", "1.5", "0.5", ".5", "1.", "+1", "-1", "8Gi", "16Ki", "1Ei", "1k", "1M", "1G", "1T", "1P",
+    "1E", "100n", "100u", "1e3", "1E3", "1e-3", "1e+3", "1.5e3", "2.5Gi", "1.G", "007",
+]  # fmt: skip
+INVALID_QUANTITIES = [
+    "16K", "1mm", "5Gi5", "1.2.3", "", ".", "Gi", "1 Gi", "1gi", "1KI", "1ki", "1e", "1e1.5", "1Mi3", "--1", "1E+",
+    "1.5.Gi", " 1", "1\n", "0x10", "1b", "1Ki ",
+]  # fmt: skip
+QUANTITY_PATTERN = re.compile(
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)  # the reference CRD's pattern for resource quantities
+
+
+@pytest.mark.parametrize("text", VALID_QUANTITIES)
+def test_kubernetes_quantities_are_accepted(text):
+    assert is_quantity(text) and QUANTITY.match(text)
+    assert QUANTITY_PATTERN.match(text)  # the API server's schema agrees
+
+
+@pytest.mark.parametrize("text", INVALID_QUANTITIES)
+def test_what_the_api_server_rejects_is_not_a_quantity(text):
+    assert not is_quantity(text) and not QUANTITY.match(text)
+
+
+@pytest.mark.parametrize("field", ["cpu", "memory", "shm_size"])
+@pytest.mark.parametrize("text", ["16K", "1mm", "5Gi5", "1.2.3", "-1"])
+def test_bad_resource_quantities_fail_naming_the_value(field, text):
+    with pytest.raises(
+        ManifestError, match=rf"{field} must be a Kubernetes quantity like .*got {re.escape(repr(text))}"
+    ):
+        build_manifest(config(**{field: text}), "train-abc123", "team-a", [])
+
+
+def test_quantities_in_every_accepted_form_make_valid_manifests(validator):
+    for text in ("500m", "1.5", "1e3", "2.5Gi", "100u", "1E"):
+        manifest = build_manifest(config(cpu=text, memory=text, shm_size=text), "train-abc123", "team-a", [])
+        assert not list(validator.iter_errors(manifest)), text
 
 
 def test_schema_check_catches_what_the_api_server_would_prune(validator):

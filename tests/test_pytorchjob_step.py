@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from components.pytorchjob_train.step import ArtifactLocation, default_job_confi
 from components.train.trainer import TrainConfig, train
 from pipelines.local import run_local
 from tests.support.fake_kube import FakeKube
+from tests.support.operator_rules import crd_validator, webhook_violations
 
 
 def locations(tmp_path: Path, dataset_dir: Path) -> dict:
@@ -98,6 +100,7 @@ def test_kubeflow_launcher_collects_the_model_rank_0_wrote(digits_dir, tmp_path)
     [
         ({"launcher": "slurm"}, r"launcher must be one of kubeflow, local, got 'slurm'"),
         ({"timeout_seconds": 0}, r"timeout_seconds must be > 0"),
+        ({"scheduling_timeout_seconds": -1}, r"scheduling_timeout_seconds must be > 0 seconds, got -1"),
         ({"job": default_job_config("img", 1, num_workers=0)}, r"num_workers must be an integer >= 1, got 0"),
         ({"job": default_job_config("img", 1, gpus=-1)}, r"gpus must be an integer >= 0, got -1"),
     ],
@@ -115,6 +118,72 @@ def test_bad_values_fail_before_anything_starts(digits_dir, tmp_path, overrides,
     with pytest.raises(ValueError, match=message):
         run_step(**arguments)
     assert not (tmp_path / "job").exists() and not (tmp_path / "model").exists()
+
+
+def kubeflow_step(tmp_path: Path, kube: FakeKube, iteration: str, **overrides):
+    """A kubeflow step with a custom command whose replicas already wrote their output (no training here)."""
+    shared = tmp_path / "shared-model"
+    shared.mkdir(exist_ok=True)
+    (shared / "metrics.json").write_text('{"loss": 0.5}')
+    arguments = {
+        "launcher": "kubeflow",
+        "dataset": ArtifactLocation(str(tmp_path), "gs://bucket/run/dvc-pull/dataset"),
+        "model": ArtifactLocation(str(tmp_path / iteration / "model"), str(shared)),
+        "job_output_path": str(tmp_path / iteration / "job"),
+        "train": TrainConfig(epochs=1),
+        "job": default_job_config("registry.example.com/team/train:1", 1, num_workers=1),
+        "run_id": "2f0c-run",
+        "task_name": "pytorchjob-train",
+        "dataset_info": {},
+        "namespace": "team-a",
+        "kube_client": KubernetesJobClient(kube.api_client()),
+        "poll_seconds": 0.05,
+        "command": ["python", "/app/train.py"],
+    } | overrides
+    run_step(**arguments)
+    return json.loads((tmp_path / iteration / "job").read_text())
+
+
+def test_parallelfor_iterations_each_get_their_own_job(tmp_path):
+    """Iterations share the run id and the task name: the task id keeps them off each other's job."""
+    kube = FakeKube().start()
+    handles, errors = {}, []
+
+    def iteration(task_id: str) -> None:
+        try:
+            handles[task_id] = kubeflow_step(tmp_path, kube, f"iteration-{task_id}", task_id=task_id)
+        except Exception as error:  # surfaced below, in the test's thread
+            errors.append(error)
+
+    try:
+        threads = [threading.Thread(target=iteration, args=(task_id,)) for task_id in ("101", "102")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        kube.stop()
+    assert not errors, errors
+    assert handles["101"]["name"] != handles["102"]["name"]
+    assert not handles["101"]["attached"] and not handles["102"]["attached"]
+    assert len(kube.created) == 2 and all(job.deleted for job in kube.created)
+
+
+def test_the_job_carries_a_deadline_in_case_the_step_dies(tmp_path):
+    """activeDeadlineSeconds: the Training Operator stops the job even when the step was SIGKILLed."""
+    kube = FakeKube().start()
+    try:
+        kubeflow_step(tmp_path, kube, "default", timeout_seconds=3600.5)
+        user_job = default_job_config(
+            "registry.example.com/team/train:1", 1, num_workers=1, active_deadline_seconds=7200
+        )
+        kubeflow_step(tmp_path, kube, "user", timeout_seconds=3600, job=user_job, task_id="other")
+    finally:
+        kube.stop()
+    default, user = (job.body for job in kube.created)
+    assert default["spec"]["runPolicy"]["activeDeadlineSeconds"] == 3601 + 600  # timeout_seconds + the margin
+    assert user["spec"]["runPolicy"]["activeDeadlineSeconds"] == 7200  # the user's own wins
+    assert sorted(crd_validator().iter_errors(default), key=str) == [] and webhook_violations(default) == []
 
 
 @pytest.mark.slow

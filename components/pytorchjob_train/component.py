@@ -16,6 +16,7 @@ def pytorchjob_train(
     job: Output[Artifact],
     run_id: str,
     task_name: str,
+    task_id: str = "",
     launcher: str = "kubeflow",
     image: str = "",
     command: List[str] = [],
@@ -40,6 +41,7 @@ def pytorchjob_train(
     active_deadline_seconds: int = 0,
     backoff_limit: int = 0,
     timeout_seconds: int = 86400,
+    scheduling_timeout_seconds: int = 600,
     epochs: int = 12,
     batch_size: int = 64,
     learning_rate: float = 0.003,
@@ -74,9 +76,10 @@ def pytorchjob_train(
         metrics: per-epoch and final train/validation loss and accuracy, or a custom
             script's ``metrics.json``.
         job: the job handle (kind, name, namespace, uid), written right after creation.
-        run_id, task_name: pass ``dsl.PIPELINE_JOB_ID_PLACEHOLDER`` and
-            ``dsl.PIPELINE_TASK_NAME_PLACEHOLDER``; the job's name derives from them at run
-            time, so recurring runs never collide and a retried step re-attaches.
+        run_id, task_name, task_id: pass ``dsl.PIPELINE_JOB_ID_PLACEHOLDER``,
+            ``dsl.PIPELINE_TASK_NAME_PLACEHOLDER`` and ``dsl.PIPELINE_TASK_ID_PLACEHOLDER``; the
+            job's name derives from them at run time, so recurring runs and the iterations of a
+            ParallelFor never collide, and a retried step re-attaches.
         launcher: "kubeflow" (a PyTorchJob) or "local" (``torchrun`` on this machine, with
             num_workers x nproc_per_node processes: what ``kfp.local`` uses).
         image: the replicas' image; empty for this library's CUDA training image.
@@ -92,8 +95,12 @@ def pytorchjob_train(
         shm_size, env, secret_volumes, service_account, restart_policy, clean_pod_policy,
         ttl_seconds_after_finished, active_deadline_seconds, backoff_limit: the PyTorchJob's
             spec per replica; secrets are mounted as volumes (name -> path), never passed as values.
+            active_deadline_seconds 0 sets timeout_seconds plus 10 minutes: the operator stops the
+            job even when this step was killed before it could.
         namespace: where the job runs; empty for this pod's own namespace.
         timeout_seconds: wall-clock limit; on timeout the job is deleted and the step fails.
+        scheduling_timeout_seconds: how long the job's pods may wait to start (unschedulable, image
+            not pulled); then the step fails with the pods' own reasons and the job is deleted.
         epochs ... memory_budget: as for ``train`` (``batch_size`` is per process);
         checkpoint_dir: a shared path such as a PVC.
     """
@@ -134,10 +141,12 @@ def pytorchjob_train(
         ),
         run_id=run_id,
         task_name=task_name,
+        task_id=task_id,
         dataset_info=dataset_info,
         namespace=namespace,
         checkpoint_dir=checkpoint_dir,
         timeout_seconds=timeout_seconds,
+        scheduling_timeout_seconds=scheduling_timeout_seconds,
         command=command,
         hyperparameters=script_hyperparameters,
         pretrained_weights=pretrained_weights,

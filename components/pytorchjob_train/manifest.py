@@ -22,9 +22,13 @@ TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute", "")
 SECRET_LIKE_ENV = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|ACCESS_KEY|API_KEY)", re.IGNORECASE)
 DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+# k8s.io/apimachinery resource.Quantity: <sign><digits>[.<digits>] or <sign>.<digits>, then a binary suffix
+# (Ki ... Ei), a decimal one (n u m "" k M G T P E: lowercase k only) or a decimal exponent (e/E<signed integer>).
+# Both ParseQuantity (what the operator's pods go through) and the CRD's pattern accept exactly these.
+QUANTITY = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?\Z")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 SHM_VOLUME = "dshm"
 
@@ -91,12 +95,13 @@ class PyTorchJobConfig:
         for name in ("cpu", "memory"):
             value = getattr(self, name)
             check(
-                isinstance(value, str) and bool(QUANTITY.match(value)),
-                f"{name} must be a Kubernetes quantity like '2', '500m', '8Gi', got {value!r}",
+                is_resource_quantity(value),
+                f"{name} must be a Kubernetes quantity like '2', '500m', '8Gi', not negative (suffixes Ki Mi Gi Ti "
+                f"Pi Ei, n u m k M G T P E, or an exponent like 1e3), got {value!r}",
             )
         check(
-            self.shm_size == "" or bool(QUANTITY.match(str(self.shm_size))),
-            f"shm_size must be a quantity like '2Gi' or '' for none, got {self.shm_size!r}",
+            self.shm_size == "" or is_resource_quantity(self.shm_size),
+            f"shm_size must be a Kubernetes quantity like '2Gi', not negative, or '' for none, got {self.shm_size!r}",
         )
         check(
             self.restart_policy in RESTART_POLICIES,
@@ -131,6 +136,17 @@ class PyTorchJobConfig:
             check(is_label_value(value), f"label {key}={value!r} is not a valid label value")
         if problems:
             raise ManifestError("; ".join(problems))
+
+
+def is_quantity(text: Any) -> bool:
+    """A string Kubernetes parses as a resource.Quantity: '2', '500m', '1.5', '8Gi', '1e3', '-1' (16K, 1mm,
+    5Gi5 and 1.2.3 are not)."""
+    return isinstance(text, str) and bool(QUANTITY.match(text))
+
+
+def is_resource_quantity(text: Any) -> bool:
+    """A quantity a pod may request: not negative (the API server rejects negative requests and limits)."""
+    return is_quantity(text) and not text.startswith("-")
 
 
 def is_label_value(value: Any) -> bool:
@@ -172,11 +188,21 @@ def _toleration_problems(index: int, toleration: Any) -> list[str]:
 
 
 def validate_name(name: str, what: str = "job name") -> None:
-    """PyTorchJob names become pod and Service names: a DNS-1123 label of at most 63 characters."""
-    if not isinstance(name, str) or len(name) > 63 or not DNS_1123_LABEL.match(name) or name[0].isdigit():
+    """PyTorchJob names become pod and Service names: the operator wants a DNS-1035 label (at most 63 characters,
+    starting with a letter)."""
+    if not isinstance(name, str) or len(name) > 63 or not DNS_1035_LABEL.match(name):
         raise ManifestError(
-            f"{what} {name!r} is not a DNS-1123 label: at most 63 lowercase letters, digits and '-', "
+            f"{what} {name!r} is not a DNS-1035 label: at most 63 lowercase letters, digits and '-', "
             "starting with a letter and ending with a letter or digit"
+        )
+
+
+def validate_namespace(namespace: str) -> None:
+    """Namespaces are DNS-1123 labels: at most 63 characters, and may start with a digit ('1team')."""
+    if not isinstance(namespace, str) or len(namespace) > 63 or not DNS_1123_LABEL.match(namespace):
+        raise ManifestError(
+            f"namespace {namespace!r} is not a DNS-1123 label: at most 63 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
         )
 
 
@@ -184,7 +210,7 @@ def build_manifest(config: PyTorchJobConfig, name: str, namespace: str, args: li
     """The PyTorchJob object to create, after checking every parameter."""
     config.validate()
     validate_name(name)
-    validate_name(namespace, "namespace")
+    validate_namespace(namespace)
 
     template = _pod_template(config, args)
     replica = {"restartPolicy": config.restart_policy, "template": template}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 LAUNCHERS = ("kubeflow", "local")
 SCRIPT_RUNNER = ["python", "-m", "components.pytorchjob_train.script_runner"]
+# activeDeadlineSeconds = timeout_seconds + this, when the user sets none: the launcher deletes the job at its
+# own timeout; the operator's deadline only fires when the launcher could not (SIGKILL, a lost node), and stops
+# GPUs idling forever then. The margin covers the launcher's own cleanup.
+DEADLINE_MARGIN_SECONDS = 600
 
 
 @dataclass
@@ -99,12 +104,18 @@ def run_step(
     checkpoint_dir: str = "",
     timeout_seconds: float = 86400,
     kube_client: KubernetesJobClient | None = None,
+    task_id: str = "",
+    scheduling_timeout_seconds: float = 600,
     poll_seconds: float = 5.0,
     command: list[str] | None = None,
     hyperparameters: dict[str, Any] | None = None,
     pretrained_weights: str = "",
 ) -> StepResult:
-    """Run distributed training to completion; return the model's spec (and a custom script's metrics)."""
+    """Run distributed training to completion; return the model's spec (and a custom script's metrics).
+
+    With the kubeflow launcher the job's name derives from ``run_id``, ``task_name`` and ``task_id`` (unique per
+    ParallelFor iteration, stable across retries); ``scheduling_timeout_seconds`` bounds the wait for its pods.
+    """
     # Everything that can be checked is checked before a pod or process starts.
     if launcher not in LAUNCHERS:
         raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {launcher!r}")
@@ -115,8 +126,12 @@ def run_step(
         check_command(command, hyperparameters)
         job = dataclasses.replace(job, command=SCRIPT_RUNNER)
     job.validate()
-    if not isinstance(timeout_seconds, (int, float)) or timeout_seconds <= 0:
-        raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds!r}")
+    for name, value in (
+        ("timeout_seconds", timeout_seconds),
+        ("scheduling_timeout_seconds", scheduling_timeout_seconds),
+    ):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
 
     if launcher == "local":
         processes = job.num_workers * job.nproc_per_node
@@ -133,7 +148,8 @@ def run_step(
         log.info("torchrun with %d processes: first training step after %.1f s", processes, first_step)
         return _result(model.path, None)
 
-    name = job_name(run_id, task_name)
+    name = job_name(run_id, task_name, task_id)
+    job = with_deadline_backstop(job, timeout_seconds)
     if command:
         args = runner_arguments(dataset.uri, model.uri, hyperparameters, dataset_info, command)
     else:
@@ -146,6 +162,7 @@ def run_step(
         timeout_seconds=timeout_seconds,
         on_created=lambda handle: write_json_atomic(job_output_path, {"launcher": "kubeflow", **handle.as_dict()}),
         poll_seconds=poll_seconds,
+        scheduling_timeout_seconds=scheduling_timeout_seconds,
     )
     # Rank 0 wrote the model to its URI. KFP uploads this step's local output path when the step
     # ends, so that path must hold the same files, or it would overwrite the model with nothing.
@@ -155,6 +172,13 @@ def run_step(
         if Path(written).resolve() != Path(model.path).resolve():
             publish(Path(written), model.path)
     return _result(model.path, metrics)
+
+
+def with_deadline_backstop(job: PyTorchJobConfig, timeout_seconds: float) -> PyTorchJobConfig:
+    """The job with activeDeadlineSeconds = timeout_seconds + DEADLINE_MARGIN_SECONDS unless the user set one."""
+    if job.active_deadline_seconds:
+        return job
+    return dataclasses.replace(job, active_deadline_seconds=math.ceil(timeout_seconds) + DEADLINE_MARGIN_SECONDS)
 
 
 def _result(model_dir: str, metrics: dict[str, float] | None) -> StepResult:
