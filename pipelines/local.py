@@ -10,11 +10,16 @@ metrics, and write the compiled YAML a user would upload to Kubeflow.
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import io
 import json
 import os
+import re
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from pipelines.arguments import check_arguments
@@ -24,6 +29,66 @@ from pipelines.distributed_training_pipeline import distributed_training_pipelin
 from pipelines.training_pipeline import training_pipeline
 
 DEFAULT_WORKDIR = Path(".local")
+LOG_FILE = "run.log"
+LOCAL_IMAGE_REPOSITORY = "localhost/kfp-torch-lifecycle/image-classifier"  # buildah's local storage
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+TASK_STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
+TASK_ENDED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
+KFP_LOCAL_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ - [A-Z]+ - ")  # kfp.local's own log lines, not a step's
+FAILED_LINES_SHOWN = 25
+
+
+class StepProgress(io.TextIOBase):
+    """Stands in for stdout during a ``kfp.local`` run: every line goes to the run's log file, the
+    terminal gets a line as each step starts and ends (and a failed step's last lines)."""
+
+    def __init__(self, log, terminal):
+        self.log, self.terminal = log, terminal
+        self.pending = ""
+        self.started: dict[str, float] = {}
+        self.recent: collections.deque[str] = collections.deque(maxlen=FAILED_LINES_SHOWN)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.log.write(text)
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self._line(ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self.log.flush()
+        self.terminal.flush()
+
+    def _line(self, line: str) -> None:
+        if started := TASK_STARTED.search(line):
+            self.started[started["task"]] = time.monotonic()
+            self.recent.clear()
+            print(f"  {started['task']} ...", file=self.terminal, flush=True)
+        elif ended := TASK_ENDED.search(line):
+            seconds = time.monotonic() - self.started.get(ended["task"], time.monotonic())
+            print(f"  {ended['task']} {ended['status'].lower()} in {seconds:.1f} s", file=self.terminal, flush=True)
+            if ended["status"] != "SUCCESS":
+                print("\n".join(f"    | {kept}" for kept in self.recent), file=self.terminal, flush=True)
+        elif line.strip() and not KFP_LOCAL_LINE.match(line):
+            self.recent.append(line.rstrip())
+
+
+@contextlib.contextmanager
+def quiet_run(log_path: Path) -> Iterator[None]:
+    """kfp.local's logs (every task's inputs, outputs and output) into ``log_path``; progress on the terminal."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    terminal = sys.stdout
+    with open(log_path, "w") as log:
+        sys.stdout = StepProgress(log, terminal)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stdout = terminal
 
 
 def run_local(arguments: dict, pipeline_root: Path, distributed: bool = False) -> Path:
@@ -123,15 +188,24 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.distributed:
         arguments["num_workers"] = args.processes
-    arguments["build_image"] = args.image
     arguments["push_image"] = False
     if args.image:
         from components.containerize.debian_base import build_base_image
 
+        arguments["image_repository"] = LOCAL_IMAGE_REPOSITORY
         arguments["serving_base_image"] = build_base_image()
-    run_dir = run_local(arguments, args.workdir / "pipeline-root", distributed=args.distributed)
+    log_path = args.workdir / "pipeline-root" / LOG_FILE
+    print(f"Running the {'distributed ' if args.distributed else ''}training pipeline with kfp.local:")
+    try:
+        with quiet_run(log_path):
+            run_dir = run_local(arguments, args.workdir / "pipeline-root", distributed=args.distributed)
+    except RuntimeError as error:
+        print(f"{ANSI.sub('', str(error))}\nFull logs: {log_path}", file=sys.stderr)
+        return 1
+    log_path = log_path.replace(run_dir / LOG_FILE)
     print()
     print(describe_run(run_dir))
+    print(f"\nFull logs of every step: {log_path}")
     print()
     for path in compile_all(args.compile_dir):
         print(f"Compiled pipeline (upload this in the Kubeflow UI): {path}")
