@@ -1,9 +1,10 @@
 """kfp-torch: compile, upload, run and schedule this library's pipelines on Kubeflow Pipelines.
 
-Connection (any command that talks to KFP): --host or KFP_HOST (default http://127.0.0.1:8080, a
-port-forwarded ml-pipeline-ui), --namespace or KFP_NAMESPACE, and a bearer token from --token-file,
-KFP_TOKEN_FILE, KFP_TOKEN, or the Kubeflow ServiceAccount token (KF_PIPELINES_SA_TOKEN_PATH, default
-/var/run/secrets/kubeflow/pipelines/token when it exists). Tokens are never accepted on the command line.
+Connection (any command that talks to KFP, through kfp.Client): --host or KFP_HOST (default
+http://127.0.0.1:8080, a port-forwarded ml-pipeline-ui), --namespace or KFP_NAMESPACE (in a Kubeflow
+notebook, its own), and a bearer token from --token-file, KFP_TOKEN_FILE, KFP_TOKEN, or the Kubeflow
+ServiceAccount token (KF_PIPELINES_SA_TOKEN_PATH, default /var/run/secrets/kubeflow/pipelines/token when
+it exists). Tokens are never accepted on the command line.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
+import re
 import sys
 
+from kfp_server_api.exceptions import ApiException
+
 from pipelines import kfp_commands
-from pipelines.kfp_client import KfpClient, KfpError, connect
-from pipelines.run_parameters import ParameterError
+from pipelines.kfp_client import UNREACHABLE, Connection, KfpError, connect
+from pipelines.run_parameters import ParameterError, load_compiled
 from pipelines.schedules import ScheduleError
 
 EXIT_FAILED = 1  # the API refused, could not be reached, or the run did not succeed
@@ -61,8 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     # No abbreviations: `--token X` must never pass for `--token-file X`.
     commands.add_parser = functools.partial(commands.add_parser, allow_abbrev=False)
 
-    compile_ = commands.add_parser("compile", help="compile every pipeline to YAML in one folder")
-    compile_.add_argument("--output-dir", default="build/pipelines")
+    compile_ = commands.add_parser("compile", help="compile every pipeline, and every component, to YAML")
+    compile_.add_argument("--output-dir", default="build/pipelines", help="the pipelines (default build/pipelines)")
+    compile_.add_argument(
+        "--components-dir",
+        default="build/components",
+        help="the component specs, for kfp.components.load_component_from_file (default build/components)",
+    )
     compile_.add_argument("--settings", metavar="FILE", help="YAML of compile-time Kubernetes settings")
 
     commands.add_parser(
@@ -80,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     _target_options(run)
     _params_options(run)
     run.add_argument("--run-name", help="display name (default: pipeline name and time)")
+    run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every task afresh (with --pipeline: the version's spec is sent with caching off)",
+    )
     run.add_argument("--wait", action="store_true", help="follow the run to its end; exit 0 only on SUCCEEDED")
     run.add_argument("--poll-interval", type=float, default=5.0, help="seconds between checks with --wait")
     run.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
@@ -95,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     when = create.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help="5 fields (minute hour day month weekday) or 6 with seconds first")
     when.add_argument("--interval", help="30m, 6h, 1d, 1h30m or seconds")
+    create.add_argument("--start-time", help="no runs before this RFC 3339 time (2025-06-01T03:00:00Z) or date")
+    create.add_argument("--end-time", help="no runs after this RFC 3339 time or date")
     create.add_argument("--max-concurrency", type=int, default=1, help="runs at once, 1-10 (default 1)")
     create.add_argument("--catchup", action="store_true", help="run every missed interval (default: only the latest)")
     create.add_argument(
@@ -111,17 +127,40 @@ def build_parser() -> argparse.ArgumentParser:
     listing = actions.add_parser("list", help="list recurring runs")
     listing.add_argument("--experiment", help="only this experiment's")
     _connection_options(listing)
+    _add_runs_command(commands)
     return parser
 
 
-def _client(args) -> KfpClient:
-    return KfpClient(
-        connect(getattr(args, "host", None), getattr(args, "namespace", None), getattr(args, "token_file", None))
-    )
+def _add_runs_command(commands) -> None:
+    runs = commands.add_parser("runs", help="list runs, show one, stop one")
+    actions = runs.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser = functools.partial(actions.add_parser, allow_abbrev=False)
+    listing = actions.add_parser("list", help="the newest runs, newest first")
+    listing.add_argument("--experiment", help="only this experiment's")
+    listing.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    _connection_options(listing)
+    for action, text in (("get", "show a run: state, parameters, error, tasks"), ("terminate", "stop a run")):
+        sub = actions.add_parser(action, help=text)
+        sub.add_argument("id", help="run ID")
+        _connection_options(sub)
+
+
+def _connection(args) -> Connection:
+    """The connection the flags and environment describe, made once; no request is sent yet."""
+    if getattr(args, "connection", None) is None:
+        args.connection = connect(
+            getattr(args, "host", None), getattr(args, "namespace", None), getattr(args, "token_file", None)
+        )
+    return args.connection
+
+
+def _client(args):
+    """The ``kfp.Client``: built on first use, after every local check."""
+    return _connection(args).client
 
 
 def _compile(args) -> int:
-    from pipelines.compile import compile_all
+    from pipelines.compile import compile_all, compile_components
 
     if args.settings:
         if "settings_path" not in inspect.signature(compile_all).parameters:
@@ -132,20 +171,21 @@ def _compile(args) -> int:
             raise ParameterError(str(error)) from None
     else:
         written = compile_all(args.output_dir)
-    for path in written:
+    for path in written + compile_components(args.components_dir):
         print(path)
     return 0
 
 
 def _upload(args) -> int:
+    load_compiled(args.file)  # a bad file is bad input, found before any request
     result = kfp_commands.upload(_client(args), args.file, args.name, args.description, args.shared)
     pipeline, version = result.pipeline, result.version
     if result.created_pipeline:
-        print(f"created pipeline {pipeline.get('name')} ({pipeline['pipeline_id']})")
+        print(f"created pipeline {pipeline.name} ({pipeline.pipeline_id})")
     if result.uploaded:
-        print(f"uploaded version {version.get('name')} ({version.get('pipeline_version_id')})")
+        print(f"uploaded version {version.name} ({version.pipeline_version_id})")
     else:
-        print(f"version {version.get('name')} ({version.get('pipeline_version_id')}) exists already; nothing uploaded")
+        print(f"version {version.name} ({version.pipeline_version_id}) exists already; nothing uploaded")
     return 0
 
 
@@ -163,11 +203,17 @@ def _run(args) -> int:
     parameters = kfp_commands.typed_parameters(target.compiled, args.param)
     client = client or _client(args)
     run = kfp_commands.start_run(
-        client, target, parameters, args.experiment, args.run_name, args.pipeline_root, args.service_account
+        client,
+        target,
+        parameters,
+        args.experiment,
+        args.run_name,
+        args.pipeline_root,
+        args.service_account,
+        cache=not args.no_cache,
     )
-    run_id = run["run_id"]
-    print(f"run {run_id} started: {target.label}")
-    print(f"details: {client.connection.host}/#/runs/details/{run_id}")
+    run_id = run.run_id
+    print(f"run {run_id} started: {target.label}" + (", caching off" if args.no_cache else ""))
     if not args.wait:
         return 0
     final = kfp_commands.wait_for_run(
@@ -177,19 +223,43 @@ def _run(args) -> int:
         timeout=args.timeout,
         on_change=lambda state, _run: print(f"run {run_id}: {state}", flush=True),
     )
-    if final.get("state") == "SUCCEEDED":
+    return _ended(final)
+
+
+def _ended(run) -> int:
+    """0 for a run that succeeded; otherwise its error on stderr and 1."""
+    if run.state == "SUCCEEDED":
         return 0
-    print(f"kfp-torch: run {run_id} ended {final.get('state')}: {kfp_commands.run_error(final)}", file=sys.stderr)
+    print(f"kfp-torch: run {run.run_id} ended {run.state}: {kfp_commands.run_error(run)}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _runs(args) -> int:
+    client = _client(args)
+    if args.action == "list":
+        found = kfp_commands.list_runs(client, args.experiment, args.limit)
+        for run in found:
+            print(kfp_commands.describe_run(run))
+        if not found:
+            print("no runs")
+        return 0
+    if args.action == "get":
+        print(kfp_commands.run_report(client.get_run(args.id)))
+        return 0
+    run = kfp_commands.terminate_run(client, args.id)
+    if run.state in kfp_commands.FINAL_STATES and run.state != "CANCELED":
+        print(f"run {args.id} had ended {run.state} already; nothing to terminate")
+    else:
+        print(f"run {args.id}: {run.state} (terminate requested)")
+    return 0
 
 
 def _schedule(args) -> int:
     if args.action == "create":
         # Everything local is checked before the first request.
-        from pipelines import schedules
-
-        schedules.trigger(cron=args.cron, interval=args.interval)
-        schedules.check_max_concurrency(args.max_concurrency)
+        schedule = kfp_commands.Schedule(
+            args.cron, args.interval, args.start_time, args.end_time, args.max_concurrency, args.catchup
+        )
         if args.always_latest and args.file:
             raise ParameterError("--always-latest needs --pipeline NAME: a file has no versions")
         if args.always_latest and args.version:
@@ -202,10 +272,7 @@ def _schedule(args) -> int:
             target,
             parameters,
             args.name,
-            cron=args.cron,
-            interval=args.interval,
-            max_concurrency=args.max_concurrency,
-            catchup=args.catchup,
+            schedule,
             always_latest=args.always_latest,
             experiment=args.experiment,
             enabled=not args.disabled,
@@ -216,8 +283,7 @@ def _schedule(args) -> int:
         return 0
     client = _client(args)
     if args.action == "list":
-        experiment_id = client.experiment(args.experiment)["experiment_id"] if args.experiment else None
-        recurring = client.list_recurring_runs(experiment_id)
+        recurring = kfp_commands.list_schedules(client, args.experiment)
         for item in recurring:
             print(kfp_commands.describe_schedule(item))
         if not recurring:
@@ -228,7 +294,41 @@ def _schedule(args) -> int:
     return 0
 
 
-COMMANDS = {"compile": _compile, "upload": _upload, "run": _run, "schedule": _schedule}
+# Names of pipeline arguments in pipelines.local's messages, and the `kfp-torch local` flags that set them.
+LOCAL_FLAGS = {
+    "num_workers": "--processes",
+    "epochs": "--epochs",
+    "seed": "--seed",
+    "accuracy_threshold": "--accuracy-threshold",
+}
+
+
+def _local(argv: list[str]) -> int:
+    """``make run``: pipelines.local, with bad values and a missing buildah as one-line errors naming the flags."""
+    from components.containerize.buildah import BuildahMissing, find_buildah
+    from pipelines import local
+
+    try:
+        if "--image" in argv:
+            find_buildah()  # before the minutes the demo data and the run take
+        return local.main(argv)
+    except BuildahMissing as error:
+        return _bad_input(f"--image needs buildah: {error}")
+    except ValueError as error:  # pipelines.arguments' checks, raised before the pipeline runs
+        return _bad_input(_with_local_flags(str(error)))
+
+
+def _with_local_flags(message: str) -> str:
+    pattern = r"\b(" + "|".join(LOCAL_FLAGS) + r")\b"
+    return re.sub(pattern, lambda match: LOCAL_FLAGS[match.group(1)], message)
+
+
+def _bad_input(message: str) -> int:
+    print(f"kfp-torch: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+COMMANDS = {"compile": _compile, "upload": _upload, "run": _run, "runs": _runs, "schedule": _schedule}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,18 +342,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_BAD_INPUT
     if argv[:1] == ["local"]:
-        from pipelines import local
-
-        return local.main(argv[1:])
+        return _local(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (ParameterError, ScheduleError) as error:
-        print(f"kfp-torch: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _bad_input(str(error))
     except KfpError as error:
-        print(f"kfp-torch: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(error, error)
+    except (ApiException, *UNREACHABLE) as error:  # from kfp.Client, so the connection was made
+        return _failed(args.connection.explain(error), error)
+
+
+def _failed(explained: KfpError, error: Exception) -> int:
+    """The explained error on one line, with what was done about it (the notes on the original)."""
+    notes = "".join(f"; {note}" for note in getattr(error, "__notes__", []))
+    print(f"kfp-torch: error: {explained}{notes}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

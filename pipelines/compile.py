@@ -1,16 +1,21 @@
-"""Compile every pipeline to YAML that the Kubeflow UI, ``kfp.Client`` and ``kfp.local`` accept.
+"""Compile every pipeline to YAML that the Kubeflow UI, ``kfp.Client`` and ``kfp.local`` accept, and every component.
 
-The output is byte-identical from run to run for the same code and settings,
+Each component is written as a component spec (``<name>.yaml``) that
+``kfp.components.load_component_from_file`` loads into a pipeline of anyone's, without this library's
+Python code at hand. The output is byte-identical from run to run for the same code and settings,
 so the YAML can be committed and diffed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import pkgutil
 from pathlib import Path
 
 import yaml
 from kfp import compiler
+from kfp.dsl.python_component import PythonComponent
 
 from pipelines.distributed_training_pipeline import build_distributed_training_pipeline, distributed_training_pipeline
 from pipelines.kubernetes_settings import ClusterSettings, load_settings
@@ -26,6 +31,7 @@ BUILDERS = {
     "distributed_training_pipeline": build_distributed_training_pipeline,
 }
 DEFAULT_OUTPUT_DIR = Path("build/pipelines")
+DEFAULT_COMPONENTS_DIR = Path("build/components")
 
 
 def compile_all(
@@ -46,6 +52,37 @@ def compile_all(
     for name, build in BUILDERS.items():
         path = output_dir / f"{name}.yaml"
         compiler.Compiler().compile(build(settings), str(path))
+        path.write_text(_with_stable_header(path.read_text()))
+        written.append(path)
+    return written
+
+
+def library_components() -> dict[str, PythonComponent]:
+    """Every component of the library by name: the ``@dsl.component`` functions of ``components/*/component.py``."""
+    import components
+
+    found = {}
+    for package in sorted(info.name for info in pkgutil.iter_modules(components.__path__) if info.ispkg):
+        try:
+            module = importlib.import_module(f"components.{package}.component")
+        except ModuleNotFoundError as error:
+            if error.name == f"components.{package}.component":
+                continue  # a package of shared code, not a component
+            raise
+        for name, value in vars(module).items():
+            if isinstance(value, PythonComponent) and value.python_func.__module__ == module.__name__:
+                found[name] = value
+    return found
+
+
+def compile_components(output_dir: str | Path = DEFAULT_COMPONENTS_DIR) -> list[Path]:
+    """Write ``<name>.yaml``, a component spec, for every component into ``output_dir``; return the paths."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, component in library_components().items():
+        path = output_dir / f"{name}.yaml"
+        compiler.Compiler().compile(component, str(path))
         path.write_text(_with_stable_header(path.read_text()))
         written.append(path)
     return written
@@ -85,9 +122,10 @@ def _sorted_keys(value):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output-dir", default=str(DEFAULT_OUTPUT_DIR))
+    parser.add_argument("--components-dir", default=str(DEFAULT_COMPONENTS_DIR), help="where the component specs go")
     parser.add_argument("--settings", help="YAML file of compile-time Kubernetes settings")
     args = parser.parse_args(argv)
-    for path in compile_all(args.output_dir, settings_path=args.settings):
+    for path in compile_all(args.output_dir, settings_path=args.settings) + compile_components(args.components_dir):
         print(path)
 
 

@@ -1,24 +1,29 @@
-"""A small REST client for the Kubeflow Pipelines v2beta1 API: connection, credentials and clear errors.
+"""kfp-torch's connection to Kubeflow Pipelines: a ``kfp.Client`` from flags and the environment, and plain errors.
 
-Host, namespace and token come from flags or the environment (see :func:`connect`). The token is
-sent only as an ``Authorization: Bearer`` header; it is never printed, logged or put in an error
-message, and a token file is read again for every request (ServiceAccount tokens rotate).
+Host, namespace and token come from flags or the environment (see :func:`connect`). The token reaches
+``kfp.Client`` as its credentials, read again for every request (ServiceAccount tokens rotate); it is
+never printed, logged or put in an error message. Whatever ``kfp.Client`` raises (an ``ApiException``,
+an unreachable host) becomes a :class:`KfpError` that says what was tried and what to do, through
+:meth:`Connection.explain`.
 """
 
 from __future__ import annotations
 
-import difflib
 import json
+import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
-import requests
+import kfp
+import urllib3
+from kfp.client.token_credentials_base import TokenCredentialsBase
+from kfp_server_api.exceptions import ApiException
 
 DEFAULT_HOST = "http://127.0.0.1:8080"
 DEFAULT_SA_TOKEN_PATH = "/var/run/secrets/kubeflow/pipelines/token"
-API = "/apis/v2beta1"
 PORT_FORWARD_HINT = (
     "if Kubeflow runs in a cluster, forward its UI with "
     "`kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80` and use --host http://127.0.0.1:8080"
@@ -37,14 +42,12 @@ class KfpAuthError(KfpError):
     pass
 
 
-class KfpApiError(KfpError):
-    def __init__(self, message: str, status: int):
-        super().__init__(message)
-        self.status = status
-
-
-class KfpNotFound(KfpApiError):
+class KfpNotFound(KfpError):
     pass
+
+
+# What kfp.Client raises when the host cannot be reached (urllib3 underneath kfp_server_api).
+UNREACHABLE = (urllib3.exceptions.HTTPError,)
 
 
 @dataclass
@@ -71,13 +74,102 @@ class TokenSource:
         return token
 
 
+class TokenCredentials(TokenCredentialsBase):
+    """``kfp.Client`` credentials that read a :class:`TokenSource` for every request."""
+
+    def __init__(self, source: TokenSource):
+        self.source = source
+        self.tokens_sent: set[str] = set()  # to keep them out of error messages
+
+    def refresh_api_key_hook(self, config) -> None:
+        token = self.source.read()
+        self.tokens_sent.add(token)
+        config.api_key["authorization"] = token
+
+
+class _Client(kfp.Client):
+    """``kfp.Client`` whose health check (made when it is built without a namespace) is tried once.
+
+    kfp.Client tries five times, five seconds apart, logging a traceback each time; an unreachable
+    or refusing host should be reported at once instead.
+    """
+
+    def get_kfp_healthz(self, sleep_duration: int = 5):
+        return self._healthz_api.healthz_service_get_healthz()
+
+
 @dataclass
 class Connection:
     host: str
     namespace: str | None = None
     token: TokenSource | None = None
     host_origin: str = "--host"
-    timeout: float = 30.0
+    _credentials: TokenCredentials | None = field(default=None, init=False, repr=False)
+    _client: kfp.Client | None = field(default=None, init=False, repr=False)
+
+    @property
+    def client(self) -> kfp.Client:
+        """The ``kfp.Client``, built on first use: without a namespace building it asks the server for its health."""
+        if self._client is None:
+            self._credentials = TokenCredentials(self.token) if self.token else None
+            logging.getLogger("urllib3").setLevel(logging.ERROR)  # its retry warnings would repeat our error
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "This client only works with", FutureWarning)
+                # An empty namespace (not kfp's default "kubeflow") lets kfp.Client find the notebook's own
+                # namespace on a multi-user cluster, and ignore ~/.config/kfp/context.json's.
+                self._client = _Client(host=self.host, namespace=self.namespace or "", credentials=self._credentials)
+            self.namespace = self.namespace or self._client.get_user_namespace() or None
+        return self._client
+
+    def redact(self, text: str) -> str:
+        for token in self._credentials.tokens_sent if self._credentials else ():
+            text = text.replace(token, "***")
+        return text
+
+    def explain(self, error: Exception) -> KfpError:
+        """A :class:`KfpError` with a message a person can act on, for what ``kfp.Client`` raised."""
+        if isinstance(error, KfpError):
+            return error
+        if isinstance(error, ApiException) and error.status:
+            return self._http_error(error.status, self.redact(_server_message(error)))
+        return KfpConnectionError(
+            f"cannot reach the KFP API at {self.host} (from {self.host_origin}; {_reason(error)}); {PORT_FORWARD_HINT}"
+        )
+
+    def _http_error(self, status: int, message: str) -> KfpError:
+        where = f"the KFP API at {self.host}"
+        if status == 401:
+            if self.token is None:
+                return KfpAuthError(
+                    f"{where} needs a token (HTTP 401): set --token-file, KFP_TOKEN_FILE or KFP_TOKEN, "
+                    f"or run where the Kubeflow ServiceAccount token is mounted ({DEFAULT_SA_TOKEN_PATH})"
+                )
+            return KfpAuthError(f"{where} rejected {self.token.describe()} (HTTP 401: {message}); is it expired?")
+        if status == 403:
+            scope = (
+                f"namespace {self.namespace!r}" if self.namespace else "this request (no namespace given: --namespace)"
+            )
+            source = self.token.describe() if self.token else "no token"
+            return KfpAuthError(f"{where}: {source} is not authorized for {scope} (HTTP 403: {message})")
+        kind = KfpNotFound if status == 404 else KfpError
+        return kind(f"{where} answered HTTP {status}: {message}")
+
+
+def _reason(error: Exception) -> str:
+    """Why a connection failed, in the words of the lowest error: ``[Errno 111] Connection refused``."""
+    cause = error.reason if isinstance(error, ApiException) else getattr(error, "reason", None) or error
+    return str(cause).rsplit(": ", 1)[-1] or type(cause).__name__
+
+
+def _server_message(error: ApiException) -> str:
+    """The ``message`` of the server's ``googleRpcStatus`` answer, else the HTTP reason."""
+    try:
+        answer = json.loads(error.body or b"{}")
+    except ValueError:
+        return (error.body or b"")[:200].decode(errors="replace") or str(error.reason)
+    if not isinstance(answer, dict):
+        return str(error.reason)
+    return str(answer.get("message") or answer.get("error_message") or error.reason)
 
 
 def normalize_host(host: str) -> str:
@@ -109,7 +201,7 @@ def token_source(token_file: str | None = None, environ=None) -> TokenSource | N
 
 
 def connect(host=None, namespace=None, token_file=None, environ=None) -> Connection:
-    """A connection from flags, falling back to KFP_HOST, KFP_NAMESPACE and the token sources."""
+    """A connection from flags, falling back to KFP_HOST, KFP_NAMESPACE and the token sources; nothing is sent yet."""
     environ = os.environ if environ is None else environ
     if host:
         origin = "--host"
@@ -123,197 +215,3 @@ def connect(host=None, namespace=None, token_file=None, environ=None) -> Connect
         token=token_source(token_file, environ),
         host_origin=origin,
     )
-
-
-def close_names(name: str, names: list[str]) -> str:
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-    if close:
-        return "did you mean " + ", ".join(close) + "?"
-    if names:
-        return "existing pipelines: " + ", ".join(sorted(names)[:20])
-    return "there are no pipelines yet (upload one with `kfp-torch upload`)"
-
-
-def name_filter(key: str, value: str) -> str:
-    """A JSON ``Filter`` for ``key == value`` (field names as in the API's JSON)."""
-    return json.dumps({"predicates": [{"key": key, "operation": "EQUALS", "string_value": value}]})
-
-
-class KfpClient:
-    def __init__(self, connection: Connection, session: requests.Session | None = None):
-        self.connection = connection
-        self.session = session or requests.Session()
-        self._secrets: set[str] = set()
-
-    # -- transport ---------------------------------------------------------------------------
-    def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def _headers(self) -> dict:
-        headers = {"Accept": "application/json"}
-        if self.connection.token is not None:
-            token = self.connection.token.read()
-            self._secrets.add(token)
-            headers["Authorization"] = f"Bearer {token}"
-        return headers
-
-    def request(self, method: str, path: str, *, params=None, body=None, files=None) -> dict:
-        url = self.connection.host + API + path
-        params = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            response = self.session.request(
-                method,
-                url,
-                params=params,
-                json=body,
-                files=files,
-                headers=self._headers(),
-                timeout=self.connection.timeout,
-            )
-        except requests.exceptions.RequestException as error:
-            reason = type(error).__name__
-            raise KfpConnectionError(
-                f"cannot reach the KFP API at {self.connection.host} (from {self.connection.host_origin}; "
-                f"{method} {API}{path} failed: {reason}); {PORT_FORWARD_HINT}"
-            ) from None
-        if response.status_code >= 400:
-            raise self._error(method, path, response)
-        if not response.content:
-            return {}
-        try:
-            return response.json()
-        except ValueError:
-            raise KfpApiError(
-                f"{method} {API}{path} answered HTTP {response.status_code} with something that is not JSON "
-                f"(is {self.connection.host} the KFP API or its UI?)",
-                response.status_code,
-            ) from None
-
-    def _error(self, method: str, path: str, response: requests.Response) -> KfpError:
-        try:
-            message = str(response.json().get("message", "")) or response.reason
-        except ValueError:
-            message = response.text[:200] or response.reason
-        message = self.redact(message)
-        status = response.status_code
-        where = f"the KFP API at {self.connection.host}"
-        if status == 401:
-            if self.connection.token is None:
-                return KfpAuthError(
-                    f"{where} needs a token (HTTP 401): set --token-file, KFP_TOKEN_FILE or KFP_TOKEN, "
-                    f"or run where the Kubeflow ServiceAccount token is mounted ({DEFAULT_SA_TOKEN_PATH})"
-                )
-            return KfpAuthError(
-                f"{where} rejected {self.connection.token.describe()} (HTTP 401: {message}); is it expired?"
-            )
-        if status == 403:
-            namespace = self.connection.namespace
-            scope = f"namespace {namespace!r}" if namespace else "this request (no namespace given: --namespace)"
-            source = self.connection.token.describe() if self.connection.token else "no token"
-            return KfpAuthError(f"{where}: {source} is not authorized for {scope} (HTTP 403: {message})")
-        kind = KfpNotFound if status == 404 else KfpApiError
-        return kind(f"{method} {API}{path} failed: HTTP {status}: {message}", status)
-
-    def _list(self, path: str, key: str, params: dict | None = None) -> list[dict]:
-        items: list[dict] = []
-        params = dict(params or {}, page_size=100)
-        while True:
-            answer = self.request("GET", path, params=params)
-            items += answer.get(key, [])
-            token = answer.get("next_page_token")
-            if not token:
-                return items
-            params["page_token"] = token
-
-    # -- pipelines -------------------------------------------------------------------------
-    def pipeline_by_name(self, name: str) -> dict | None:
-        """The pipeline named ``name`` in the namespace, else a shared one of that name, else None."""
-        namespaces = [self.connection.namespace, None] if self.connection.namespace else [None]
-        for namespace in namespaces:
-            try:
-                return self.request("GET", f"/pipelines/names/{quote(name, safe='')}", params={"namespace": namespace})
-            except KfpNotFound:
-                continue
-        return None
-
-    def list_pipelines(self) -> list[dict]:
-        return self._list("/pipelines", "pipelines", {"namespace": self.connection.namespace})
-
-    def find_pipeline(self, name: str) -> dict:
-        pipeline = self.pipeline_by_name(name)
-        if pipeline is None:
-            names = [p.get("name") or p.get("display_name", "") for p in self.list_pipelines()]
-            raise KfpNotFound(f"no pipeline named {name!r}; {close_names(name, names)}", 404)
-        return pipeline
-
-    def create_pipeline(self, name: str, description: str = "", shared: bool = False) -> dict:
-        body = {"name": name, "display_name": name}
-        if description:
-            body["description"] = description
-        if self.connection.namespace and not shared:
-            body["namespace"] = self.connection.namespace
-        return self.request("POST", "/pipelines", body=body)
-
-    def list_versions(self, pipeline_id: str) -> list[dict]:
-        return self._list(f"/pipelines/{pipeline_id}/versions", "pipeline_versions")
-
-    def latest_version(self, pipeline_id: str) -> dict | None:
-        answer = self.request(
-            "GET", f"/pipelines/{pipeline_id}/versions", params={"page_size": 1, "sort_by": "created_at desc"}
-        )
-        versions = answer.get("pipeline_versions") or []
-        return versions[0] if versions else None
-
-    def get_version(self, pipeline_id: str, version_id: str) -> dict:
-        return self.request("GET", f"/pipelines/{pipeline_id}/versions/{version_id}")
-
-    def upload_version(self, pipeline_id: str, name: str, data: bytes, filename: str, description: str = "") -> dict:
-        params = {"name": name, "display_name": name, "pipelineid": pipeline_id, "description": description or None}
-        files = {"uploadfile": (filename, data, "application/x-yaml")}
-        return self.request("POST", "/pipelines/upload_version", params=params, files=files)
-
-    # -- experiments -----------------------------------------------------------------------
-    def experiment(self, name: str) -> dict:
-        """The experiment of that display name in the namespace, created when there is none."""
-        found = self.request(
-            "GET",
-            "/experiments",
-            params={"filter": name_filter("display_name", name), "namespace": self.connection.namespace},
-        ).get("experiments", [])
-        found = [e for e in found if e.get("display_name") == name]
-        if found:
-            return found[0]
-        body = {"display_name": name}
-        if self.connection.namespace:
-            body["namespace"] = self.connection.namespace
-        return self.request("POST", "/experiments", body=body)
-
-    # -- runs ------------------------------------------------------------------------------
-    def create_run(self, body: dict) -> dict:
-        return self.request("POST", "/runs", body=body)
-
-    def get_run(self, run_id: str) -> dict:
-        return self.request("GET", f"/runs/{run_id}")
-
-    # -- recurring runs --------------------------------------------------------------------
-    def create_recurring_run(self, body: dict) -> dict:
-        return self.request("POST", "/recurringruns", body=body)
-
-    def list_recurring_runs(self, experiment_id: str | None = None) -> list[dict]:
-        params = {"namespace": self.connection.namespace, "experiment_id": experiment_id}
-        # The one list response whose field is camelCase in the API itself (the proto field is so named).
-        return self._list("/recurringruns", "recurringRuns", params)
-
-    def get_recurring_run(self, recurring_run_id: str) -> dict:
-        return self.request("GET", f"/recurringruns/{recurring_run_id}")
-
-    def enable_recurring_run(self, recurring_run_id: str) -> None:
-        self.request("POST", f"/recurringruns/{recurring_run_id}:enable")
-
-    def disable_recurring_run(self, recurring_run_id: str) -> None:
-        self.request("POST", f"/recurringruns/{recurring_run_id}:disable")
-
-    def delete_recurring_run(self, recurring_run_id: str) -> None:
-        self.request("DELETE", f"/recurringruns/{recurring_run_id}")

@@ -7,6 +7,7 @@ The declared inputs are ``root.inputDefinitions.parameters`` of the pipeline spe
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from dataclasses import dataclass
@@ -66,6 +67,26 @@ class CompiledPipeline:
             "pipeline_spec": json_format.MessageToDict(pipeline),
             "platform_spec": json_format.MessageToDict(platform),
         }
+
+    def without_cache(self) -> CompiledPipeline:
+        """A copy with caching off for every task, those inside ``dsl.If`` and other sub-DAGs too.
+
+        (``kfp.Client(enable_caching=False)`` reaches only the root DAG's tasks.)
+        """
+        spec = copy.deepcopy(self.pipeline_spec)
+        dags = [spec.get("root", {}).get("dag", {})]
+        dags += [component["dag"] for component in spec.get("components", {}).values() if "dag" in component]
+        for dag in dags:
+            for task in dag.get("tasks", {}).values():
+                task.setdefault("cachingOptions", {})["enableCache"] = False
+        return CompiledPipeline(self.path, spec, self.platform_spec)
+
+    def write(self, path: str | Path) -> Path:
+        """The pipeline as a compiled YAML file (pipeline spec, then any platform spec), as kfp.Client reads it."""
+        documents = [self.pipeline_spec] + ([self.platform_spec] if self.platform_spec else [])
+        path = Path(path)
+        path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+        return path
 
 
 def load_compiled(path: str | Path) -> CompiledPipeline:

@@ -1,13 +1,17 @@
-"""Recurring-run triggers for KFP: cron expressions and fixed intervals, checked before anything is sent.
+"""Recurring-run triggers for KFP: cron expressions, fixed intervals and a time window, checked before anything is sent.
 
 KFP's scheduler (robfig/cron with seconds) expects six fields: second minute hour day-of-month
-month day-of-week. The usual five-field form is accepted and gets ``0`` seconds in front.
+month day-of-week. The usual five-field form is accepted and gets ``0`` seconds in front. Start and
+end times are RFC 3339 with a time zone, sent in UTC.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from kfp_server_api import V2beta1CronSchedule, V2beta1PeriodicSchedule, V2beta1Trigger
 
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 DAYS = ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")
@@ -134,19 +138,65 @@ def check_max_concurrency(value: int) -> int:
     return value
 
 
-def trigger(cron: str | None = None, interval: str | None = None) -> dict:
-    """The v2beta1 ``Trigger`` for a cron expression or an interval (exactly one of them)."""
+def parse_time(text: str, flag: str = "time") -> str:
+    """An RFC 3339 time with a zone (``2025-06-01T03:00:00Z``, ``...+02:00``) or a date, as UTC ``...Z``."""
+    text = text.strip()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    is_date = re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) is not None
+    if moment is None or moment.tzinfo is None and not is_date:
+        raise ScheduleError(
+            f"{flag} {text!r} is not an RFC 3339 time with a time zone, such as 2025-06-01T03:00:00Z, "
+            "2025-06-01T05:00:00+02:00 or a date (2025-06-01, midnight UTC)"
+        )
+    if moment.tzinfo is None:  # a bare date
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_window(start_time: str | None, end_time: str | None, now: datetime | None = None) -> None:
+    """The end (when given) must be after the start and not past: such a schedule would never run."""
+    if end_time is None:
+        return
+    end = datetime.fromisoformat(end_time)
+    if start_time is not None and end <= datetime.fromisoformat(start_time):
+        raise ScheduleError(f"--end-time {end_time} is not after --start-time {start_time}")
+    if end <= (now or datetime.now(timezone.utc)):
+        raise ScheduleError(f"--end-time {end_time} has passed: the schedule would never start a run")
+
+
+def trigger(
+    cron: str | None = None, interval: str | None = None, start_time: str | None = None, end_time: str | None = None
+) -> V2beta1Trigger:
+    """The v2beta1 ``Trigger`` for a cron expression or an interval (exactly one of them), in an optional window.
+
+    ``start_time`` and ``end_time`` are RFC 3339 (see :func:`parse_time`).
+    """
     if (cron is None) == (interval is None):
         raise ScheduleError("give exactly one of a cron expression or an interval")
+    window = {"start_time": start_time, "end_time": end_time}
     if cron is not None:
-        return {"cron_schedule": {"cron": parse_cron(cron)}}
-    # int64 fields travel as JSON strings in the v2beta1 API.
-    return {"periodic_schedule": {"interval_second": str(parse_interval(interval))}}
+        return V2beta1Trigger(cron_schedule=V2beta1CronSchedule(cron=parse_cron(cron), **window))
+    return V2beta1Trigger(periodic_schedule=V2beta1PeriodicSchedule(interval_second=parse_interval(interval), **window))
 
 
-def describe_trigger(trigger_body: dict) -> str:
-    if "cron_schedule" in trigger_body:
-        return f"cron {trigger_body['cron_schedule'].get('cron', '?')}"
-    if "periodic_schedule" in trigger_body:
-        return f"every {trigger_body['periodic_schedule'].get('interval_second', '?')}s"
-    return "no trigger"
+def describe_trigger(trigger_: V2beta1Trigger | None) -> str:
+    """``cron 0 0 3 * * *`` or ``every 21600s``, with the window when there is one."""
+    schedule = trigger_ and (trigger_.cron_schedule or trigger_.periodic_schedule)
+    if not schedule:
+        return "no trigger"
+    text = f"cron {schedule.cron}" if trigger_.cron_schedule else f"every {schedule.interval_second}s"
+    if schedule.start_time:
+        text += f" from {_utc(schedule.start_time)}"
+    if schedule.end_time:
+        text += f" until {_utc(schedule.end_time)}"
+    return text
+
+
+def _utc(moment) -> str:
+    """A time the API answered (a datetime once kfp_server_api read it) as ``2025-06-01T03:00:00Z``."""
+    if isinstance(moment, datetime):
+        return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(moment)

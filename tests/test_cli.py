@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kfp
 import pytest
 import yaml
 
@@ -36,8 +37,10 @@ def training_yaml(compiled) -> Path:
 def clean_env(monkeypatch, tmp_path):
     for name in KFP_ENV:
         monkeypatch.delenv(name, raising=False)
-    # Never pick up a real ServiceAccount token from this machine.
+    # Never pick up a real ServiceAccount token, kfp context or pod namespace from this machine.
     monkeypatch.setattr(kfp_client, "DEFAULT_SA_TOKEN_PATH", str(tmp_path / "no-such-token"))
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "no-kfp-config" / "context.json"))
+    monkeypatch.setattr(kfp.Client, "_NAMESPACE_PATH", str(tmp_path / "no-pod-namespace"))
 
 
 @pytest.fixture
@@ -68,9 +71,15 @@ def posts(server: FakeKfp, path: str) -> list[dict]:
 
 
 # -- compile ------------------------------------------------------------------------------------
+def compile_argv(folder: Path) -> list[str]:
+    """`kfp-torch compile` into ``folder``, its component specs beside it (not into the repository's build/)."""
+    components = folder.parent / f"{folder.name}-components"
+    return ["compile", "--output-dir", str(folder), "--components-dir", str(components)]
+
+
 def test_compile_twice_is_byte_identical(tmp_path, capsys):
-    assert main(["compile", "--output-dir", str(tmp_path / "a")]) == 0
-    assert main(["compile", "--output-dir", str(tmp_path / "b")]) == 0
+    assert main(compile_argv(tmp_path / "a")) == 0
+    assert main(compile_argv(tmp_path / "b")) == 0
     first = sorted((tmp_path / "a").glob("*.yaml"))
     assert [p.name for p in first] == ["distributed_training_pipeline.yaml", "training_pipeline.yaml"]
     for path in first:
@@ -79,7 +88,7 @@ def test_compile_twice_is_byte_identical(tmp_path, capsys):
 
 
 def test_compile_with_a_bad_settings_file_is_bad_input(tmp_path, capsys):
-    assert main(["compile", "--output-dir", str(tmp_path), "--settings", str(tmp_path / "missing.yaml")]) == 2
+    assert main([*compile_argv(tmp_path / "out"), "--settings", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml" in capsys.readouterr().err
 
 
@@ -101,6 +110,18 @@ def test_upload_is_idempotent_and_a_change_makes_a_new_version(fake, training_ya
     # The version holds what was uploaded: pipeline spec plus platform spec.
     version = next(iter(fake.versions.values()))
     assert version["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "pytorch-training"
+
+
+def test_a_failed_first_version_upload_leaves_no_empty_pipeline(fake, training_yaml, capsys):
+    fake.fail_uploads = True
+    assert main(["upload", str(training_yaml)]) == 1
+    err = capsys.readouterr().err
+    assert "HTTP 500: Failed to create a pipeline version" in err
+    assert "the pipeline 'pytorch-training', created for this upload, was deleted again" in err
+    assert fake.pipelines == {} and fake.versions == {}
+    fake.fail_uploads = False
+    assert main(["upload", str(training_yaml)]) == 0  # and a retry starts clean
+    assert len(fake.pipelines) == 1 and len(fake.versions) == 1
 
 
 def test_upload_rejects_a_file_that_is_not_a_pipeline(fake, tmp_path, capsys):
@@ -169,6 +190,84 @@ def test_wait_exits_non_zero_with_the_runs_error_on_failure(fake, training_yaml,
     assert captured.out.rstrip().endswith("FAILED")
     assert "ended FAILED" in captured.err and "task train failed" in captured.err
     assert "CUDA out of memory" in captured.err
+
+
+def task_caching(spec: dict) -> dict[str, bool]:
+    """Each task's enableCache, in the root DAG and in every sub-DAG (dsl.If), by DAG/task."""
+    dags = {"root": spec["root"]["dag"]}
+    dags |= {name: component["dag"] for name, component in spec["components"].items() if "dag" in component}
+    return {
+        f"{dag_name}/{task_name}": task.get("cachingOptions", {}).get("enableCache", False)
+        for dag_name, dag in dags.items()
+        for task_name, task in dag["tasks"].items()
+    }
+
+
+def test_no_cache_turns_caching_off_for_every_task_even_inside_conditions(fake, training_yaml, capsys):
+    compiled = next(yaml.safe_load_all(training_yaml.read_text()))
+    cached = task_caching(compiled)
+    assert any(cached[name] for name in cached if not name.startswith("root/")), "a sub-DAG task caches"
+    assert main(["run", str(training_yaml), "--param", f"repo_url={REPO}", "--no-cache"]) == 0
+    (request,) = posts(fake, "/runs")
+    sent = request["body"]["pipeline_spec"]["pipeline_spec"]
+    assert task_caching(sent).keys() == cached.keys()
+    assert not any(task_caching(sent).values())
+    assert request["body"]["pipeline_spec"]["platform_spec"]  # the Kubernetes settings go along
+    assert "caching off" in capsys.readouterr().out
+
+
+def test_no_cache_with_an_uploaded_pipeline_sends_that_versions_spec(fake, training_yaml, capsys):
+    assert main(["upload", str(training_yaml)]) == 0
+    (version,) = fake.versions.values()
+    assert main(["run", "--pipeline", "pytorch-training", "--param", f"repo_url={REPO}", "--no-cache"]) == 0
+    (request,) = posts(fake, "/runs")
+    assert "pipeline_version_reference" not in request["body"]
+    sent = request["body"]["pipeline_spec"]["pipeline_spec"]
+    assert sent["pipelineInfo"] == version["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]
+    assert not any(task_caching(sent).values())
+
+
+def test_without_no_cache_the_compiled_caching_stays(fake, training_yaml, capsys):
+    assert main(["run", str(training_yaml), "--param", f"repo_url={REPO}"]) == 0
+    (request,) = posts(fake, "/runs")
+    compiled = next(yaml.safe_load_all(training_yaml.read_text()))
+    assert task_caching(request["body"]["pipeline_spec"]["pipeline_spec"]) == task_caching(compiled)
+
+
+def test_runs_list_get_and_terminate(fake, training_yaml, capsys):
+    fake.run_progress = ("PENDING",) + ("RUNNING",) * 20
+    for experiment in ("nightly", "nightly", "adhoc"):
+        assert main(["run", str(training_yaml), "--param", f"repo_url={REPO}", "--experiment", experiment]) == 0
+    first, second, third = fake.runs
+    capsys.readouterr()
+    assert main(["runs", "list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert listed == [third, second, first]  # newest first
+    assert main(["runs", "list", "--experiment", "nightly", "--limit", "1"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == [second]
+
+    assert main(["runs", "terminate", first]) == 0
+    assert f"run {first}: CANCELING (terminate requested)" in capsys.readouterr().out
+    assert posts(fake, f"/runs/{first}:terminate")
+    assert main(["runs", "get", first]) == 0
+    report = capsys.readouterr().out
+    assert f"run {first}" in report and "state       CANCELED" in report
+    assert f"parameter   repo_url = '{REPO}'" in report
+
+    fake.runs[second]["state"] = "SUCCEEDED"
+    fake._run_plans[second] = []
+    assert main(["runs", "terminate", second]) == 0
+    assert "had ended SUCCEEDED already; nothing to terminate" in capsys.readouterr().out
+    assert not posts(fake, f"/runs/{second}:terminate")
+
+
+def test_runs_of_an_unknown_experiment_or_run(fake, capsys):
+    assert main(["runs", "list", "--experiment", "nope"]) == 1
+    assert "no experiment named 'nope'" in capsys.readouterr().err
+    assert main(["runs", "get", "no-such-run"]) == 1
+    assert "HTTP 404: run no-such-run not found" in capsys.readouterr().err
+    assert main(["runs", "list", "--limit", "0"]) == 2
+    assert "--limit 0 must be 1 or more" in capsys.readouterr().err
 
 
 def test_run_by_pipeline_name_uses_the_latest_version_or_a_pinned_one(fake, training_yaml, tmp_path, capsys):
@@ -287,6 +386,21 @@ def test_schedule_from_a_file_and_disabled(fake, training_yaml, capsys):
     assert "pipeline_spec" in body and "pipeline_version_reference" not in body
 
 
+def test_schedule_window_is_sent_in_utc(fake, training_yaml, capsys):
+    argv = ["schedule", "create", str(training_yaml), "--name", "summer", "--interval", "1d"]
+    argv += ["--start-time", "2030-06-01T05:00:00+02:00", "--end-time", "2030-09-01", "--param", f"repo_url={REPO}"]
+    assert main(argv) == 0
+    (body,) = recurring_bodies(fake)
+    assert body["trigger"] == {
+        "periodic_schedule": {
+            "interval_second": "86400",
+            "start_time": "2030-06-01T03:00:00Z",
+            "end_time": "2030-09-01T00:00:00Z",
+        }
+    }
+    assert "every 86400s from 2030-06-01T03:00:00Z until 2030-09-01T00:00:00Z" in capsys.readouterr().out
+
+
 def test_schedule_enable_disable_delete_and_list(fake, training_yaml, capsys):
     argv = ["schedule", "create", str(training_yaml), "--name", "hourly", "--interval", "1h"]
     assert main(argv + ["--param", f"repo_url={REPO}"]) == 0
@@ -314,6 +428,13 @@ def test_schedule_enable_disable_delete_and_list(fake, training_yaml, capsys):
         (["--interval", "soon"], "interval 'soon' is not a duration"),
         (["--cron", "0 3 * * *", "--max-concurrency", "0"], "max concurrency 0 is out of range; KFP accepts 1-10"),
         (["--cron", "0 3 * * *", "--always-latest"], "--always-latest needs --pipeline NAME"),
+        (["--cron", "0 3 * * *", "--start-time", "2030-06-01 03:00"], "--start-time '2030-06-01 03:00' is not an RFC"),
+        (["--cron", "0 3 * * *", "--end-time", "next week"], "--end-time 'next week' is not an RFC 3339 time"),
+        (
+            ["--cron", "0 3 * * *", "--start-time", "2030-06-01", "--end-time", "2030-05-01"],
+            "--end-time 2030-05-01T00:00:00Z is not after --start-time 2030-06-01T00:00:00Z",
+        ),
+        (["--interval", "1h", "--end-time", "2001-01-01T00:00:00Z"], "has passed: the schedule would never start"),
     ],
 )
 def test_bad_schedules_fail_before_any_request(fake, training_yaml, capsys, options, message):
@@ -336,6 +457,11 @@ def test_unreachable_host_says_what_was_tried_and_how_to_port_forward(training_y
     err = capsys.readouterr().err
     assert f"cannot reach the KFP API at {host} (from --host" in err
     assert "kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80" in err
+
+
+def test_a_host_that_is_not_a_url(training_yaml, capsys):
+    assert main(["upload", str(training_yaml), "--host", "ftp://kfp.example.com"]) == 1
+    assert "host 'ftp://kfp.example.com' is not an http(s) URL" in capsys.readouterr().err
 
 
 def test_connection_options_before_the_command_and_from_the_environment(fake, training_yaml, monkeypatch, capsys):
@@ -446,17 +572,36 @@ def test_the_installed_script(secured, training_yaml, tmp_path):
         (
             "GET",
             "/apis/v2beta1/experiments",
-            {"params": {"filter": '{"predicates": [{"key": "display_name", "stringValue": "x"}]}'}},
-            "filter is not a v2beta1Filter",
+            {"params": {"filter": '{"predicates": [{"key": "display_name", "stringVal": "x"}]}'}},
+            'filter is not a v2beta1Filter: filter.predicates[0]: unknown field "stringVal"',
         ),
-        ("POST", "/apis/v2beta1/experiments", {"json": {"name": "x"}}, "Additional properties are not allowed"),
+        (
+            "GET",
+            "/apis/v2beta1/experiments",
+            {"params": {"filter": '{"predicates": [{"operation": 4, "key": "display_name", "string_value": "x"}]}'}},
+            "filter.predicates[0].operation: 4 is not a v2beta1PredicateOperation value",
+        ),
+        ("POST", "/apis/v2beta1/experiments", {"json": {"name": "x"}}, 'body: unknown field "name"'),
+        (
+            "POST",
+            "/apis/v2beta1/experiments",
+            {"json": {"display_name": "x", "displayName": "y"}},
+            'field display_name given twice ("display_name", "displayName")',
+        ),
         (
             "POST",
             "/apis/v2beta1/recurringruns",
-            {"json": {"display_name": "x", "max_concurrency": 1}},
-            "1 is not of type 'string'",
+            {"json": {"display_name": "x", "max_concurrency": "one"}},
+            'body.max_concurrency: "one" is not an int64',
         ),
-        ("POST", "/apis/v2beta1/runs", {"json": {"state": "DONE"}}, "'DONE' is not one of"),
+        (
+            "POST",
+            "/apis/v2beta1/recurringruns",
+            {"json": {"trigger": {"cron_schedule": {"start_time": "2025-06-01 03:00:00"}}}},
+            "is not an RFC 3339 timestamp",
+        ),
+        ("POST", "/apis/v2beta1/runs", {"json": {"state": "DONE"}}, '"DONE" is not a v2beta1RuntimeState value'),
+        ("POST", "/apis/v2beta1/runs", {"json": {"no_such_field": 1}}, 'unknown field "no_such_field"'),
         ("POST", "/apis/v2beta1/runs", {"data": "display_name=x"}, "must be application/json"),
         (
             "POST",
@@ -497,7 +642,7 @@ def test_compile_with_settings_is_byte_identical_too(tmp_path, capsys):
     settings = tmp_path / "cluster.yaml"
     settings.write_text("shm_size: 8Gi\ndvc_cache_pvc: dvc-cache\n")
     for folder in ("a", "b"):
-        assert main(["compile", "--output-dir", str(tmp_path / folder), "--settings", str(settings)]) == 0
+        assert main([*compile_argv(tmp_path / folder), "--settings", str(settings)]) == 0
     with_settings = (tmp_path / "a" / "training_pipeline.yaml").read_bytes()
     assert with_settings == (tmp_path / "b" / "training_pipeline.yaml").read_bytes()
     assert b"dvc-cache" in with_settings
@@ -510,3 +655,37 @@ def test_local_delegates_to_make_run(monkeypatch):
     monkeypatch.setattr(pipelines.local, "main", lambda argv: seen.append(argv) or 0)
     assert main(["local", "--epochs", "2", "--distributed"]) == 0
     assert seen == [["--epochs", "2", "--distributed"]]
+
+
+@pytest.fixture
+def local_without_data(monkeypatch, tmp_path):
+    """pipelines.local with its demo data preparation skipped: the argument checks come right after it."""
+    import pipelines.local
+    from pipelines.demo_data import DemoRepo
+
+    repo = DemoRepo(REPO, tmp_path / "remote", "data/raw", "0" * 40)
+    monkeypatch.setattr(pipelines.local, "prepare_digits_repo", lambda folder: repo)
+    return ["--workdir", str(tmp_path)]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
+        (["--distributed", "--processes", "0"], "--processes must be an integer >= 1, got 0"),
+        (["--accuracy-threshold", "2"], "--accuracy-threshold must be a number in [0, 1], got 2.0"),
+        (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+    ],
+)
+def test_local_bad_values_are_one_line_errors_naming_the_flag(local_without_data, capsys, flags, message):
+    assert main(["local", *local_without_data, *flags]) == 2
+    err = capsys.readouterr().err
+    assert err == f"kfp-torch: error: {message}\n"
+    assert "num_workers" not in err and "Traceback" not in err
+
+
+def test_local_image_without_buildah_is_a_one_line_error(local_without_data, monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    assert main(["local", *local_without_data, "--image"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("kfp-torch: error: --image needs buildah: buildah is not installed") and err.count("\n") == 1

@@ -1,4 +1,4 @@
-"""Opt-in: the kfp-torch command line against a real Kubeflow Pipelines API.
+"""Opt-in: the kfp-torch command line (kfp.Client underneath) against a real Kubeflow Pipelines API.
 
 Skipped unless KFP_TORCH_LIFECYCLE_KFP_HOST is set (for example http://127.0.0.1:8080 after
 ``kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80``). Also read, as for the command line:
@@ -44,6 +44,7 @@ def test_upload_is_idempotent_and_schedules_round_trip(compiled, capsys):
     recurring_run_id = capsys.readouterr().out.split("created recurring run ", 1)[1].split()[0]
     for action in ("enable", "disable", "delete"):
         assert kfp_torch([*schedule, action, recurring_run_id]) == 0
+    assert kfp_torch(["--host", HOST, "runs", "list", "--limit", "1"]) == 0
 
 
 @pytest.mark.skipif(not DATA_REPO, reason="set KFP_TORCH_LIFECYCLE_DATA_REPO to run the pipeline on the cluster")

@@ -22,11 +22,15 @@ def execute(name: str) -> nbformat.NotebookNode:
 
 
 def outputs_text(notebook: nbformat.NotebookNode) -> str:
+    """Every output as printed: a stream's pieces joined as they were written (one print may come in several)."""
     texts = []
     for cell in notebook.cells:
         for output in cell.get("outputs", []):
-            texts.append(output.get("text", "") + str(output.get("data", {}).get("text/plain", "")))
-    return "\n".join(texts)
+            if "text" in output:
+                texts.append(output["text"])
+            if "text/plain" in output.get("data", {}):
+                texts.append(output["data"]["text/plain"] + "\n")
+    return "".join(texts)
 
 
 def has_image(cell) -> bool:
@@ -43,26 +47,50 @@ def test_quickstart_runs_the_pipeline_and_draws_its_metrics(tmp_path, monkeypatc
     assert list(tmp_path.glob("pipeline-root/pytorch-training-*/build-bento/bento"))
 
 
-def test_cluster_notebook_skips_the_cluster_cells_without_a_host(tmp_path, monkeypatch):
-    monkeypatch.delenv("KFP_HOST", raising=False)
-    monkeypatch.setenv("KFP_TORCH_LIFECYCLE_WORKDIR", str(tmp_path))
+CLUSTER_CELLS = 4  # the cells that talk to KFP: connect, run the function, read the run, schedule
+
+
+@pytest.fixture
+def notebook_env(tmp_path, monkeypatch):
+    """No Kubeflow around the kernel, and no ~/.config/kfp of this machine's user."""
+    for name in ("KFP_HOST", "KF_PIPELINES_SA_TOKEN_PATH", "KUBERNETES_SERVICE_HOST", "KF_PIPELINES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("KFP_TORCH_LIFECYCLE_WORKDIR", str(tmp_path / "work"))
+    return tmp_path
+
+
+def test_cluster_notebook_skips_the_cluster_cells_without_a_host(notebook_env):
     text = outputs_text(execute("cluster.ipynb"))
-    assert text.count("skipped: set KFP_HOST") == 3
-    assert (tmp_path / "pipelines/training_pipeline.yaml").is_file()
+    assert text.count("skipped: set KFP_HOST") == CLUSTER_CELLS + 1  # and the run from the compiled YAML
+    assert (notebook_env / "work/pipelines/training_pipeline.yaml").is_file()
 
 
 @pytest.mark.slow
-def test_cluster_notebook_uploads_runs_and_schedules_against_the_kfp_api(tmp_path, monkeypatch):
-    token = tmp_path / "token"
+def test_cluster_notebook_runs_waits_reads_and_schedules_with_kfp_client(notebook_env, monkeypatch):
+    token = notebook_env / "token"
     token.write_text("notebook-token-sentinel")
-    with FakeKfp(token="notebook-token-sentinel") as kfp:
+    with FakeKfp(token="notebook-token-sentinel", run_progress=()) as kfp:
         monkeypatch.setenv("KFP_HOST", kfp.url)
-        monkeypatch.setenv("KFP_TOKEN_FILE", str(token))
-        monkeypatch.setenv("KFP_TORCH_LIFECYCLE_WORKDIR", str(tmp_path))
+        monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
         notebook = execute("cluster.ipynb")
     assert kfp.violations == []
-    assert len(kfp.pipelines) == 1 and len(kfp.versions) == 1  # the second upload added nothing
-    assert len(kfp.runs) == 1 and "exit code 0" in outputs_text(notebook)
+    text = outputs_text(notebook)
+    assert "notebook-token-sentinel" not in text
+    from_function, from_package = kfp.runs.values()
+    assert from_function["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "pytorch-training"
+    assert from_package["display_name"] == "training from the YAML"
+    for run in (from_function, from_package):
+        assert run["runtime_config"]["parameters"] == {
+            "repo_url": "https://github.com/your-org/your-data.git",
+            "epochs": 12,
+            "accuracy_threshold": 0.95,
+        }
+        assert f"run {run['run_id']} ended SUCCEEDED" in text
+    assert [e["display_name"] for e in kfp.experiments.values()] == ["notebook"]
+    assert "train                SUCCEEDED" in text  # each step's state and time
     [schedule] = kfp.recurring_runs.values()
     assert schedule["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
-    assert "notebook-token-sentinel" not in outputs_text(notebook)
+    assert schedule["max_concurrency"] == "1" and schedule["no_catchup"] is True
+    assert f"{schedule['recurring_run_id']} ENABLED 0 0 3 * * *" in text

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import datetime, timezone
 
-from pipelines.schedules import ScheduleError, check_max_concurrency, parse_cron, parse_interval, trigger
+import pytest
+from kfp_server_api import ApiClient
+
+from pipelines.schedules import (
+    ScheduleError,
+    check_max_concurrency,
+    check_window,
+    describe_trigger,
+    parse_cron,
+    parse_interval,
+    parse_time,
+    trigger,
+)
 
 
 @pytest.mark.parametrize(
@@ -74,10 +86,51 @@ def test_max_concurrency_range():
             check_max_concurrency(bad)
 
 
-def test_trigger_bodies_use_the_api_field_names_and_int64_strings():
-    assert trigger(cron="0 3 * * *") == {"cron_schedule": {"cron": "0 0 3 * * *"}}
-    assert trigger(interval="6h") == {"periodic_schedule": {"interval_second": "21600"}}
+def sent(model) -> dict:
+    """The JSON kfp.Client's API client sends for a model."""
+    return ApiClient().sanitize_for_serialization(model)
+
+
+def test_trigger_bodies_use_the_api_field_names():
+    assert sent(trigger(cron="0 3 * * *")) == {"cron_schedule": {"cron": "0 0 3 * * *"}}
+    assert sent(trigger(interval="6h")) == {"periodic_schedule": {"interval_second": 21600}}
+    window = trigger(interval="1h", start_time="2030-06-01T03:00:00Z", end_time="2030-07-01T00:00:00Z")
+    assert sent(window)["periodic_schedule"] == {
+        "interval_second": 3600,
+        "start_time": "2030-06-01T03:00:00Z",
+        "end_time": "2030-07-01T00:00:00Z",
+    }
+    assert describe_trigger(window) == "every 3600s from 2030-06-01T03:00:00Z until 2030-07-01T00:00:00Z"
     with pytest.raises(ScheduleError, match="exactly one"):
         trigger()
     with pytest.raises(ScheduleError, match="exactly one"):
         trigger(cron="* * * * *", interval="1h")
+
+
+@pytest.mark.parametrize(
+    ("text", "utc"),
+    [
+        ("2030-06-01T03:00:00Z", "2030-06-01T03:00:00Z"),
+        ("2030-06-01T05:00:00+02:00", "2030-06-01T03:00:00Z"),
+        ("2030-06-01T03:00:00.250Z", "2030-06-01T03:00:00Z"),
+        ("2030-06-01", "2030-06-01T00:00:00Z"),
+    ],
+)
+def test_times_are_sent_as_utc_rfc3339(text, utc):
+    assert parse_time(text, "--start-time") == utc
+
+
+@pytest.mark.parametrize("text", ["2030-06-01T03:00:00", "tomorrow", "2030-13-01T00:00:00Z", "2030-06-01 03:00"])
+def test_a_time_without_a_zone_or_not_a_time_names_the_flag(text):
+    with pytest.raises(ScheduleError, match=r"--end-time .* is not an RFC 3339 time with a time zone"):
+        parse_time(text, "--end-time")
+
+
+def test_the_window_must_end_after_it_starts_and_not_in_the_past():
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    check_window("2030-06-01T00:00:00Z", "2030-07-01T00:00:00Z", now)
+    check_window(None, None, now)
+    with pytest.raises(ScheduleError, match="--end-time 2030-05-01T00:00:00Z is not after --start-time"):
+        check_window("2030-06-01T00:00:00Z", "2030-05-01T00:00:00Z", now)
+    with pytest.raises(ScheduleError, match="--end-time 2029-12-31T00:00:00Z has passed"):
+        check_window(None, "2029-12-31T00:00:00Z", now)
