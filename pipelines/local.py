@@ -174,26 +174,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     began = time.monotonic()
-    repo = prepare_digits_repo(args.workdir / "demo")
-    print(f"Data: {repo.repo_url} @ {repo.commit[:12]}, {repo.data_path} tracked by DVC, remote {repo.remote_dir}")
     arguments = {
-        "repo_url": repo.repo_url,
         "rev": "main",
-        "data_path": repo.data_path,
         "epochs": args.epochs,
         "seed": args.seed,
         "accuracy_threshold": args.accuracy_threshold,
         # 8x8 digits are neither flip-invariant nor croppable: a random crop of a few pixels loses the digit.
         "augment": False,
+        "push_image": False,
     }
     if args.distributed:
-        arguments["num_workers"] = args.processes
-    arguments["push_image"] = False
+        arguments |= {"num_workers": args.processes, "launcher": "local"}
+    # Bad values fail here, in a second, before the demo data is made or a base image built.
+    pipeline = distributed_training_pipeline if args.distributed else training_pipeline
+    check_arguments(pipeline, {"repo_url": "file:///demo", **arguments})
     if args.image:
         from components.containerize.debian_base import build_base_image
 
         arguments["image_repository"] = LOCAL_IMAGE_REPOSITORY
         arguments["serving_base_image"] = build_base_image()
+    repo = prepare_digits_repo(args.workdir / "demo")
+    print(f"Data: {repo.repo_url} @ {repo.commit[:12]}, {repo.data_path} tracked by DVC, remote {repo.remote_dir}")
+    arguments |= {"repo_url": repo.repo_url, "data_path": repo.data_path}
     log_path = args.workdir / "pipeline-root" / LOG_FILE
     print(f"Running the {'distributed ' if args.distributed else ''}training pipeline with kfp.local:")
     try:

@@ -659,12 +659,13 @@ def test_local_delegates_to_make_run(monkeypatch):
 
 @pytest.fixture
 def local_without_data(monkeypatch, tmp_path):
-    """pipelines.local with its demo data preparation skipped: the argument checks come right after it."""
+    """pipelines.local where making the demo data fails the test: bad values must be refused before it."""
     import pipelines.local
-    from pipelines.demo_data import DemoRepo
 
-    repo = DemoRepo(REPO, tmp_path / "remote", "data/raw", "0" * 40)
-    monkeypatch.setattr(pipelines.local, "prepare_digits_repo", lambda folder: repo)
+    def prepare_digits_repo(folder):
+        raise AssertionError("the demo data was prepared before the arguments were checked")
+
+    monkeypatch.setattr(pipelines.local, "prepare_digits_repo", prepare_digits_repo)
     return ["--workdir", str(tmp_path)]
 
 
