@@ -120,8 +120,10 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
             gradient_accumulation_steps=gradient_accumulation_steps,
             workers=workers,
             memory_budget=memory_budget,
-            env=settings.gcs_environment,  # the replicas read the dataset by its gs:// URI
+            # The replicas read the dataset and write the model by URI (gs://, minio:// or s3://).
+            env=settings.replica_environment,
             secret_volumes=settings.gcs_secret_volumes,
+            optional_secret_volumes=settings.artifact_store_secret_volumes,
         ).set_display_name("distributed training")
         configure_step(trained, "pytorchjob-train", settings)
         packaging = {

@@ -4,9 +4,10 @@ The settings that change from run to run (the training step's GPU count,
 accelerator type, node selector and tolerations) are pipeline parameters. The
 ones a platform team fixes per cluster live here: resource requests and
 limits, retries with backoff, timeouts and caching per step, pod labels, the
-``/dev/shm`` size for DataLoader workers, a PVC for the DVC cache and the
-Secrets that hold GCS and registry credentials. Only Secret *names* and mount
-paths reach the compiled YAML, never their content.
+``/dev/shm`` size for DataLoader workers, a PVC for the DVC cache, the
+Secrets that hold GCS and registry credentials, and the artifact store
+(KFP's ``mlpipeline-minio-artifact`` Secret and its S3 endpoint). Only Secret
+*names*, mount paths and endpoints reach the compiled YAML, never their content.
 
 Write a YAML file with the keys of :class:`ClusterSettings` (``steps`` maps a
 step name to the keys of :class:`StepSettings`; what you leave out keeps its
@@ -16,14 +17,17 @@ default) and compile with ``kfp-torch compile --settings FILE``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 from kfp import dsl, kubernetes
 
-from components.pytorchjob_train.manifest import DNS_1123_SUBDOMAIN, QUANTITY, is_label_value
+from components.common.storage import S3_CREDENTIALS_DIR_ENV, S3_ENDPOINT_ENV, S3_REGION_ENV
+from components.pytorchjob_train.manifest import DNS_1123_SUBDOMAIN, is_label_value, is_resource_quantity
 
 STEPS = (
     "check-arguments",
@@ -38,6 +42,9 @@ STEPS = (
 )
 # Steps that read gs:// themselves (the DVC remote; the PyTorchJob replicas read the dataset by URI).
 GCS_STEPS = ("dvc-pull", "pytorchjob-train")
+# Steps whose own code reads or writes artifacts by URI (KFP's launcher moves the others' files): the
+# PyTorchJob step reads the model its replicas wrote, and they read the dataset and write the model.
+ARTIFACT_STORE_STEPS = ("pytorchjob-train",)
 UNCACHED_STEPS = ("resolve-revision",)  # its output must reflect the branch as it is now
 DURATION_UNITS = ("s", "m", "h")
 
@@ -99,6 +106,16 @@ class ClusterSettings:
     # A kubernetes.io/dockerconfigjson Secret for pushing the serving image; "" for none.
     registry_secret: str = ""
     registry_mount_path: str = "/var/secrets/registry"
+    # The artifact store, for the steps that read and write artifacts by URI (ARTIFACT_STORE_STEPS and the
+    # PyTorchJob's replicas) when the pipeline root is minio:// or s3://. The Secret is KFP's own (keys
+    # accesskey and secretkey; a standard install has it in every profile namespace); it is mounted
+    # optionally, so a gs:// root or pods with their own credentials (IRSA) need nothing. "" for none.
+    artifact_store_secret: str = "mlpipeline-minio-artifact"
+    artifact_store_mount_path: str = "/var/secrets/artifact-store"
+    # The S3 API's URL and region; "" for the standard install's MinIO (minio-service.kubeflow:9000) for
+    # minio:// and for AWS's own for s3://.
+    artifact_store_endpoint: str = ""
+    artifact_store_region: str = ""
 
     @property
     def gcs_credentials_path(self) -> str:
@@ -113,6 +130,25 @@ class ClusterSettings:
     def gcs_environment(self) -> dict[str, str]:
         """What points Google's client libraries at the mounted key ({} with Workload Identity)."""
         return {"GOOGLE_APPLICATION_CREDENTIALS": self.gcs_credentials_path} if self.gcs_credentials_secret else {}
+
+    @property
+    def artifact_store_environment(self) -> dict[str, str]:
+        """Where storage.py finds the artifact store: the mounted Secret's directory, the endpoint and region."""
+        environment = {S3_CREDENTIALS_DIR_ENV: self.artifact_store_mount_path} if self.artifact_store_secret else {}
+        if self.artifact_store_endpoint:
+            environment[S3_ENDPOINT_ENV] = self.artifact_store_endpoint
+        if self.artifact_store_region:
+            environment[S3_REGION_ENV] = self.artifact_store_region
+        return environment
+
+    @property
+    def artifact_store_secret_volumes(self) -> dict[str, str]:
+        return {self.artifact_store_secret: self.artifact_store_mount_path} if self.artifact_store_secret else {}
+
+    @property
+    def replica_environment(self) -> dict[str, str]:
+        """The PyTorchJob replicas' environment: GCS credentials and the artifact store, no secret values."""
+        return {**self.gcs_environment, **self.artifact_store_environment}
 
     @property
     def registry_auth_file(self) -> str:
@@ -137,15 +173,35 @@ class ClusterSettings:
                     f"pod label {key}={value!r}: a value is up to 63 letters, digits, '-', '_' or '.', "
                     "starting and ending with a letter or digit"
                 )
-        if self.shm_size and not QUANTITY.match(self.shm_size):
+        if self.shm_size and not is_resource_quantity(self.shm_size):
             raise SettingsError(f"shm_size must be a quantity like '2Gi', or '' for none, got {self.shm_size!r}")
-        for what in ("dvc_cache_pvc", "gcs_credentials_secret", "registry_secret"):
+        for what in ("dvc_cache_pvc", "gcs_credentials_secret", "registry_secret", "artifact_store_secret"):
             name = getattr(self, what)
             if name and not (len(name) <= 253 and DNS_1123_SUBDOMAIN.match(name)):
                 raise SettingsError(f"{what} {name!r} is not a valid Kubernetes object name")
-        for what in ("dvc_cache_mount_path", "gcs_credentials_mount_path", "registry_mount_path"):
+        for what in (
+            "dvc_cache_mount_path",
+            "gcs_credentials_mount_path",
+            "registry_mount_path",
+            "artifact_store_mount_path",
+        ):
             if not getattr(self, what).startswith("/"):
                 raise SettingsError(f"{what} must be an absolute path, got {getattr(self, what)!r}")
+        if self.artifact_store_secret and self.artifact_store_mount_path == self.gcs_credentials_mount_path:
+            raise SettingsError("artifact_store_mount_path and gcs_credentials_mount_path must differ")
+        endpoint = urlparse(self.artifact_store_endpoint)
+        if self.artifact_store_endpoint and (
+            endpoint.scheme not in ("http", "https") or not endpoint.hostname or endpoint.username or endpoint.password
+        ):
+            raise SettingsError(
+                f"artifact_store_endpoint must be an http(s) URL without credentials, such as "
+                f"http://minio-service.kubeflow:9000, got {self.artifact_store_endpoint!r}"
+            )
+        if self.artifact_store_region and not re.fullmatch(r"[a-z0-9-]{1,64}", self.artifact_store_region):
+            raise SettingsError(
+                "artifact_store_region must be a region name such as us-east-1 or minio, "
+                f"got {self.artifact_store_region!r}"
+            )
         if "/" in self.gcs_credentials_key or not self.gcs_credentials_key:
             raise SettingsError(f"gcs_credentials_key must be a key of the Secret, got {self.gcs_credentials_key!r}")
 
@@ -153,7 +209,7 @@ class ClusterSettings:
 def _validate_step(step: str, settings: StepSettings) -> None:
     for what in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
         value = getattr(settings, what)
-        if value and not (isinstance(value, str) and QUANTITY.match(value)):
+        if value and not is_resource_quantity(value):
             raise SettingsError(
                 f"steps.{step}.{what} must be a Kubernetes quantity like '2', '500m', '8Gi', got {value!r}"
             )
@@ -243,6 +299,11 @@ def configure_step(task: dsl.PipelineTask, step: str, settings: ClusterSettings)
         for secret, mount_path in settings.gcs_secret_volumes.items():
             kubernetes.use_secret_as_volume(task, secret, mount_path)
         for name, value in settings.gcs_environment.items():
+            task.set_env_variable(name, value)
+    if step in ARTIFACT_STORE_STEPS:
+        for secret, mount_path in settings.artifact_store_secret_volumes.items():
+            kubernetes.use_secret_as_volume(task, secret, mount_path, optional=True)
+        for name, value in settings.artifact_store_environment.items():
             task.set_env_variable(name, value)
     if settings.registry_secret and step == "containerize":
         kubernetes.use_secret_as_volume(task, settings.registry_secret, settings.registry_mount_path)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from google.protobuf import json_format
+from kfp import compiler
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
@@ -176,7 +177,10 @@ def test_default_settings_give_every_step_its_own_resources_retries_timeout_and_
                 resources["resourceMemoryRequest"],
                 resources["resourceMemoryLimit"],
             ) == (own.cpu_request, own.cpu_limit, own.memory_request, own.memory_limit), step
-            assert "secretAsVolume" not in config and "pvcMount" not in config
+            # Only the artifact store's Secret by default, and only where artifacts are read by URI.
+            secrets = [volume["secretName"] for volume in config.get("secretAsVolume", [])]
+            assert secrets == (["mlpipeline-minio-artifact"] if step == "pytorchjob-train" else []), step
+            assert "pvcMount" not in config
             retry = tasks[step].retry_policy
             assert retry.max_retry_count == own.retries, step
             if own.retries:
@@ -234,10 +238,69 @@ def test_cluster_settings_land_exactly_on_the_steps_they_are_for(cluster_yaml):
 
 def test_the_distributed_pipeline_hands_the_gcs_secret_to_the_pytorchjob_replicas(cluster_yaml):
     spec, executors = parse_strictly(cluster_yaml["distributed_training_pipeline"])
-    assert [v["secretName"] for v in executors["exec-pytorchjob-train"]["secretAsVolume"]] == ["gcs-reader"]
+    mounted = {v["secretName"]: v for v in executors["exec-pytorchjob-train"]["secretAsVolume"]}
+    assert sorted(mounted) == ["gcs-reader", "mlpipeline-minio-artifact"]
+    assert mounted["gcs-reader"].get("optional", False) is False
     task = _all_tasks(spec)["pytorchjob-train"]
     secret_volumes = json_format.MessageToDict(task.inputs.parameters["secret_volumes"].runtime_value.constant)
     assert secret_volumes == {"gcs-reader": "/var/secrets/gcs"}
+
+
+def _replica_settings(spec) -> tuple[dict, dict, dict]:
+    """The pytorchjob-train step's own environment, and the env and optional Secrets it gives its replicas."""
+    deployment = json_format.MessageToDict(spec.deployment_spec)["executors"]
+    step_env = {e["name"]: e["value"] for e in deployment["exec-pytorchjob-train"]["container"].get("env", [])}
+    parameters = _all_tasks(spec)["pytorchjob-train"].inputs.parameters
+    replica_env = json_format.MessageToDict(parameters["env"].runtime_value.constant)
+    optional = json_format.MessageToDict(parameters["optional_secret_volumes"].runtime_value.constant)
+    return step_env, replica_env, optional
+
+
+def test_the_artifact_stores_secret_reaches_the_pytorchjob_step_and_its_replicas_by_name_only(default_yaml):
+    spec, executors = parse_strictly(default_yaml["distributed_training_pipeline"])
+    [mounted] = executors["exec-pytorchjob-train"]["secretAsVolume"]
+    # Optional: a namespace without KFP's Secret (a gs:// root, IRSA) still starts the pod.
+    assert mounted == {
+        "secretName": "mlpipeline-minio-artifact",
+        "mountPath": "/var/secrets/artifact-store",
+        "optional": True,
+        "secretNameParameter": {"runtimeValue": {"constant": "mlpipeline-minio-artifact"}},
+    }
+    step_env, replica_env, optional = _replica_settings(spec)
+    expected_env = {"KFP_TORCH_S3_CREDENTIALS_DIR": "/var/secrets/artifact-store"}
+    assert step_env == replica_env == expected_env
+    assert optional == {"mlpipeline-minio-artifact": "/var/secrets/artifact-store"}
+    only_there = {n for n, c in executors.items() if c.get("secretAsVolume")}
+    assert only_there == {"exec-pytorchjob-train"}
+
+
+def test_the_artifact_store_settings_set_the_endpoint_and_region_or_nothing(tmp_path):
+    from pipelines.distributed_training_pipeline import build_distributed_training_pipeline
+
+    settings = settings_from_dict(
+        {"artifact_store_endpoint": "http://seaweedfs.kubeflow:8333", "artifact_store_region": "us-east-1"}
+    )
+    path = tmp_path / "seaweedfs.yaml"
+    compiler.Compiler().compile(build_distributed_training_pipeline(settings), str(path))
+    spec, _ = parse_strictly(path)
+    step_env, replica_env, _ = _replica_settings(spec)
+    assert (
+        step_env
+        == replica_env
+        == {
+            "KFP_TORCH_S3_CREDENTIALS_DIR": "/var/secrets/artifact-store",
+            "KFP_TORCH_S3_ENDPOINT": "http://seaweedfs.kubeflow:8333",
+            "KFP_TORCH_S3_REGION": "us-east-1",
+        }
+    )
+
+    path = tmp_path / "none.yaml"
+    compiler.Compiler().compile(
+        build_distributed_training_pipeline(settings_from_dict({"artifact_store_secret": ""})), str(path)
+    )
+    spec, executors = parse_strictly(path)
+    assert "secretAsVolume" not in executors["exec-pytorchjob-train"]
+    assert _replica_settings(spec) == ({}, {}, {})
 
 
 def test_images_are_pinned_to_the_library_version_and_nothing_is_installed_at_start(default_yaml):
@@ -284,6 +347,15 @@ def test_no_secret_value_or_credential_file_content_reaches_the_yaml(tmp_path, m
         ({"pod_labels": {"/team": "vision"}}, r"pod label key '/team' is not a valid Kubernetes label key"),
         ({"dvc_cache_pvc": "DVC_Cache"}, r"dvc_cache_pvc 'DVC_Cache' is not a valid Kubernetes object name"),
         ({"shm_size": "lots"}, r"shm_size must be a quantity"),
+        ({"shm_size": "5Gi5"}, r"shm_size must be a quantity.*'5Gi5'"),
+        ({"steps": {"train": {"memory_request": "16K"}}}, r"memory_request must be a Kubernetes quantity.*'16K'"),
+        ({"steps": {"train": {"cpu_limit": "1mm"}}}, r"cpu_limit must be a Kubernetes quantity.*'1mm'"),
+        ({"steps": {"train": {"cpu_limit": "-1"}}}, r"cpu_limit must be a Kubernetes quantity.*'-1'"),
+        ({"artifact_store_secret": "Minio_Secret"}, r"artifact_store_secret 'Minio_Secret' is not a valid"),
+        ({"artifact_store_mount_path": "secrets"}, r"artifact_store_mount_path must be an absolute path"),
+        ({"artifact_store_endpoint": "minio-service:9000"}, r"artifact_store_endpoint must be an http\(s\) URL"),
+        ({"artifact_store_endpoint": "http://user:pw@minio:9000"}, r"without credentials"),
+        ({"artifact_store_region": "US East"}, r"artifact_store_region must be a region name.*'US East'"),
     ],
 )
 def test_bad_settings_fail_at_compile_time_naming_the_value(settings, message):

@@ -48,6 +48,11 @@ VARIANTS = {
         env={"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/gcs/key.json", "NCCL_DEBUG": "INFO"},
         service_account="pipeline-runner",
     ),
+    "artifact-store-secret": config(
+        secret_volumes={"gcs-key": "/var/secrets/gcs"},
+        optional_secret_volumes={"mlpipeline-minio-artifact": "/var/secrets/artifact-store"},
+        env={"KFP_TORCH_S3_CREDENTIALS_DIR": "/var/secrets/artifact-store"},
+    ),
     "no-shm-deadline": config(shm_size="", active_deadline_seconds=7200, backoff_limit=3, clean_pod_policy="Running"),
     "restart-exitcode": config(restart_policy="ExitCode", ttl_seconds_after_finished=0),
 }
@@ -99,6 +104,15 @@ def test_manifest_shape(validator):
         ({"node_selector": {"gpu": True}}, r"node_selector\['gpu'\] must be a string"),
         ({"env": {"HF_TOKEN": "hf_abc"}}, r"env 'HF_TOKEN' looks like a credential"),
         ({"secret_volumes": {"Bad_Name": "/x"}}, r"secret name 'Bad_Name' is not a DNS-1123 subdomain"),
+        ({"optional_secret_volumes": {"Bad_Name": "/x"}}, r"secret name 'Bad_Name' is not a DNS-1123 subdomain"),
+        (
+            {"secret_volumes": {"a": "/x"}, "optional_secret_volumes": {"a": "/y"}},
+            r"secret\(s\) a are in both secret_volumes and optional_secret_volumes",
+        ),
+        (
+            {"secret_volumes": {"a": "/x"}, "optional_secret_volumes": {"b": "/x"}},
+            r"two secrets would be mounted at the same path",
+        ),
         ({"active_deadline_seconds": -5}, r"active_deadline_seconds must be an integer >= 0"),
     ],
 )

@@ -183,7 +183,9 @@ def s3_settings(scheme: str) -> dict:
         region = region or KFP_MINIO_REGION
     settings: dict = {"endpoint_url": endpoint, "region_name": region}
     directory = os.environ.get(S3_CREDENTIALS_DIR_ENV)
-    if directory:
+    # The pipelines mount the Secret optionally: an empty directory means the namespace has none, and
+    # boto3's own chain (AWS_* variables, IRSA, an instance profile) is tried instead.
+    if directory and any((Path(directory) / name).exists() for name in CREDENTIAL_FILES):
         values = []
         for name in CREDENTIAL_FILES:
             path = Path(directory) / name

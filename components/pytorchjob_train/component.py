@@ -33,6 +33,7 @@ def pytorchjob_train(
     shm_size: str = "2Gi",
     env: Dict[str, str] = {},
     secret_volumes: Dict[str, str] = {},
+    optional_secret_volumes: Dict[str, str] = {},
     service_account: str = "",
     namespace: str = "",
     restart_policy: str = "OnFailure",
@@ -95,6 +96,8 @@ def pytorchjob_train(
         shm_size, env, secret_volumes, service_account, restart_policy, clean_pod_policy,
         ttl_seconds_after_finished, active_deadline_seconds, backoff_limit: the PyTorchJob's
             spec per replica; secrets are mounted as volumes (name -> path), never passed as values.
+        optional_secret_volumes: secrets mounted when they exist (the artifact store's credentials,
+            needed only for minio:// and s3:// URIs); a pod starts without them.
             active_deadline_seconds 0 sets timeout_seconds plus 10 minutes: the operator stops the
             job even when this step was killed before it could.
         namespace: where the job runs; empty for this pod's own namespace.
@@ -132,6 +135,7 @@ def pytorchjob_train(
             shm_size=shm_size,
             env=env,
             secret_volumes=secret_volumes,
+            optional_secret_volumes=optional_secret_volumes,
             service_account=service_account,
             restart_policy=restart_policy,
             clean_pod_policy=clean_pod_policy,

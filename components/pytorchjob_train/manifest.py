@@ -54,6 +54,8 @@ class PyTorchJobConfig:
     shm_size: str = "2Gi"  # "" for no /dev/shm volume
     env: dict[str, str] = field(default_factory=dict)
     secret_volumes: dict[str, str] = field(default_factory=dict)  # Secret name -> mount path
+    # Secrets the pods start without when they are missing (the artifact store's, needed only for minio:// or s3://).
+    optional_secret_volumes: dict[str, str] = field(default_factory=dict)
     service_account: str = ""
     restart_policy: str = "OnFailure"
     clean_pod_policy: str = "All"
@@ -125,9 +127,13 @@ class PyTorchJobConfig:
                 not SECRET_LIKE_ENV.search(name),
                 f"env {name!r} looks like a credential; mount it from a Kubernetes Secret with secret_volumes",
             )
-        for secret, path in self.secret_volumes.items():
+        for secret, path in {**self.secret_volumes, **self.optional_secret_volumes}.items():
             check(bool(DNS_1123_SUBDOMAIN.match(secret)), f"secret name {secret!r} is not a DNS-1123 subdomain")
             check(isinstance(path, str) and path.startswith("/"), f"mount path for secret {secret!r} must be absolute")
+        both = sorted(set(self.secret_volumes) & set(self.optional_secret_volumes))
+        check(not both, f"secret(s) {', '.join(both)} are in both secret_volumes and optional_secret_volumes")
+        paths = [*self.secret_volumes.values(), *self.optional_secret_volumes.values()]
+        check(len(set(paths)) == len(paths), f"two secrets would be mounted at the same path: {sorted(paths)}")
         check(
             self.service_account == "" or bool(DNS_1123_SUBDOMAIN.match(self.service_account)),
             f"service_account {self.service_account!r} is not a DNS-1123 subdomain",
@@ -254,9 +260,11 @@ def _pod_template(config: PyTorchJobConfig, args: list[str]) -> dict[str, Any]:
         # DataLoader workers and NCCL share memory through /dev/shm; the container default is 64 MiB.
         volumes.append({"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size}})
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
-    for i, (secret, path) in enumerate(sorted(config.secret_volumes.items())):
+    secrets = [(secret, path, False) for secret, path in sorted(config.secret_volumes.items())]
+    secrets += [(secret, path, True) for secret, path in sorted(config.optional_secret_volumes.items())]
+    for i, (secret, path, optional) in enumerate(secrets):
         volume = f"secret-{i}"
-        volumes.append({"name": volume, "secret": {"secretName": secret}})
+        volumes.append({"name": volume, "secret": {"secretName": secret, **({"optional": True} if optional else {})}})
         mounts.append({"name": volume, "mountPath": path, "readOnly": True})
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
