@@ -1,16 +1,22 @@
 """Opt-in: a real PyTorchJob on a real cluster with the Kubeflow Training Operator.
 
-Skipped unless all of these are set (and the cluster serves pytorchjobs.kubeflow.org):
+The training tests are skipped unless all of these are set (and the cluster serves pytorchjobs.kubeflow.org):
   KFP_TORCH_LIFECYCLE_CLUSTER_NAMESPACE  namespace to run in (your kubeconfig's credentials are used)
   KFP_TORCH_LIFECYCLE_CLUSTER_IMAGE      a training image holding this library (see components/images.py)
   KFP_TORCH_LIFECYCLE_CLUSTER_DATASET    dataset URI the pods can read (gs://… or a path on a shared volume)
   KFP_TORCH_LIFECYCLE_CLUSTER_MODEL      model URI the pods can write (gs://…); a fresh one per run
+
+The RBAC check needs only KFP_TORCH_LIFECYCLE_CLUSTER_NAMESPACE (the profile namespace the pipeline runs in),
+kubectl on PATH, and credentials that may impersonate the step's ServiceAccount:
+  KFP_TORCH_LIFECYCLE_CLUSTER_SERVICE_ACCOUNT  the ServiceAccount that runs pipeline steps (default-editor)
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 import time
 import uuid
@@ -21,12 +27,14 @@ import pytest
 from components.pytorchjob_train.launcher import JobFailed, KubernetesJobClient
 from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
 from components.train.trainer import TrainConfig
+from tests.test_rbac import launcher_permissions
 
 pytestmark = pytest.mark.cluster
 SETTINGS = {
     name: os.environ.get(f"KFP_TORCH_LIFECYCLE_CLUSTER_{name.upper()}", "")
     for name in ("namespace", "image", "dataset", "model")
 }
+SERVICE_ACCOUNT = os.environ.get("KFP_TORCH_LIFECYCLE_CLUSTER_SERVICE_ACCOUNT", "default-editor")
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +100,33 @@ def test_real_failing_pytorchjob_fails_the_step(client):
                 timeout_seconds=900,
                 kube_client=client,
             )
+
+
+def can_i(kubectl: str, verb: str, group: str, resource: str, user: str, namespace: str) -> list[str]:
+    """`kubectl auth can-i` for one rule; e.g. `get pods --subresource=log`, `create pytorchjobs.kubeflow.org`."""
+    resource, _, subresource = resource.partition("/")
+    command = [kubectl, "auth", "can-i", verb, f"{resource}.{group}" if group else resource]
+    command += [f"--subresource={subresource}"] if subresource else []
+    return [*command, f"--as={user}", "-n", namespace]
+
+
+def test_the_steps_service_account_may_do_what_the_launcher_does():
+    """Every (verb, resource) the launcher sends (tests/test_rbac.py derives them) is allowed to the ServiceAccount
+    the pipeline's steps run as. On "no": kubectl apply -n <namespace> -f components/pytorchjob_train/rbac.yaml."""
+    namespace, kubectl = SETTINGS["namespace"], shutil.which("kubectl")
+    if not namespace or not kubectl:
+        pytest.skip("set KFP_TORCH_LIFECYCLE_CLUSTER_NAMESPACE and put kubectl on PATH to check the RBAC grants")
+    user = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
+    denied = []
+    for group, resource, verb in sorted(launcher_permissions()):
+        command = can_i(kubectl, verb, group, resource, user, namespace)
+        answer = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        said = answer.stdout.strip()
+        if said != "yes" and not said.startswith("no"):  # no answer at all: no cluster, or no right to impersonate
+            pytest.fail(f"{' '.join(command)} failed (exit {answer.returncode}): {answer.stderr.strip()}")
+        if said != "yes":
+            denied.append(f"{verb} {resource}" + (f".{group}" if group else "") + f" ({said})")
+    assert not denied, (
+        f"{user} may not: {'; '.join(denied)}. Apply the Role: "
+        f"kubectl apply -n {namespace} -f components/pytorchjob_train/rbac.yaml"
+    )

@@ -22,6 +22,10 @@ terminal or Suspended condition turns Running False, and nothing changes after F
 
 Faults are injected per request (``inject``): an HTTP status (5xx, 429 with Retry-After, 403 with the real
 message), a connection reset with no reply, a delay, or a reply lost after the request was carried out.
+
+Every request is recorded (``requests``), answered or not, with what the API server's RBAC authorizer would check
+for it (``Request.access``: verb, API group, resource and subresource), so a test can tell which permissions a
+client used.
 """
 
 from __future__ import annotations
@@ -49,7 +53,12 @@ POD_LOG = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<pod>[^/]+)/log
 PROPAGATION_POLICIES = ("Foreground", "Background", "Orphan")
 RESET = 0  # a Fault status: the connection is reset instead of answered
 SERVICE_ACCOUNT = "system:serviceaccount:kubeflow:pipeline-runner"
-VERBS = {"POST": "create", "GET": "get", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}
+VERBS = {"POST": "create", "GET": "get", "HEAD": "get", "DELETE": "delete", "PUT": "update", "PATCH": "patch"}
+# Any resource path: /api/v1/... (the core group) or /apis/<group>/<version>/..., namespaced or not.
+RESOURCE_PATH = re.compile(
+    r"^/(?:api/[^/]+|apis/(?P<group>[^/]+)/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?"
+    r"/(?P<resource>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<subresource>[^/]+))?)?$"
+)
 REASONS = {
     400: "BadRequest",
     403: "Forbidden",
@@ -93,6 +102,67 @@ class Fault:
     retry_after: int | None = None  # seconds, sent as Retry-After
     delay: float = 0.0  # seconds the server waits before handling the request
     carried_out: bool = False  # handle the request first, then fail: a reply lost after the create succeeded
+
+
+@dataclass(frozen=True)
+class Access:
+    """What the API server's RBAC authorizer checks for a request (k8s.io/apiserver's RequestInfo)."""
+
+    verb: str  # get, list, watch, create, update, patch, delete, deletecollection
+    group: str  # "" for the core group
+    resource: str
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+    @property
+    def rule(self) -> tuple[str, str, str]:
+        """(API group, resource, verb) as a Role's rule names them: a subresource as ``pods/log``."""
+        resource = f"{self.resource}/{self.subresource}" if self.subresource else self.resource
+        return self.group, resource, self.verb
+
+
+def access(method: str, path: str, query: str = "") -> Access | None:
+    """The authorizer's view of a request, resolved as the API server's RequestInfoFactory resolves it; None for a
+    path that names no resource (discovery, /version).
+
+    GET is get on a named object, and on a collection list, or watch with ``?watch=true``; DELETE on a collection
+    is deletecollection. A subresource is checked on its own (``pods/log``), whatever the object's permissions.
+    """
+    match = RESOURCE_PATH.match(path)
+    if not match:
+        return None
+    verb = VERBS.get(method, method.lower())
+    if not match["name"]:
+        if verb == "get":
+            try:
+                watch = _query_bool(parse_qs(query), "watch")
+            except ValueError:  # the API server's resolver, too, takes a query it cannot parse for a list
+                watch = False
+            verb = "watch" if watch else "list"
+        elif verb == "delete":
+            verb = "deletecollection"
+    return Access(
+        verb,
+        match["group"] or "",
+        match["resource"],
+        match["subresource"] or "",
+        match["ns"] or "",
+        match["name"] or "",
+    )
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request as it arrived: method, path and raw query string."""
+
+    method: str
+    path: str
+    query: str = ""
+
+    @property
+    def access(self) -> Access | None:
+        return access(self.method, self.path, self.query)
 
 
 @dataclass
@@ -241,7 +311,7 @@ class FakeKube:
     pending_pods: dict[str, dict] = field(default_factory=dict)  # replica type (master, worker) -> status until Running
     jobs: dict = field(default_factory=dict)  # (namespace, name) -> the latest FakeJob of that name
     created: list = field(default_factory=list)  # every FakeJob ever created
-    requests: list = field(default_factory=list)  # (method, path) in arrival order
+    requests: list[Request] = field(default_factory=list)  # every request, in arrival order
     faults: list = field(default_factory=list)
 
     def inject(self, *faults: Fault) -> FakeKube:
@@ -273,7 +343,7 @@ class FakeKube:
         return client.ApiClient(configuration)
 
     def count(self, method: str, suffix: str = "") -> int:
-        return sum(1 for m, path in self.requests if m == method and path.endswith(suffix))
+        return sum(1 for r in self.requests if r.method == method and r.path.endswith(suffix))
 
     def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
@@ -478,25 +548,26 @@ def _handler(server: FakeKube) -> type[BaseHTTPRequestHandler]:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
             body = json.loads(raw) if raw.strip() else {}
-            server.requests.append((method, url.path))
+            request = Request(method, url.path, url.query)
+            server.requests.append(request)
             fault = server._take_fault(method, url.path)
             if fault and fault.delay:
                 time.sleep(fault.delay)
             if fault and fault.status is not None and not fault.carried_out:
-                return self._fail(fault, method, url.path)
+                return self._fail(fault, request)
             reply = route(url, body)
             if fault and fault.status is not None:  # carried out, then the reply is lost
-                return self._fail(fault, method, url.path)
+                return self._fail(fault, request)
             if reply is not None:
                 self._send(*reply)
             return None
 
-        def _fail(self, fault: Fault, method: str, path: str) -> None:
+        def _fail(self, fault: Fault, request: Request) -> None:
             if fault.status == RESET:
                 return self._reset()
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             message = {
-                403: _forbidden_message(method, path),
+                403: _forbidden_message(request),
                 429: "Too many requests, please try again later.",
                 503: "The server is currently unable to handle the request",
             }.get(fault.status, f"injected HTTP {fault.status}")
@@ -669,20 +740,16 @@ def _handler(server: FakeKube) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _forbidden_message(method: str, path: str) -> str:
+def _forbidden_message(request: Request) -> str:
     """What the API server says when RBAC denies the call."""
-    verb = VERBS.get(method, method.lower())
-    if match := JOB_PATH.match(path):
-        resource, group, namespace = match["plural"], match["group"], match["ns"]
-        verb = "list" if method == "GET" and not match["name"] else verb
-        subject = f'{resource}.{group} "{match["name"]}"' if match["name"] else f"{resource}.{group}"
-    elif match := POD_LOG.match(path):
-        resource, group, namespace, subject = "pods/log", "", match["ns"], f'pods "{match["pod"]}"'
-    elif match := POD_LIST.match(path):
-        resource, group, namespace, subject, verb = "pods", "", match["ns"], "pods", "list"
-    else:
-        return f"{method} {path} is forbidden"
+    denied = request.access
+    if denied is None:
+        return f"{request.method} {request.path} is forbidden"
+    qualified = f"{denied.resource}.{denied.group}" if denied.group else denied.resource
+    subject = f'{qualified} "{denied.name}"' if denied.name else qualified
+    _, resource, verb = denied.rule
+    scope = f'in the namespace "{denied.namespace}"' if denied.namespace else "at the cluster scope"
     return (
         f'{subject} is forbidden: User "{SERVICE_ACCOUNT}" cannot {verb} resource "{resource}" '
-        f'in API group "{group}" in the namespace "{namespace}"'
+        f'in API group "{denied.group}" {scope}'
     )

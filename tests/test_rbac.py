@@ -1,0 +1,303 @@
+"""components/pytorchjob_train/rbac.yaml grants the step's ServiceAccount what the launcher uses, and nothing else
+but a few read-only verbs for people following a run.
+
+What the launcher uses is not written down here: the launcher runs against the fake API server
+(tests/support/fake_kube.py) through the scenarios that reach every Kubernetes API method it calls (checked
+against launcher.py's source), and each request it sends is turned into what the API server's RBAC authorizer
+checks for it: verb, API group, resource and subresource. A new call in the launcher changes that set, and these
+tests fail until the Role and the README follow.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+
+from components.pytorchjob_train import launcher
+from components.pytorchjob_train.launcher import (
+    JobNotStarted,
+    KubernetesJobClient,
+    RetryPolicy,
+    run_job,
+)
+from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
+from tests.support.fake_kube import Access, FakeKube, Request, Step, access, unschedulable
+
+ROOT = Path(__file__).resolve().parents[1]
+RBAC_YAML = ROOT / "components" / "pytorchjob_train" / "rbac.yaml"
+README = ROOT / "components" / "pytorchjob_train" / "README.md"
+APPLY = "kubectl apply -n <profile-namespace> -f components/pytorchjob_train/rbac.yaml"
+NAMESPACE = "team-a"
+RBAC_API = "rbac.authorization.k8s.io/v1"
+SERVICE_ACCOUNT = "default-editor"
+FAST_RETRY = RetryPolicy(budget_seconds=5, first_delay_seconds=0.01, max_delay_seconds=0.05)
+
+Permission = tuple[str, str, str]  # (API group, resource or resource/subresource, verb), as a Role's rule names it
+# Read-only, for people following a run (`kubectl get pytorchjobs -w`, `kubectl describe pod`; pods/log list as
+# Kubernetes' own view role has it). The launcher sends none of these.
+FOR_PEOPLE: set[Permission] = {
+    ("kubeflow.org", "pytorchjobs", "list"),
+    ("kubeflow.org", "pytorchjobs", "watch"),
+    ("", "pods", "get"),
+    ("", "pods/log", "list"),
+}
+
+
+# --- what the launcher sends ------------------------------------------------------------------------------------
+
+
+class _Recorded:
+    """An API object of the Kubernetes client (CoreV1Api, ...) that notes each of its methods the launcher uses."""
+
+    def __init__(self, attribute: str, api, used: set[tuple[str, str]]):
+        self._attribute, self._api, self._used = attribute, api, used
+
+    def __getattr__(self, name: str):
+        value = getattr(self._api, name)
+        if callable(value):
+            self._used.add((self._attribute, name))
+        return value
+
+
+def _api_attributes() -> dict[str, str]:
+    """The launcher's API objects, from its source: {attribute: class}, e.g. {"core": "CoreV1Api"}."""
+    found = {}
+    for node in ast.walk(ast.parse(Path(launcher.__file__).read_text())):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Attribute)
+            and node.value.func.attr.endswith("Api")
+        ):
+            for target in node.targets:
+                if isinstance(target, ast.Attribute):
+                    found[target.attr] = node.value.func.attr
+    return found
+
+
+def _api_methods_in_source() -> set[tuple[str, str]]:
+    """Every (API object, method) the launcher's source names, e.g. ("core", "list_namespaced_pod")."""
+    attributes = _api_attributes()
+    return {
+        (node.value.attr, node.attr)
+        for node in ast.walk(ast.parse(Path(launcher.__file__).read_text()))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr in attributes
+    }
+
+
+def _manifest() -> dict:
+    config = PyTorchJobConfig(image="registry.example.com/train:0.1.0", command=training_command(1))
+    return build_manifest(config, "train-abc123", NAMESPACE, ["--epochs", "1"])
+
+
+def _launch(kube: FakeKube, used: set[tuple[str, str]], **kwargs) -> list[str]:
+    job_client = KubernetesJobClient(kube.api_client(), retry=FAST_RETRY)
+    for attribute in _api_attributes():
+        setattr(job_client, attribute, _Recorded(attribute, getattr(job_client, attribute), used))
+    lines: list[str] = []
+    run_job(job_client, _manifest(), timeout_seconds=30, poll_seconds=0.05, echo=lines.append, **kwargs)
+    return lines
+
+
+def _succeeds(kube: FakeKube, used: set) -> None:
+    lines = _launch(kube, used)
+    assert "[train-abc123-master-0] training finished" in lines  # the log was followed
+
+
+def _replaces_a_failed_job_of_an_earlier_attempt(kube: FakeKube, used: set) -> None:
+    kube.script = [Step(0, "Created"), Step(0, "Failed", "OOMKilled", "the earlier attempt's failure")]
+    KubernetesJobClient(kube.api_client()).create(_manifest())
+    kube.requests.clear()  # the earlier attempt's requests are not the launcher's
+    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.3, "Succeeded")]
+    lines = _launch(kube, used)
+    assert any("of an earlier attempt Failed" in line for line in lines)
+
+
+def _reports_pods_that_never_start(kube: FakeKube, used: set) -> None:
+    kube.script = [Step(0, "Created")]
+    kube.pending_pods = {"master": unschedulable()}
+    with pytest.raises(JobNotStarted, match="Unschedulable"):  # the pods were listed for their reasons
+        _launch(kube, used, scheduling_timeout_seconds=0.3)
+
+
+SCENARIOS = (_succeeds, _replaces_a_failed_job_of_an_earlier_attempt, _reports_pods_that_never_start)
+
+
+@dataclass(frozen=True)
+class Traffic:
+    requests: tuple[Request, ...]  # every request the launcher sent, over all scenarios
+    methods: frozenset[tuple[str, str]]  # the (API object, method) pairs it used
+
+
+@functools.cache
+def launcher_traffic() -> Traffic:
+    requests: list[Request] = []
+    used: set[tuple[str, str]] = set()
+    for scenario in SCENARIOS:
+        kube = FakeKube().start()
+        try:
+            scenario(kube, used)
+        except Exception as error:  # e.g. a new call the fake API server does not serve (404): teach it the call
+            sent = sorted({request.access.rule for request in kube.requests if request.access})
+            raise AssertionError(f"{scenario.__name__} failed against the fake API server; it sent {sent}") from error
+        finally:
+            kube.stop()
+        requests += kube.requests
+    return Traffic(tuple(requests), frozenset(used))
+
+
+def launcher_permissions() -> frozenset[Permission]:
+    """What the launcher needs: each request it sends, as the RBAC authorizer checks it."""
+    return frozenset(request.access.rule for request in launcher_traffic().requests if request.access)
+
+
+# --- what rbac.yaml grants --------------------------------------------------------------------------------------
+
+
+def rbac_documents() -> list[dict]:
+    return [document for document in yaml.safe_load_all(RBAC_YAML.read_text()) if document is not None]
+
+
+def of_kind(kind: str) -> dict:
+    matching = [document for document in rbac_documents() if document.get("kind") == kind]
+    assert len(matching) == 1, f"rbac.yaml must hold exactly one {kind}, holds {len(matching)}"
+    return matching[0]
+
+
+def granted(role: dict) -> set[Permission]:
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def readme_permissions() -> set[Permission]:
+    """The table of README's "Permissions (RBAC)" section: one row per API group and resource."""
+    section = README.read_text().split("## Permissions (RBAC)\n", 1)[1].split("\n## ", 1)[0]
+    listed = set()
+    for row in re.findall(r"^\|(.+)\|$", section, flags=re.MULTILINE):
+        cells = [cell.strip() for cell in row.split("|")]
+        if not cells[0].startswith("`"):
+            continue  # the header and its rule
+        group = re.findall(r"`([^`]*)`", cells[0])[0].strip('"')
+        resource = re.findall(r"`([^`]*)`", cells[1])[0]
+        listed |= {(group, resource, verb) for verb in re.findall(r"`([^`]*)`", cells[2])}
+    return listed
+
+
+# --- the tests --------------------------------------------------------------------------------------------------
+
+
+JOBS = "/apis/kubeflow.org/v1/namespaces/a/pytorchjobs"
+
+
+@pytest.mark.parametrize(
+    "method, path, query, expected",
+    [
+        ("POST", JOBS, "", ("create", "kubeflow.org", "pytorchjobs")),
+        ("GET", f"{JOBS}/j", "", ("get", "kubeflow.org", "pytorchjobs")),
+        ("GET", JOBS, "", ("list", "kubeflow.org", "pytorchjobs")),
+        ("GET", JOBS, "watch=true", ("watch", "kubeflow.org", "pytorchjobs")),
+        ("DELETE", f"{JOBS}/j", "", ("delete", "kubeflow.org", "pytorchjobs")),
+        ("DELETE", JOBS, "", ("deletecollection", "kubeflow.org", "pytorchjobs")),
+        ("PATCH", f"{JOBS}/j", "", ("patch", "kubeflow.org", "pytorchjobs")),
+        ("GET", "/api/v1/namespaces/a/pods", "labelSelector=x%3Dy", ("list", "", "pods")),
+        ("GET", "/api/v1/namespaces/a/pods", "watch=1&labelSelector=x", ("watch", "", "pods")),
+        ("GET", "/api/v1/namespaces/a/pods/p", "", ("get", "", "pods")),
+        ("GET", "/api/v1/namespaces/a/pods/p/log", "follow=True&container=c", ("get", "", "pods/log")),
+        ("GET", "/api/v1/namespaces/a/events", "fieldSelector=involvedObject.name%3Dp", ("list", "", "events")),
+        ("GET", "/api/v1/namespaces/a", "", ("get", "", "namespaces")),
+    ],
+)
+def test_requests_are_read_as_the_rbac_authorizer_reads_them(method, path, query, expected):
+    """GET on one object is get, on a collection list (watch with ?watch=true), a subresource is its own resource."""
+    resolved = access(method, path, query)
+    assert (resolved.verb, *resolved.rule[:2]) == expected
+    assert access("GET", "/apis", "") is None and access("GET", "/version", "") is None
+
+
+def test_the_scenarios_reach_every_api_method_the_launcher_calls():
+    """Otherwise a call only some other path makes would be missing from the permissions derived below."""
+    assert _api_attributes() == {"custom": "CustomObjectsApi", "core": "CoreV1Api"}, (
+        "the launcher has another API object: the recorder wraps it, add a scenario that reaches its calls"
+    )
+    in_source = _api_methods_in_source()
+    assert in_source, "no API calls found in launcher.py: has the client moved?"
+    never_reached = in_source - launcher_traffic().methods
+    assert not never_reached, f"no scenario here reaches {sorted(never_reached)}: add one, so its permission counts"
+
+
+def test_every_request_the_launcher_sends_is_a_namespaced_resource_in_the_jobs_namespace():
+    """A Role grants nothing at the cluster scope nor in another namespace."""
+    requests = launcher_traffic().requests
+    assert requests
+    for request in requests:
+        assert isinstance(request.access, Access), f"{request} addresses no resource"
+        assert request.access.namespace == NAMESPACE, f"{request} is not in the job's namespace"
+
+
+def test_the_launcher_needs_what_the_readme_lists():
+    assert launcher_permissions() == readme_permissions(), (
+        "the launcher's requests and README's Permissions (RBAC) table differ: "
+        f"needed {sorted(launcher_permissions())}, listed {sorted(readme_permissions())}"
+    )
+
+
+def test_rbac_yaml_is_a_valid_role_and_a_binding_of_it_to_the_pipeline_service_account():
+    documents = rbac_documents()
+    assert sorted(document.get("kind") for document in documents) == ["Role", "RoleBinding"]
+    api = k8s.ApiClient()
+    for document in documents:
+        assert document["apiVersion"] == RBAC_API
+        # The client's models raise on a missing required field; their serialisation drops unknown (misspelt) ones.
+        model = api._ApiClient__deserialize(document, f"V1{document['kind']}")
+        assert api.sanitize_for_serialization(model) == document, f"unknown fields in the {document['kind']}"
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", document["metadata"]["name"])
+    role, binding = of_kind("Role"), of_kind("RoleBinding")
+    for rule in role["rules"]:
+        assert rule["apiGroups"] and rule["resources"] and rule["verbs"], rule
+        assert "*" not in [*rule["apiGroups"], *rule["resources"], *rule["verbs"]], f"a wildcard grants more: {rule}"
+        assert not rule.get("resourceNames"), "job and pod names are decided at run time"
+        assert not rule.get("nonResourceURLs"), "a Role cannot grant non-resource URLs"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT}]
+
+
+def test_the_role_grants_every_permission_the_launcher_uses():
+    missing = launcher_permissions() - granted(of_kind("Role"))
+    assert not missing, f"the launcher would get HTTP 403 for {sorted(missing)}: add them to rbac.yaml's Role"
+
+
+def test_the_role_grants_nothing_beyond_the_launchers_needs_and_read_only_access():
+    extra = granted(of_kind("Role")) - launcher_permissions() - FOR_PEOPLE
+    assert not extra, f"rbac.yaml's Role grants {sorted(extra)}, which the launcher never uses"
+    assert all(verb in ("get", "list", "watch") for _, _, verb in FOR_PEOPLE)
+    assert FOR_PEOPLE <= granted(of_kind("Role")), "the README promises these to people following a run"
+
+
+def test_rbac_yaml_is_applied_to_a_namespace_and_names_none():
+    """Applied with -n <namespace>: the Role, the binding and its ServiceAccount all land there.
+
+    A ServiceAccount subject without a namespace is, to the RBAC authorizer, the one in the binding's namespace.
+    """
+    for document in rbac_documents():
+        assert "namespace" not in document["metadata"], f"the {document['kind']} hard-codes a namespace"
+    for subject in of_kind("RoleBinding")["subjects"]:
+        assert "namespace" not in subject, "the subject hard-codes the ServiceAccount's namespace"
+    header = RBAC_YAML.read_text().split("\napiVersion:", 1)[0]
+    assert APPLY in header, "rbac.yaml's header comment says how to apply it"
+    assert APPLY in README.read_text(), "the README says how to apply rbac.yaml"
