@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from components.pytorchjob_train import launcher
+from components.pytorchjob_train import job_logs, kube_api, launcher
 from components.pytorchjob_train.launcher import (
     JobNotStarted,
     KubernetesJobClient,
@@ -66,10 +66,16 @@ class _Recorded:
         return value
 
 
+def _launcher_nodes() -> list[ast.AST]:
+    """Every node of the launcher's modules: the step's flow, its API client and its log follower."""
+    modules = (launcher, kube_api, job_logs)
+    return [node for module in modules for node in ast.walk(ast.parse(Path(module.__file__).read_text()))]
+
+
 def _api_attributes() -> dict[str, str]:
     """The launcher's API objects, from its source: {attribute: class}, e.g. {"core": "CoreV1Api"}."""
     found = {}
-    for node in ast.walk(ast.parse(Path(launcher.__file__).read_text())):
+    for node in _launcher_nodes():
         if (
             isinstance(node, ast.Assign)
             and isinstance(node.value, ast.Call)
@@ -87,7 +93,7 @@ def _api_methods_in_source() -> set[tuple[str, str]]:
     attributes = _api_attributes()
     return {
         (node.value.attr, node.attr)
-        for node in ast.walk(ast.parse(Path(launcher.__file__).read_text()))
+        for node in _launcher_nodes()
         if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr in attributes
     }
 
