@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -47,7 +48,7 @@ def test_quickstart_runs_the_pipeline_and_draws_its_metrics(tmp_path, monkeypatc
     assert list(tmp_path.glob("pipeline-root/pytorch-training-*/build-bento/bento"))
 
 
-CLUSTER_CELLS = 4  # the cells that talk to KFP: connect, run the function, read the run, schedule
+CLUSTER_CELLS = 5  # the cells that talk to KFP: connect, run the function, read the run, its scores, schedule
 
 
 @pytest.fixture
@@ -71,9 +72,14 @@ def test_cluster_notebook_skips_the_cluster_cells_without_a_host(notebook_env):
 def test_cluster_notebook_runs_waits_reads_and_schedules_with_kfp_client(notebook_env, monkeypatch):
     token = notebook_env / "token"
     token.write_text("notebook-token-sentinel")
-    with FakeKfp(token="notebook-token-sentinel", run_progress=()) as kfp:
+    root = notebook_env / "pipeline-root"  # the artifact store, where the fake backend leaves evaluate's file
+    evaluation = {"accuracy": 0.973214, "loss": 0.0912, "macro_f1": 0.971877, "test_samples": 359}
+    evaluation |= {"recall_0": 1.0, "recall_1": 0.944444, "promote": True, "reason": "accuracy 0.9732 meets 0.9500"}
+    artifacts = {("evaluate", "metrics"): json.dumps(evaluation).encode()}
+    with FakeKfp(token="notebook-token-sentinel", run_progress=(), pipeline_root=root, task_artifacts=artifacts) as kfp:
         monkeypatch.setenv("KFP_HOST", kfp.url)
         monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
+        monkeypatch.setenv("KFP_PIPELINE_ROOT", str(root))
         notebook = execute("cluster.ipynb")
     assert kfp.violations == []
     text = outputs_text(notebook)
@@ -90,6 +96,12 @@ def test_cluster_notebook_runs_waits_reads_and_schedules_with_kfp_client(noteboo
         assert f"run {run['run_id']} ended SUCCEEDED" in text
     assert [e["display_name"] for e in kfp.experiments.values()] == ["notebook"]
     assert "train                SUCCEEDED" in text  # each step's state and time
+    for run in (from_function, from_package):  # each run's evaluate output, where KFP's driver puts it
+        assert len(list(root.glob(f"pytorch-training/{run['run_id']}/evaluate/*/metrics"))) == 1
+    # the first run's scores, read back from the artifact store
+    assert "accuracy 0.9732, macro F1 0.9719\n" in text
+    assert "promote: True (accuracy 0.9732 meets 0.9500)\n" in text
+    assert "  recall of 0          1.0000\n  recall of 1          0.9444\n" in text
     [schedule] = kfp.recurring_runs.values()
     assert schedule["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert schedule["max_concurrency"] == "1" and schedule["no_catchup"] is True

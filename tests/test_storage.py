@@ -17,8 +17,10 @@ from components.common.storage import (
     S3_CREDENTIALS_DIR_ENV,
     S3_ENDPOINT_ENV,
     StorageError,
+    list_files,
     local_copy,
     publish,
+    read_bytes,
 )
 from tests.support.s3_server import S3Server
 
@@ -147,6 +149,48 @@ def test_bad_uris_are_named(uri, message):
     with pytest.raises(StorageError, match=message):
         with local_copy(uri):
             pass
+
+
+def test_files_under_a_prefix_are_listed_and_read_in_minio(kfp_minio):
+    client = kfp_minio.client()
+    run = "v2/artifacts/pytorch-training/run-1"
+    for key in (f"{run}/evaluate/salt-a/metrics", f"{run}/train/model/weights.pt", f"{run}0/evaluate/metrics"):
+        client.put_object(Bucket="mlpipeline", Key=key, Body=f"content of {key}".encode())
+    assert list_files(f"minio://mlpipeline/{run}") == ["evaluate/salt-a/metrics", "train/model/weights.pt"]
+    assert list_files(f"minio://mlpipeline/{run}/evaluate/") == ["salt-a/metrics"]  # not run-10's
+    assert list_files(f"minio://mlpipeline/{run}/no-such-task") == []
+    uri = f"minio://mlpipeline/{run}/evaluate/salt-a/metrics"
+    assert read_bytes(uri) == f"content of {run}/evaluate/salt-a/metrics".encode()
+    with pytest.raises(StorageError, match=rf"cannot read minio://mlpipeline/{run}/evaluate/metrics at .* 404"):
+        read_bytes(f"minio://mlpipeline/{run}/evaluate/metrics")
+    with pytest.raises(StorageError, match=r"names a bucket, not an object"):
+        read_bytes("minio://mlpipeline/")
+    client.put_object(Bucket="mlpipeline", Key="listed/run/../../outside", Body=b"x")
+    with pytest.raises(StorageError, match=r"'listed/run/\.\./\.\./outside' .* would leave the target"):
+        list_files("minio://mlpipeline/listed/run")
+
+
+def test_files_under_a_prefix_are_listed_and_read_in_gcs(fake_gcs, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", fake_gcs.url)
+    bucket = fake_gcs.client().lookup_bucket("listing") or fake_gcs.client().create_bucket("listing")
+    for name in ("root/run-1/evaluate/salt/metrics", "root/run-1/evaluate/salt/executor-logs", "root/run-2/x"):
+        bucket.blob(name).upload_from_string(f"content of {name}")
+    assert list_files("gs://listing/root/run-1") == ["evaluate/salt/executor-logs", "evaluate/salt/metrics"]
+    assert list_files("gs://listing/root/run-3") == []
+    assert read_bytes("gs://listing/root/run-1/evaluate/salt/metrics") == b"content of root/run-1/evaluate/salt/metrics"
+    with pytest.raises(StorageError, match=r"cannot read gs://listing/root/run-1/missing: NotFound"):
+        read_bytes("gs://listing/root/run-1/missing")
+
+
+def test_files_under_a_local_directory_are_listed_and_read(tmp_path):
+    source = sample_directory(tmp_path / "run")
+    assert list_files(str(source)) == sorted(tree(source))
+    assert list_files(f"file://{source}") == sorted(tree(source))
+    assert list_files(str(tmp_path / "absent")) == [] and list_files(str(source / "weights.pt")) == []
+    assert read_bytes(str(source / "nested/deeper/notes.txt")) == b"hello"
+    assert read_bytes(f"file://{source}/nested/deeper/notes.txt") == b"hello"
+    with pytest.raises(StorageError, match=rf"cannot read {tmp_path}/run/absent.json: No such file"):
+        read_bytes(str(source / "absent.json"))
 
 
 def test_gs_goes_through_google_cloud_storage(fake_gcs, tmp_path):

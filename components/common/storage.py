@@ -2,7 +2,8 @@
 
 Pods that KFP does not launch itself (PyTorchJob replicas), and the step that collects what they
 wrote, get artifact URIs rather than the local paths KFP's launcher provides, so they fetch inputs
-and publish outputs here. Each store is reached through the client its operators use:
+and publish outputs here; a notebook lists a run's artifacts and reads its metrics file here
+(``list_files``, ``read_bytes``). Each store is reached through the client its operators use:
 
 - ``gs://`` through google-cloud-storage, with Application Default Credentials
   (``GOOGLE_APPLICATION_CREDENTIALS``, GKE Workload Identity).
@@ -125,6 +126,36 @@ def publish(local_dir: Path, uri: str, last: str | None = None) -> None:
         upload(path)
 
 
+def list_files(uri: str) -> list[str]:
+    """The files below the directory ``uri``, at any depth, as sorted '/'-separated paths relative to it.
+
+    ``[]`` when there are none. In an object store a directory is a key prefix: ``minio://b/runs/1``
+    holds the objects whose keys start with ``runs/1/`` (not ``runs/10/``). A key that would name a
+    path outside ``uri`` is refused.
+    """
+    if not is_remote(uri):
+        root = _local_path(uri)
+        files = root.rglob("*") if root.is_dir() else []
+        return sorted(path.relative_to(root).as_posix() for path in files if path.is_file())
+    location = parse(uri)
+    prefix = f"{location.key}/" if location.key else ""
+    keys = _store(location).list(location.bucket, prefix)
+    return sorted(_relative(prefix, key, uri) for key in keys if not key.endswith("/"))
+
+
+def read_bytes(uri: str) -> bytes:
+    """The content of the single file or object at ``uri``."""
+    if not is_remote(uri):
+        try:
+            return _local_path(uri).read_bytes()
+        except OSError as error:
+            raise StorageError(f"cannot read {uri}: {error.strerror or error}") from None
+    location = parse(uri)
+    if not location.key:
+        raise StorageError(f"artifact URI {uri!r} names a bucket, not an object")
+    return _store(location).read(location.bucket, location.key)
+
+
 def _parallel(function, items: list) -> None:
     with ThreadPoolExecutor(max_workers=TRANSFER_THREADS) as pool:
         for _ in pool.map(function, items):  # re-raises the first failure
@@ -158,6 +189,12 @@ class _GcsStore:
     def exists(self, bucket: str, key: str) -> bool:
         try:
             return self.client.bucket(bucket).blob(key).exists()
+        except Exception as error:
+            raise self._explain(error, f"cannot read gs://{bucket}/{key}") from None
+
+    def read(self, bucket: str, key: str) -> bytes:
+        try:
+            return self.client.bucket(bucket).blob(key).download_as_bytes()
         except Exception as error:
             raise self._explain(error, f"cannot read gs://{bucket}/{key}") from None
 
@@ -253,6 +290,12 @@ class _S3Store:
             if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
                 return False
             raise self._explain(error, f"cannot read {self.scheme}://{bucket}/{key}") from None
+        except Exception as error:
+            raise self._explain(error, f"cannot read {self.scheme}://{bucket}/{key}") from None
+
+    def read(self, bucket: str, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except Exception as error:
             raise self._explain(error, f"cannot read {self.scheme}://{bucket}/{key}") from None
 

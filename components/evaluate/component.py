@@ -24,7 +24,11 @@ def evaluate(
         dataset: the dataset the candidate was trained on; the test files are chosen by the
             split rule in the candidate's ``spec.json``, and fed through its preprocessing.
         metrics: ``accuracy``, ``loss``, ``macro_f1``, ``recall_<class>``, ``test_samples``,
-            ``onnx_max_difference`` and, with a baseline, ``baseline_accuracy``.
+            ``onnx_max_difference`` and, with a baseline, ``baseline_accuracy``, logged to ML
+            Metadata with ``promote`` and ``reason`` as metadata. The same record is written as
+            JSON to the artifact's file, which KFP uploads to the artifact store: that is where
+            ``pipelines.run_metrics.read_run_metrics`` reads a cluster run's scores, since the
+            Pipelines REST API does not serve ML Metadata.
         confusion: the confusion matrix with class names (drawn by the Kubeflow UI).
         accuracy_threshold: the least test accuracy that may be promoted, in [0, 1].
         baseline_model: optional model in production; the candidate must not be worse than it
@@ -39,7 +43,8 @@ def evaluate(
     import logging
 
     from components.evaluate.evaluation import evaluate as score_model
-    from components.evaluate.evaluation import promotion_decision, split_for_model, validate_threshold
+    from components.evaluate.evaluation import metrics_record, promotion_decision, split_for_model, validate_threshold
+    from components.evaluate.metrics_file import DECISION_FIELDS, write_metrics
 
     validate_threshold(accuracy_threshold)  # before minutes of scoring, not after
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -49,17 +54,13 @@ def evaluate(
     decision = promotion_decision(candidate, accuracy_threshold, baseline)
     logging.getLogger("evaluate").info("promote=%s: %s", decision.promote, decision.reason)
 
-    metrics.log_metric("accuracy", round(candidate.accuracy, 6))
-    metrics.log_metric("loss", round(candidate.loss, 6))
-    metrics.log_metric("macro_f1", round(candidate.macro_f1, 6))
-    metrics.log_metric("test_samples", candidate.samples)
-    metrics.log_metric("onnx_max_difference", float(f"{candidate.onnx_max_difference:.3g}"))
-    for name, recall in candidate.per_class_recall.items():
-        metrics.log_metric(f"recall_{name}", round(recall, 6))
-    if baseline is not None:
-        metrics.log_metric("baseline_accuracy", round(baseline.accuracy, 6))
-    metrics.metadata["promote"] = decision.promote
-    metrics.metadata["reason"] = decision.reason
+    record = metrics_record(candidate, decision, baseline)
+    for name, value in record.items():
+        if name in DECISION_FIELDS:
+            metrics.metadata[name] = value
+        else:
+            metrics.log_metric(name, value)
+    write_metrics(metrics.path, record)
     confusion.log_confusion_matrix(candidate.classes, candidate.confusion_matrix)
 
     return decision.promote

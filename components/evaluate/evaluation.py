@@ -8,6 +8,7 @@ runs), fails loudly when the two disagree by more than 1e-4, and returns
 accuracy, mean loss, macro F1, per-class recall and the confusion matrix.
 ``promotion_decision`` applies the gate: accuracy at or above a threshold and,
 when a baseline model is given, not worse than the baseline on the same files.
+``metrics_record`` puts the scores and the decision in the form the evaluate step reports.
 """
 
 from __future__ import annotations
@@ -165,3 +166,27 @@ def promotion_decision(
 def validate_threshold(threshold: float) -> None:
     if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
         raise ValueError(f"accuracy_threshold must be a number in [0, 1], got {threshold!r}")
+
+
+def metrics_record(candidate: Evaluation, decision: PromotionDecision, baseline: Evaluation | None = None) -> dict:
+    """What evaluate reports: metric name -> number, then ``promote`` and ``reason``.
+
+    The same record goes to ML Metadata (``Metrics.log_metric``, and metadata for promote and
+    reason) and, as JSON, to the metrics artifact's file (``components.evaluate.metrics_file``).
+    ``onnx_max_difference`` is left out when the export was not checked.
+    """
+    record: dict = {
+        "accuracy": round(candidate.accuracy, 6),
+        "loss": round(candidate.loss, 6),
+        "macro_f1": round(candidate.macro_f1, 6),
+        "test_samples": candidate.samples,
+    }
+    if candidate.onnx_max_difference is not None:
+        record["onnx_max_difference"] = float(f"{candidate.onnx_max_difference:.3g}")
+    for name, recall in candidate.per_class_recall.items():
+        record[f"recall_{name}"] = round(recall, 6)
+    if baseline is not None:
+        record["baseline_accuracy"] = round(baseline.accuracy, 6)
+    record["promote"] = decision.promote
+    record["reason"] = decision.reason
+    return record

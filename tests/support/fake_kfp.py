@@ -15,6 +15,13 @@ It keeps pipelines, versions, experiments, runs and recurring runs in memory; a 
 :attr:`FakeKfp.outcome` (SUCCEEDED unless a test sets FAILED). With ``token`` set it wants
 ``Authorization: Bearer <token>`` (health checks excepted, as on the real server): 401 without one, 403
 for another token or a namespace outside ``namespaces``.
+
+With ``pipeline_root`` (a local directory: the cluster's default pipeline root) it also stands in for the
+backend's artifact store: when a run succeeds, each root task that declares an output artifact named in
+``task_artifacts`` (``{(task, output): content}``) gets that content as the artifact's file, where KFP's
+driver puts it: ``<pipeline root>/<pipeline name>/<run id>/<task>/<salt>/<output>``. The run's own
+``runtime_config.pipeline_root``, else the spec's ``defaultPipelineRoot``, comes first, as on the real
+backend; the fake writes only to a local one.
 """
 
 from __future__ import annotations
@@ -428,6 +435,16 @@ def _spec_struct(text: str):
     return documents[0]
 
 
+def _artifact_outputs(spec: dict) -> dict[str, set[str]]:
+    """Each root task's output artifact names, from its component's outputDefinitions."""
+    components = spec.get("components", {})
+    outputs = {}
+    for name, task in spec.get("root", {}).get("dag", {}).get("tasks", {}).items():
+        component = components.get(task.get("componentRef", {}).get("name", ""), {})
+        outputs[name] = set(component.get("outputDefinitions", {}).get("artifacts", {}))
+    return outputs
+
+
 def _bare_spec(spec: dict) -> dict:
     return spec["pipeline_spec"] if "root" not in spec and "pipeline_spec" in spec else spec
 
@@ -483,8 +500,12 @@ class FakeKfp:
         token: str | None = None,
         namespaces: tuple[str, ...] | None = None,
         run_progress: tuple[str, ...] = ("PENDING", "RUNNING", "RUNNING"),
+        pipeline_root: str | Path | None = None,
+        task_artifacts: dict[tuple[str, str], bytes] | None = None,
     ):
         self.spec = Spec()
+        self.pipeline_root = str(pipeline_root) if pipeline_root is not None else None
+        self.task_artifacts = dict(task_artifacts or {})  # (task, output artifact) -> its file, on success
         self.token = token
         self.namespaces = namespaces
         self.run_progress = run_progress  # the states each new run shows, one per GET, before its outcome
@@ -792,7 +813,26 @@ class FakeKfp:
         self.runs[run["run_id"]] = run
         self._run_plans[run["run_id"]] = [*self.run_progress, self.outcome]
         run["_tasks"] = sorted(spec.get("root", {}).get("dag", {}).get("tasks", {}))
+        run["_artifact_outputs"] = _artifact_outputs(spec)
+        run["_pipeline_name"] = spec.get("pipelineInfo", {}).get("name", "")
+        runtime_root = (body.get("runtime_config") or {}).get("pipeline_root")
+        run["_pipeline_root"] = runtime_root or spec.get("defaultPipelineRoot") or self.pipeline_root
         return self._public(run)
+
+    def _write_artifacts(self, run: dict) -> None:
+        """What the backend leaves in the artifact store after a run succeeded: its tasks' output files."""
+        if self.pipeline_root is None or not self.task_artifacts:
+            return
+        root = run["_pipeline_root"]
+        if "://" in root:
+            self.log.append(f"run {run['run_id']}: pipeline root {root} is not a local directory; no artifacts")
+            return
+        for (task, output), content in self.task_artifacts.items():
+            if output in run["_artifact_outputs"].get(task, ()):
+                salt = str(uuid.uuid4())  # the driver's outputURISalt
+                path = Path(root, run["_pipeline_name"], run["run_id"], task, salt, output)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
 
     @staticmethod
     def _public(run: dict) -> dict:
@@ -813,6 +853,8 @@ class FakeKfp:
         if state in FINAL_STATES:
             run["finished_at"] = now
             run["run_details"] = {"task_details": self._task_details(run, state, now)}
+        if state == "SUCCEEDED":
+            self._write_artifacts(run)
         run["state"] = state
         run["state_history"].append(entry)
 
