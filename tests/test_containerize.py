@@ -13,10 +13,14 @@ import pytest
 
 from components.containerize import buildah
 from components.containerize.buildah import (
+    DROP_APT_CACHES,
+    LABEL_PREFIX,
     BuildahMissing,
     ContainerizeError,
     _global_flags,
     containerize,
+    drop_apt_caches,
+    image_labels,
     validate_image,
 )
 
@@ -153,6 +157,79 @@ def test_containerize_component_under_kfp_local(storage_root, tiny_bento, tmp_pa
     (output,) = tmp_path.glob("containerize-only-*/containerize/executor_output.json")
     reference = json.loads(output.read_text())["parameterValues"]["Output"]
     assert reference.startswith("localhost/kfp-torch-lifecycle/tiny-kfp@sha256:")
+
+
+def test_apt_caches_are_dropped_as_root_before_the_user_switch(tmp_path):
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text('FROM base\nRUN apt-get update\nUSER bentoml\nENTRYPOINT ["x"]\n')
+    drop_apt_caches(dockerfile)
+    assert dockerfile.read_text().splitlines() == [
+        "FROM base",
+        "RUN apt-get update",
+        DROP_APT_CACHES,
+        "USER bentoml",
+        'ENTRYPOINT ["x"]',
+    ]
+    dockerfile.write_text("FROM base\n")
+    drop_apt_caches(dockerfile)
+    assert dockerfile.read_text().splitlines() == ["FROM base", DROP_APT_CACHES]
+
+
+def test_image_labels_carry_the_bentos_lineage(tmp_path):
+    (tmp_path / "bento.yaml").write_text(
+        "name: image-classifier\nversion: v1\nlabels:\n  dataset_commit: 0123abcd\n  accuracy: '0.97'\n"
+        "models:\n- tag: image-classifier:m1\n  module: ''\n"
+    )
+    assert image_labels(tmp_path) == {
+        "org.opencontainers.image.title": "image-classifier",
+        "org.opencontainers.image.version": "v1",
+        LABEL_PREFIX + "bento": "image-classifier:v1",
+        LABEL_PREFIX + "model": "image-classifier:m1",
+        LABEL_PREFIX + "dataset_commit": "0123abcd",
+        LABEL_PREFIX + "accuracy": "0.97",
+    }
+
+
+CPU_IMAGE_LIMIT = 1_000_000_000  # bytes; the CUDA build of torch alone is several GB
+
+
+@pytest.mark.slow
+@needs_buildah
+def test_the_cpu_classifier_bentos_image_is_under_1_gb_and_carries_its_lineage(storage_root, tmp_path):
+    """The real bento build_bento makes (built offline), on the debootstrap base (648 MB of it: Debian with
+    build-essential, which BentoML's Dockerfile installs anyway); its packages come from the package index."""
+    from components.containerize.debian_base import build_base_image
+    from tests.test_build_bento import build_offline, make_model, network_can_be_closed
+
+    if not network_can_be_closed():
+        pytest.skip("needs unshare -rn to build the bento with the network closed")
+    base = build_base_image(storage_root)
+    descriptor, _ = build_offline(make_model(tmp_path / "model"), tmp_path / "bento", tmp_path)
+    image = f"localhost/kfp-torch-lifecycle/tiny-classifier:{descriptor['bento_tag'].split(':')[1]}"
+    lines: list[str] = []
+    built = containerize(
+        tmp_path / "bento" / descriptor["archive"], image, base, storage_root=storage_root, echo=lines.append
+    )
+    assert f"image {image}: {built.size_bytes / 1e6:.1f} MB ({built.size_bytes} bytes)" in lines
+    assert 0 < built.size_bytes < CPU_IMAGE_LIMIT, f"the CPU image is {built.size_bytes / 1e6:.0f} MB"
+
+    inspected = json.loads(
+        subprocess.run(
+            ["buildah", *_global_flags(storage_root), "inspect", "--type", "image", image],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    config = inspected["OCIv1"]["config"]
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["KFP_TORCH_LIFECYCLE_MODEL_TAG"] == descriptor["model_tag"]
+    assert env["KFP_TORCH_LIFECYCLE_DATASET_COMMIT"] == "0123abcd"
+    assert env["KFP_TORCH_LIFECYCLE_METRIC_ACCURACY"] == "0.97"
+    assert config["Labels"][LABEL_PREFIX + "model"] == descriptor["model_tag"]
+    assert config["Labels"][LABEL_PREFIX + "dataset_commit"] == "0123abcd"
+    assert config["Labels"][LABEL_PREFIX + "accuracy"] == "0.97"
+    assert config["Labels"]["org.opencontainers.image.version"] == descriptor["bento_tag"].split(":")[1]
 
 
 @pytest.mark.parametrize(

@@ -7,17 +7,29 @@ modules it imports: spec, image preprocessing, ONNX Runtime), and the bento is
 exported to ``<output_dir>/<name>-<version>.bento`` with ``bento.json``
 describing it. The bento needs neither torch nor torchvision, nor the code of a
 ``model_factory``. The output directory appears only on success.
+
+The build needs no network: the bento's requirements are pinned from this
+environment (``requirements.py``) and BentoML's lock step (``uv pip compile``
+against the package index) is switched off. The model's lineage (model tag,
+dataset commit, architecture, library version, evaluation metrics) goes into
+the bento's labels and, as ``KFP_TORCH_LIFECYCLE_*`` variables, into the
+environment of the image built from it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from components import __version__
+from components.build_bento.requirements import pinned_requirements, validate_accelerator
 from components.common.artifacts import atomic_directory, write_json_atomic
 from components.common.spec import ONNX_FILE, SPEC_FILE, ModelFormatError, load_spec
 
@@ -25,7 +37,11 @@ SERVICE = "serving.service:ImageClassifier"
 BENTO_NAME = "image-classifier"
 MODEL_NAME = "image-classifier"
 MODEL_TAG_ENV = "KFP_TORCH_LIFECYCLE_MODEL_TAG"
+ENV_PREFIX = "KFP_TORCH_LIFECYCLE_"
 DESCRIPTOR = "bento.json"
+# The image build keeps no package cache (uv's is as big as the packages it installed: ~200 MB);
+# the variables stay in the image's environment, where nothing installs packages.
+BUILD_ENV = {"UV_NO_CACHE": "1", "PIP_NO_CACHE_DIR": "1"}
 # What the bento carries: the service and the torch-free modules it imports, nothing else of the library.
 INCLUDE = ["serving/__init__.py", "serving/service.py", "serving/validation.py", "components/__init__.py"]
 INCLUDE += [f"components/common/{name}.py" for name in ("__init__", "spec", "images", "onnx_model", "resources")]
@@ -38,13 +54,44 @@ def library_root() -> Path:
     return Path(serving.__file__).resolve().parent.parent
 
 
-def python_requirements() -> list[str]:
-    """What the service imports, pinned to the versions evaluate checked the export with."""
-    import numpy
-    import onnxruntime
-    import PIL
+def python_requirements(accelerator: str = "cpu") -> list[str]:
+    """What the service imports and all it requires, each pinned to the version installed here."""
+    return pinned_requirements(accelerator)
 
-    return [f"onnxruntime=={onnxruntime.__version__}", f"numpy=={numpy.__version__}", f"pillow=={PIL.__version__}"]
+
+@contextlib.contextmanager
+def no_lock_tool() -> Iterator[None]:
+    """BentoML asks for uv before it knows it will not lock, and ``pip install``s uv where it is missing
+    (the package index again); with locking off it never runs it, so hand it a command that says so."""
+    from bentoml._internal import configuration
+
+    original = getattr(configuration, "get_uv_command", None)
+    refuse = "raise SystemExit('build_bento resolves no packages: the bento pins what is installed')"
+    configuration.get_uv_command = lambda: [sys.executable, "-c", refuse]
+    try:
+        yield
+    finally:
+        if original is None:
+            del configuration.get_uv_command
+        else:
+            configuration.get_uv_command = original
+
+
+def _env_name(name: str) -> str:
+    return re.sub(r"[^A-Z0-9]+", "_", str(name).upper()).strip("_")
+
+
+def lineage_env(model_tag: str, labels: dict[str, str], evaluation: dict[str, Any]) -> dict[str, str]:
+    """``KFP_TORCH_LIFECYCLE_*`` variables for the image: the model tag, the labels and the numeric metrics."""
+    env = {MODEL_TAG_ENV: model_tag}
+    env.update({ENV_PREFIX + _env_name(key): str(value) for key, value in labels.items()})
+    for key, value in sorted(_metrics(evaluation).items()):
+        env[ENV_PREFIX + "METRIC_" + _env_name(key)] = str(value)
+    return env
+
+
+def _metrics(evaluation: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def _label(value: Any) -> str:
@@ -59,9 +106,17 @@ def build_bento(
     model_name: str = MODEL_NAME,
     bento_name: str = BENTO_NAME,
     base_image: str = "",
+    accelerator: str = "cpu",
 ) -> dict[str, Any]:
-    """Import the model, build and export the bento; return what ``bento.json`` holds."""
+    """Import the model, build and export the bento; return what ``bento.json`` holds.
+
+    ``accelerator``: ``cpu`` (no torch, no CUDA) or ``cuda`` (adds torch's CUDA build and its
+    CUDA runtime wheels, pinned like the rest).
+    """
+    validate_accelerator(accelerator)
+    requirements = python_requirements(accelerator)
     import bentoml
+    from bentoml._internal.bento.build_config import BentoEnvSchema
 
     spec = load_spec(model_dir)
     onnx_file = Path(model_dir) / spec.files.get("onnx", ONNX_FILE)
@@ -75,6 +130,7 @@ def build_bento(
         "architecture": _label(spec.architecture),
         "dataset_commit": _label(spec.dataset.get("commit", "unknown")),
         "library_version": _label(__version__),
+        "accelerator": accelerator,
     }
     with bentoml.models.create(
         model_name,
@@ -85,23 +141,26 @@ def build_bento(
         shutil.copy2(onnx_file, Path(model_ref.path) / onnx_file.name)
     model_tag = str(model_ref.tag)
 
+    bento_labels = {**labels, **{_env_name(k).lower(): _label(v) for k, v in _metrics(evaluation).items()}}
+    env = lineage_env(model_tag, labels, evaluation)
     previous = os.environ.get(MODEL_TAG_ENV)
     os.environ[MODEL_TAG_ENV] = model_tag  # the service resolves its model when BentoML imports it
     try:
-        docker: dict[str, Any] = {"env": {MODEL_TAG_ENV: model_tag}}
-        if base_image:
-            docker["base_image"] = base_image
-        bento = bentoml.bentos.build(
-            SERVICE,
-            name=bento_name,
-            labels=labels,
-            description=f"Image classifier {spec.architecture} over {len(spec.classes)} classes ({model_tag}).",
-            include=INCLUDE,
-            python={"packages": python_requirements()},
-            docker=docker,
-            models=[model_tag],
-            build_ctx=str(library_root()),
-        )
+        docker: dict[str, Any] = {"base_image": base_image} if base_image else {}
+        with no_lock_tool():
+            bento = bentoml.bentos.build(
+                SERVICE,
+                name=bento_name,
+                labels=bento_labels,
+                description=f"Image classifier {spec.architecture} over {len(spec.classes)} classes ({model_tag}).",
+                include=INCLUDE,
+                # lock_packages off: BentoML's lock resolves against the package index; these are pinned already.
+                python={"packages": requirements, "lock_packages": False},
+                docker=docker,
+                envs=[BentoEnvSchema(name=name, value=value) for name, value in {**env, **BUILD_ENV}.items()],
+                models=[model_tag],
+                build_ctx=str(library_root()),
+            )
     finally:
         if previous is None:
             os.environ.pop(MODEL_TAG_ENV, None)
@@ -115,7 +174,9 @@ def build_bento(
             "model_tag": model_tag,
             "archive": archive.name,
             "size_bytes": archive.stat().st_size,
-            "labels": labels,
+            "labels": bento_labels,
+            "env": env,
+            "accelerator": accelerator,
             "evaluation": evaluation,
         }
         write_json_atomic(staging / DESCRIPTOR, descriptor)

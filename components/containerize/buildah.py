@@ -3,7 +3,10 @@
 Plain Python over the ``buildah`` command line, no KFP. The bento's own
 generated ``env/docker/Dockerfile`` is built with ``buildah build`` using the
 vfs storage driver and chroot isolation (what works unprivileged in a pod),
-with its first ``FROM`` replaced by the requested base image. Registry
+with its first ``FROM`` replaced by the requested base image, and labelled
+with the bento's lineage (``image_labels``: bento and model tags, the bento's
+labels such as dataset commit and metrics). The built image's size is logged.
+Registry
 credentials come from a dockerconfigjson file (a Kubernetes Secret of type
 ``kubernetes.io/dockerconfigjson`` mounted as a volume), named by path or by
 ``REGISTRY_AUTH_FILE``; their content is never read here, passed on the
@@ -12,6 +15,7 @@ command line or logged.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -27,6 +31,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 DOCKERFILE = "env/docker/Dockerfile"
+BENTO_YAML = "bento.yaml"
+LABEL_PREFIX = "io.kfp-torch-lifecycle."
+# BentoML's generated Dockerfile runs apt-get update and leaves apt's lists and caches (~150 MB) behind.
+DROP_APT_CACHES = "RUN rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb"
 # [registry[:port]/]path[:tag], lowercase path components as the distribution spec requires.
 IMAGE_REFERENCE = re.compile(
     r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?(?P<path>[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
@@ -57,6 +65,8 @@ class BuiltImage:
     image: str  # the reference it was tagged with
     digest: str  # sha256:… of the image manifest
     pushed: bool
+    size_bytes: int = 0  # as buildah stores it (uncompressed layers)
+    labels: dict[str, str] | None = None
 
     @property
     def reference(self) -> str:
@@ -130,6 +140,48 @@ def extract_bento(archive: Path, destination: Path) -> Path:
     return destination
 
 
+def drop_apt_caches(dockerfile: Path) -> None:
+    """Add a step that removes apt's lists and caches, as root: before the last ``USER``, else at the end.
+    buildah commits the build as one layer over the base, so what is removed takes no room."""
+    lines = dockerfile.read_text().splitlines()
+    users = [i for i, line in enumerate(lines) if line.strip().upper().startswith("USER ")]
+    at = users[-1] if users else len(lines)
+    dockerfile.write_text("\n".join(lines[:at] + [DROP_APT_CACHES] + lines[at:]) + "\n")
+
+
+def image_labels(context: Path) -> dict[str, str]:
+    """Labels for the image from the bento's ``bento.yaml``: OCI title and version, the bento and model
+    tags, and each of the bento's own labels (for build_bento's: architecture, dataset commit, library
+    version, accelerator, metrics) under ``io.kfp-torch-lifecycle.``."""
+    import yaml
+
+    info = yaml.safe_load((context / BENTO_YAML).read_text()) or {}
+    name, version = str(info.get("name", "")), str(info.get("version", ""))
+    labels = {"org.opencontainers.image.title": name, "org.opencontainers.image.version": version}
+    labels[LABEL_PREFIX + "bento"] = f"{name}:{version}"
+    models = [str(model["tag"]) for model in info.get("models") or [] if isinstance(model, dict) and "tag" in model]
+    if models:
+        labels[LABEL_PREFIX + "model"] = ",".join(models)
+    for key, value in (info.get("labels") or {}).items():
+        labels[LABEL_PREFIX + str(key)] = str(value)
+    return labels
+
+
+def image_size(buildah: str, flags: list[str], image: str) -> int:
+    """The image's layers and config in bytes, from its manifest (locally built: uncompressed tar sizes)."""
+    inspected = json.loads(
+        _run([buildah, *flags, "inspect", "--type", "image", image], lambda line: None, "inspecting the image")
+    )
+    manifest = json.loads(inspected.get("Manifest") or "{}")
+    return sum(int(layer.get("size", 0)) for layer in manifest.get("layers", [])) + int(
+        manifest.get("config", {}).get("size", 0)
+    )
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1e6:.1f} MB ({size_bytes} bytes)"
+
+
 def containerize(
     bento_archive: str | Path,
     image: str,
@@ -151,8 +203,11 @@ def containerize(
     flags = _global_flags(storage_root)
     with tempfile.TemporaryDirectory(prefix="bento-context-") as tmp:
         context = extract_bento(Path(bento_archive), Path(tmp) / "bento")
+        labels = image_labels(context) if (context / BENTO_YAML).is_file() else {}
+        drop_apt_caches(context / DOCKERFILE)
+        label_flags = [flag for key, value in labels.items() for flag in ("--label", f"{key}={value}")]
         _run(
-            [buildah, *flags, "build", "--isolation", "chroot", "--format", "oci", "--pull=false"]
+            [buildah, *flags, "build", "--isolation", "chroot", "--format", "oci", "--pull=false", *label_flags]
             + ["--from", base_image, "--file", str(context / DOCKERFILE), "--tag", image, str(context)],
             echo,
             f"buildah build of {image}",
@@ -166,6 +221,8 @@ def containerize(
         .strip()
         .splitlines()[0]
     )
+    size_bytes = image_size(buildah, flags, image)
+    echo(f"image {image}: {_size(size_bytes)}")
     pushed = False
     if push:
         with tempfile.TemporaryDirectory() as tmp:
@@ -176,4 +233,4 @@ def containerize(
             _push(command + [image, f"docker://{image}"], image, echo)
             digest = digest_file.read_text().strip()
             pushed = True
-    return BuiltImage(image=image, digest=digest, pushed=pushed)
+    return BuiltImage(image=image, digest=digest, pushed=pushed, size_bytes=size_bytes, labels=labels)

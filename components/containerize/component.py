@@ -54,5 +54,6 @@ def containerize(
             raise
         print(f"skipping the image build: {missing}")
         return ""
-    print(f"built {built.reference}" + (" and pushed it" if built.pushed else " into local buildah storage"))
+    where = " and pushed it" if built.pushed else " into local buildah storage"
+    print(f"built {built.reference} ({built.size_bytes / 1e6:.1f} MB){where}")
     return built.reference
