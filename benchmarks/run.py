@@ -94,16 +94,7 @@ def main() -> None:
     print(f"  launch to first step    {ddp['seconds_to_first_step_1']:10.2f} s (1 process)")
     print(f"  launch to first step    {ddp['seconds_to_first_step_2']:10.2f} s (2 processes)")
 
-    served = serving.run(dataset_dir)
-    print(f"Serving (bentoml serve on 127.0.0.1, {served['concurrency']} concurrent clients in a second process,")
-    print("one 8x8 image per request; the load generator shares the 2 cores)")
-    print(f"  direct PyTorch, batch 64 {served['direct_images_per_s']:9.0f} images/s")
-    for key in ("batching_on", "batching_off"):
-        row = served[key]
-        print(
-            f"  {key.replace('_', ' '):<12} {row['requests_per_s']:8.0f} req/s  p50 {row['p50_ms']:6.1f} ms  "
-            f"p99 {row['p99_ms']:6.1f} ms  ratio to direct {row['ratio_to_direct']:.4f}  errors {row['errors']}"
-        )
+    serving.report(serving.run(dataset_dir))
 
     pulls = dvc_pull_speed.run(Path(repo.repo_url))
     print("dvc_pull from gs:// (fake-gcs-server on 127.0.0.1) against a plain 4-thread google-cloud-storage download")
