@@ -4,11 +4,22 @@ Plain NumPy and Pillow, no BentoML and no torch, so every rule is unit-tested
 directly. Images of any size are accepted: each goes through the model's own
 preprocessing (``components.common.images.preprocess``: resize to cover the
 model's input size, crop the centre), exactly as evaluate fed the test split.
+
+Hostile input is refused before it costs anything: an upload's format comes from
+its first bytes (PNG and JPEG only) and its pixel count from its header, checked
+against ``MAX_IMAGE_PIXELS`` before a single pixel is decoded. Every refusal is an
+``InvalidImages`` carrying the HTTP status, a short error code and a message that
+names the client's own file name.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
+from email.message import Message
 
 import numpy as np
 from PIL import Image
@@ -17,10 +28,35 @@ from components.common.images import ImageError, load_preprocessed, preprocess, 
 
 MAX_BATCH = 256
 MAX_PIXELS_PER_ARRAY = 4096 * 4096
+# Pixels an upload's header may claim (about 8000 x 5000). Pillow's own bomb check starts at 89M
+# (an error at 179M); this refuses earlier, with a message, before anything is decoded.
+MAX_IMAGE_PIXELS = 40_000_000
+MAX_FILENAME = 1024
+MAX_PART_HEADERS = 16 * 1024
+
+SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"BM", "BMP"),
+)
+ACCEPTED = ("PNG", "JPEG")
+# JPEG start-of-frame markers (the ones that carry the image size): C0..CF except DHT, JPG and DAC.
+SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
 class InvalidImages(ValueError):
-    """The request's images cannot be fed to the model; the message says what was expected."""
+    """The request cannot be fed to the model: ``status`` (4xx), ``code`` and a message saying what was expected."""
+
+    def __init__(self, message: str, status: int = 400, code: str = "invalid_input"):
+        super().__init__(message, status, code)
+        self.message, self.status, self.code = message, status, code
+
+    def __str__(self) -> str:
+        return self.message
 
 
 def expected(input_shape: Sequence[int]) -> str:
@@ -31,9 +67,11 @@ def expected(input_shape: Sequence[int]) -> str:
 
 def check_batch_size(n: int, max_batch: int = MAX_BATCH) -> None:
     if n == 0:
-        raise InvalidImages("empty batch: send at least one image")
+        raise InvalidImages("empty batch: send at least one image", code="empty_batch")
     if n > max_batch:
-        raise InvalidImages(f"batch of {n} images is larger than the limit of {max_batch}; split it")
+        raise InvalidImages(
+            f"batch of {n} images is larger than the limit of {max_batch}; split it", 413, "batch_too_large"
+        )
 
 
 def arrays_to_batch(images: object, input_shape: Sequence[int], max_batch: int = MAX_BATCH) -> np.ndarray:
@@ -74,16 +112,231 @@ def _array_to_input(position: int, image: object, input_shape: Sequence[int]) ->
     return preprocess(to_array(image, channels), size).transpose(2, 0, 1)
 
 
+def json_to_batch(body: bytes, input_shape: Sequence[int], max_batch: int = MAX_BATCH) -> np.ndarray:
+    """A JSON request body ``{"images": [...]}`` to the model's batch (run in a worker process: parsing
+    megabytes of JSON holds the GIL)."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as error:
+        raise InvalidImages(f"the body is not valid JSON: {error}", code="malformed_json") from None
+    if not isinstance(payload, dict):
+        raise InvalidImages(f'the JSON body must be an object {{"images": [...]}}, got {type(payload).__name__}')
+    unknown = sorted(set(payload) - {"images"})
+    if "files" in payload:
+        raise InvalidImages("'files' are PNG/JPEG uploads: send them as multipart/form-data, not JSON")
+    if unknown:
+        raise InvalidImages(f'unknown field(s) {", ".join(map(repr, unknown))}; send {{"images": [...]}}')
+    if "images" not in payload:
+        raise InvalidImages(
+            "send either 'images' (a JSON list of arrays) or 'files' (PNG/JPEG uploads), not both or neither"
+        )
+    return arrays_to_batch(payload["images"], input_shape, max_batch)
+
+
+# --- uploads ---------------------------------------------------------------------------------------
+
+
+def describe(name: str) -> str:
+    """A client's file name as messages quote it (long names shortened)."""
+    return repr(name if len(name) <= 120 else name[:100] + "...")
+
+
+def sniff(content: bytes) -> str | None:
+    """The format an upload's first bytes announce, or None."""
+    for signature, format_ in SIGNATURES:
+        if content.startswith(signature):
+            return format_
+    if content[:4] == b"RIFF" and content[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def header_size(content: bytes, format_: str) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's start-of-frame, without decoding; None if unreadable."""
+    if format_ == "PNG":
+        if len(content) >= 24 and content[12:16] == b"IHDR":
+            return struct.unpack(">II", content[16:24])
+        return None
+    position = 2  # JPEG: walk the marker segments up to the first start-of-frame
+    while position + 4 <= len(content):
+        if content[position] != 0xFF:
+            return None
+        marker = content[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+            position += 2
+            continue
+        (length,) = struct.unpack(">H", content[position + 2 : position + 4])
+        if marker in SOF_MARKERS:
+            if position + 9 > len(content):
+                return None
+            height, width = struct.unpack(">HH", content[position + 5 : position + 9])
+            return width, height
+        position += 2 + length
+    return None
+
+
+def check_upload(name: str, content: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuse an upload from its first bytes: not PNG/JPEG (415), or a header claiming too many pixels (413)."""
+    format_ = sniff(content)
+    if format_ is None:
+        raise InvalidImages(
+            f"file {describe(name)} is not a PNG or JPEG image; only PNG and JPEG are accepted",
+            415,
+            "unsupported_format",
+        )
+    if format_ not in ACCEPTED:
+        raise InvalidImages(
+            f"file {describe(name)} is a {format_} image; only PNG and JPEG are accepted", 415, "unsupported_format"
+        )
+    size = header_size(content, format_)
+    if size is None:
+        raise InvalidImages(f"file {describe(name)} is not a readable {format_} image: its header is damaged")
+    width, height = size
+    if width < 1 or height < 1:
+        raise InvalidImages(f"file {describe(name)} claims a size of {width}x{height} pixels")
+    if width * height > max_pixels:
+        raise InvalidImages(
+            f"file {describe(name)} is {width}x{height} ({width * height:,} pixels); "
+            f"the limit is {max_pixels:,} pixels",
+            413,
+            "image_too_large",
+        )
+
+
 def files_to_batch(
-    files: Sequence[tuple[str, bytes]], input_shape: Sequence[int], max_batch: int = MAX_BATCH
+    files: Sequence[tuple[str, bytes]],
+    input_shape: Sequence[int],
+    max_batch: int = MAX_BATCH,
+    max_pixels: int = MAX_IMAGE_PIXELS,
 ) -> np.ndarray:
     """(name, bytes) of PNG/JPEG uploads of any size to the model's N x C x H x W uint8 batch."""
     check_batch_size(len(files), max_batch)
+    for name, content in files:  # every header before any decoding
+        check_upload(name, content, max_pixels)
     channels, size = int(input_shape[0]), (int(input_shape[1]), int(input_shape[2]))
     decoded = []
     for name, content in files:
         try:
-            decoded.append(load_preprocessed(content, channels, size, name=f"file {name!r}"))
+            decoded.append(load_preprocessed(content, channels, size, name=f"file {describe(name)}"))
         except ImageError as error:
             raise InvalidImages(str(error)) from None
+        except MemoryError:
+            raise
+        except Exception as error:  # Pillow raises SyntaxError, struct.error, IndexError... for damaged files
+            raise InvalidImages(f"file {describe(name)} is not a readable PNG or JPEG image: {error}") from None
     return np.stack(decoded)
+
+
+# --- multipart/form-data ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    field: str
+    filename: str | None
+    content: bytes
+
+
+def _header_params(value: str, header: str = "content-disposition") -> Message:
+    message = Message()
+    message[header] = value
+    return message
+
+
+def malformed(what: str) -> InvalidImages:
+    return InvalidImages(f"malformed multipart body: {what}", code="malformed_multipart")
+
+
+def boundary_of(content_type: str) -> str:
+    boundary = _header_params(content_type, "content-type").get_param("boundary", header="content-type")
+    if not isinstance(boundary, str) or not boundary or len(boundary) > 200:
+        raise InvalidImages("multipart/form-data without a boundary parameter", code="malformed_multipart")
+    return boundary
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[Part]:
+    """The parts of a multipart/form-data body, strictly: any malformation is a 400 that says what."""
+    delimiter = b"--" + boundary_of(content_type).encode("latin-1")
+    segments = (b"\r\n" + body).split(b"\r\n" + delimiter)
+    if len(segments) < 2:
+        raise malformed("the boundary never occurs")
+    parts, closed = [], False
+    for segment in segments[1:]:
+        if segment.startswith(b"--"):
+            closed = True
+            break
+        if not segment.startswith(b"\r\n"):
+            raise malformed("a boundary is not followed by CRLF")
+        end = segment.find(b"\r\n\r\n", 2, MAX_PART_HEADERS)
+        if end < 0:
+            if segment[2:4] == b"\r\n":  # a part without headers
+                end = 0
+            else:
+                raise malformed(f"a part's headers are missing or longer than {MAX_PART_HEADERS} bytes")
+        headers = {}
+        for line in segment[2:end].decode("utf-8", "replace").split("\r\n") if end else []:
+            key, sep, value = line.partition(":")
+            if not sep:
+                raise malformed(f"bad part header {line[:80]!r}")
+            headers[key.strip().lower()] = value.strip()
+        disposition = headers.get("content-disposition")
+        if not disposition:
+            raise malformed("a part has no Content-Disposition")
+        params = _header_params(disposition)
+        field, filename = params.get_param("name", header="content-disposition"), params.get_filename()
+        if not isinstance(field, str):
+            raise malformed("a part has no field name")
+        if filename is not None and len(filename) > MAX_FILENAME:
+            raise InvalidImages(
+                f"file {describe(filename)}: a file name may have at most {MAX_FILENAME} characters, "
+                f"this one has {len(filename)}",
+                code="filename_too_long",
+            )
+        parts.append(Part(field, filename, segment[end + 4 :] if end else segment[4:]))
+    if not closed:
+        raise malformed("the closing boundary is missing")
+    return parts
+
+
+def uploads_of(parts: Sequence[Part]) -> list[tuple[str, bytes]]:
+    """(client's file name, bytes) of every ``files`` upload; any other field is refused by name."""
+    uploads = []
+    for part in parts:
+        if part.field != "files":
+            what = f"file {describe(part.filename)} in field" if part.filename is not None else "field"
+            raise InvalidImages(
+                f"{what} {part.field!r} is not accepted; upload PNG/JPEG images as file fields named 'files'",
+                code="unknown_field",
+            )
+        if part.filename is None:
+            raise InvalidImages(
+                "field 'files' is a text field; upload PNG/JPEG images as files (with a filename), "
+                "or send arrays as JSON 'images'",
+                code="not_a_file",
+            )
+        uploads.append((part.filename, part.content))
+    return uploads
+
+
+def multipart_to_batch(
+    body: bytes,
+    content_type: str,
+    input_shape: Sequence[int],
+    max_batch: int = MAX_BATCH,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> np.ndarray:
+    uploads = uploads_of(parse_multipart(body, content_type))
+    if not uploads:
+        raise InvalidImages("empty batch: send at least one image", code="empty_batch")
+    return files_to_batch(uploads, input_shape, max_batch, max_pixels)
+
+
+_TOKEN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def request_id(offered: str | None) -> str | None:
+    """A client's X-Request-ID when it is a plain token (kept in logs as is), else None."""
+    return offered if offered and _TOKEN.match(offered) else None

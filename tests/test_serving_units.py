@@ -1,0 +1,96 @@
+"""The serving pieces without a server: upload checks, the strict multipart parser, the micro-batcher."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving.service import MicroBatcher, Overloaded
+from serving.validation import InvalidImages, check_upload, header_size, multipart_to_batch, sniff
+
+
+def encoded(format_: str, size=(30, 20)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size).save(buffer, format=format_)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("format_", ["PNG", "JPEG"])
+def test_header_size_reads_png_and_jpeg_without_decoding(format_):
+    content = encoded(format_)
+    assert sniff(content) == format_ and header_size(content, format_) == (30, 20)
+
+
+@pytest.mark.parametrize("format_", ["GIF", "TIFF", "BMP", "WEBP"])
+def test_other_formats_are_refused_with_415_naming_the_file(format_):
+    with pytest.raises(InvalidImages, match=rf"file 'pic' is a {format_} image; only PNG and JPEG") as caught:
+        check_upload("pic", encoded(format_))
+    assert caught.value.status == 415
+
+
+def test_a_header_claiming_too_many_pixels_is_refused_before_decoding():
+    with pytest.raises(InvalidImages, match=r"file 'big.png' is 30x20 \(600 pixels\); the limit is 599") as caught:
+        check_upload("big.png", encoded("PNG"), max_pixels=599)
+    assert caught.value.status == 413
+    check_upload("big.png", encoded("PNG"), max_pixels=600)
+
+
+def test_multipart_keeps_the_clients_file_names_and_refuses_other_fields():
+    png = encoded("PNG", (8, 8))
+    body = b"--b\r\nContent-Disposition: form-data; name=files; filename=a.png\r\n\r\n" + png + b"\r\n--b--\r\n"
+    assert multipart_to_batch(body, "multipart/form-data; boundary=b", (1, 8, 8)).shape == (1, 1, 8, 8)
+    with pytest.raises(InvalidImages, match=r"file 'a.png' in field 'file' is not accepted"):
+        multipart_to_batch(body.replace(b"name=files", b"name=file"), "multipart/form-data; boundary=b", (1, 8, 8))
+    with pytest.raises(InvalidImages, match=r"without a boundary"):
+        multipart_to_batch(body, "multipart/form-data", (1, 8, 8))
+    with pytest.raises(InvalidImages, match=r"closing boundary is missing"):
+        multipart_to_batch(body[:-8], "multipart/form-data; boundary=b", (1, 8, 8))
+
+
+def test_the_batcher_splits_big_requests_into_model_sized_chunks_in_order():
+    sizes = []
+
+    def run(batch):
+        sizes.append(len(batch))
+        return batch[:, :1].astype(np.float32)
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=64, max_queue_seconds=10)
+        images = np.arange(150, dtype=np.uint8).reshape(150, 1)
+        results = await asyncio.gather(batcher.submit(images), batcher.submit(images[:5]))
+        return results
+
+    big, small = asyncio.run(main())
+    assert big[:, 0].tolist() == list(range(150)) and small[:, 0].tolist() == list(range(5))
+    assert max(sizes) <= 64 and sum(sizes) == 155
+
+
+def test_the_batcher_sheds_with_a_retry_after_only_when_the_queue_exceeds_its_budget():
+    release = threading.Event()
+
+    def run(batch):
+        release.wait(timeout=60)
+        return batch.astype(np.float32)
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=4, max_queue_seconds=10)
+        batcher.seconds_per_image = 1.0  # 10 queued images fill the budget
+        first = asyncio.ensure_future(batcher.submit(np.zeros((4, 1))))
+        await asyncio.sleep(0)
+        queued = [asyncio.ensure_future(batcher.submit(np.zeros((3, 1)))) for _ in range(2)]
+        await asyncio.sleep(0)
+        refused = asyncio.ensure_future(batcher.submit(np.zeros((8, 1))))
+        await asyncio.sleep(0)
+        refused_at_once = refused.done()  # refused without waiting for the model
+        release.set()
+        served = [len(r) for r in await asyncio.gather(first, *queued)]
+        return served, refused_at_once, await asyncio.gather(refused, return_exceptions=True)
+
+    served, refused_at_once, (refusal,) = asyncio.run(main())
+    assert served == [4, 3, 3]
+    assert refused_at_once and isinstance(refusal, Overloaded) and refusal.retry_after >= 1
