@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from serving import validation
 from serving.service import MicroBatcher, Overloaded
 from serving.validation import InvalidImages, check_upload, header_size, multipart_to_batch, sniff
 
@@ -94,3 +96,36 @@ def test_the_batcher_sheds_with_a_retry_after_only_when_the_queue_exceeds_its_bu
     served, refused_at_once, (refusal,) = asyncio.run(main())
     assert served == [4, 3, 3]
     assert refused_at_once and isinstance(refusal, Overloaded) and refusal.retry_after >= 1
+
+
+@pytest.mark.parametrize("input_shape", [[1, 8, 8], [3, 8, 8], [3, 3, 3], [1, 3, 3], [3, 1, 1]])
+@pytest.mark.parametrize("layout", ["hw", "hwc", "chw", "hw1", "hw3"])
+@pytest.mark.parametrize("dtype", ["int", "float"])
+def test_a_whole_batch_at_once_gives_the_pixels_and_errors_of_one_image_at_a_time(input_shape, layout, dtype):
+    """The fast path for batches already of the model's size must not change a single pixel or message."""
+    rng = np.random.default_rng(sum(input_shape) + len(layout))
+    channels, height, width = input_shape
+    shape = {"hw": (height, width), "hwc": (height, width, channels), "chw": (channels, height, width)}
+    shape |= {"hw1": (height, width, 1), "hw3": (height, width, 3)}
+    images = rng.integers(0, 256, (5, *shape[layout])).astype(float if dtype == "float" else int)
+    if dtype == "float":
+        images = (images + rng.uniform(-0.49, 0.49, images.shape)).clip(0, 255)
+
+    def one_by_one():
+        return np.stack([validation._array_to_input(i, image, input_shape) for i, image in enumerate(images.tolist())])
+
+    try:
+        expected = one_by_one()
+    except validation.InvalidImages as error:
+        with pytest.raises(validation.InvalidImages, match=re.escape(str(error))):
+            validation.arrays_to_batch(images.tolist(), input_shape)
+        return
+    got = validation.arrays_to_batch(images.tolist(), input_shape)
+    assert got.dtype == np.uint8 and np.array_equal(got, expected)
+
+
+def test_the_fast_path_leaves_bad_images_to_be_named_one_by_one():
+    images = np.zeros((3, 8, 8)).tolist()
+    images[2][0][0] = 300
+    with pytest.raises(validation.InvalidImages, match=r"images\[2\]: pixel values must be within 0..255"):
+        validation.arrays_to_batch(images, [1, 8, 8])
