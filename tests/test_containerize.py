@@ -89,6 +89,17 @@ def tiny_bento(tmp_path_factory):
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def image_config(storage_root, image: str) -> dict:
+    """The OCI config (entrypoint, ports, env, labels) of a locally built image."""
+    inspected = subprocess.run(
+        ["buildah", *_global_flags(storage_root), "inspect", "--type", "image", image],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(inspected.stdout)["OCIv1"]["config"]
+
+
 @pytest.mark.slow
 @needs_buildah
 def test_real_buildah_build_of_a_bento(storage_root, tiny_bento, monkeypatch):
@@ -100,15 +111,7 @@ def test_real_buildah_build_of_a_bento(storage_root, tiny_bento, monkeypatch):
     built = containerize(tiny_bento["archive"], image, base, storage_root=storage_root, echo=lines.append)
     assert built.digest.startswith("sha256:") and not built.pushed
     assert built.reference == f"localhost/kfp-torch-lifecycle/tiny@{built.digest}"
-    inspected = json.loads(
-        subprocess.run(
-            ["buildah", *_global_flags(storage_root), "inspect", "--type", "image", image],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
-    config = inspected["OCIv1"]["config"]
+    config = image_config(storage_root, image)
     assert config["Entrypoint"] == ["/home/bentoml/bento/env/docker/entrypoint.sh"]
     assert "3000/tcp" in config["ExposedPorts"]
 
@@ -213,15 +216,7 @@ def test_the_cpu_classifier_bentos_image_is_under_1_gb_and_carries_its_lineage(s
     assert f"image {image}: {built.size_bytes / 1e6:.1f} MB ({built.size_bytes} bytes)" in lines
     assert 0 < built.size_bytes < CPU_IMAGE_LIMIT, f"the CPU image is {built.size_bytes / 1e6:.0f} MB"
 
-    inspected = json.loads(
-        subprocess.run(
-            ["buildah", *_global_flags(storage_root), "inspect", "--type", "image", image],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-    )
-    config = inspected["OCIv1"]["config"]
+    config = image_config(storage_root, image)
     env = dict(item.split("=", 1) for item in config["Env"])
     assert env["KFP_TORCH_LIFECYCLE_MODEL_TAG"] == descriptor["model_tag"]
     assert env["KFP_TORCH_LIFECYCLE_DATASET_COMMIT"] == "0123abcd"
