@@ -10,6 +10,12 @@ dependency client's "Connector is closed" (see README, Serving). Neither torch
 nor torchvision is imported: a model from a ``model_factory`` is served without
 the factory's code.
 
+A bento built with ``accelerator="cuda"`` sets ``KFP_TORCH_LIFECYCLE_ACCELERATOR=cuda``
+in its image, and the model then runs in torch on the GPU instead
+(``serving.torch_backend``: the network rebuilt from its weights, or its
+``torch.export`` program for a ``model_factory``'s network); everything else,
+batching and validation included, is the same.
+
 ``POST /predict`` and ``/model_info`` are answered by ``RequestGate`` (an ASGI
 middleware inside BentoML's metrics, tracing and access log), so that every
 malformed request, whatever BentoML's parsers would make of it, gets a 4xx with
@@ -65,6 +71,38 @@ INLINE_JSON_BYTES = 64 * 2**10
 MAX_DRAIN_BYTES = 1 << 30
 
 log = logging.getLogger("bentoml.serving.image_classifier")
+
+ACCELERATOR_ENV = "KFP_TORCH_LIFECYCLE_ACCELERATOR"
+# cpu: the ONNX export on ONNX Runtime's CPU provider; cuda: the network in torch, on the GPU.
+ACCELERATORS = ("cpu", "cuda")
+
+
+def serving_accelerator() -> str:
+    """``KFP_TORCH_LIFECYCLE_ACCELERATOR`` (``cpu`` when unset or empty), checked."""
+    accelerator = os.environ.get(ACCELERATOR_ENV) or "cpu"
+    if accelerator not in ACCELERATORS:
+        raise ValueError(
+            f"{ACCELERATOR_ENV}={accelerator!r} is not one of {', '.join(ACCELERATORS)}: 'cpu' serves the ONNX "
+            "export with ONNX Runtime, 'cuda' serves the network with torch on the GPU"
+        )
+    return accelerator
+
+
+def load_backend(model_dir: str | Path, spec, threads: int, accelerator: Optional[str] = None):
+    """The model runner for ``accelerator`` (default: from the environment): an object with
+    ``.logits(normalized float32 NCHW) -> logits``."""
+    accelerator = serving_accelerator() if accelerator is None else accelerator
+    if accelerator == "cpu":
+        from components.common.onnx_model import OnnxClassifier
+
+        return OnnxClassifier(Path(model_dir) / spec.files.get("onnx", "model.onnx"), threads=threads)
+    if accelerator == "cuda":
+        from serving.torch_backend import TorchClassifier  # imports torch: only the cuda bento carries it
+
+        backend = TorchClassifier(model_dir, threads=threads)
+        log.info("the model runs in torch on %s (%s=cuda)", backend.device, ACCELERATOR_ENV)
+        return backend
+    raise ValueError(f"accelerator {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -167,7 +205,6 @@ class ImageClassifier:
     def __init__(self) -> None:
         from multiprocessing import get_context
 
-        from components.common.onnx_model import OnnxClassifier
         from components.common.resources import usable_cpus
         from components.common.spec import load_spec
 
@@ -184,7 +221,7 @@ class ImageClassifier:
         }
         self.info_body = json.dumps(self.info).encode()
         cpus = usable_cpus()
-        self.model = OnnxClassifier(Path(self.model_ref.path) / self.spec.files.get("onnx", "model.onnx"), threads=cpus)
+        self.model = load_backend(self.model_ref.path, self.spec, cpus)
         self.batcher = MicroBatcher(self._run, MAX_BATCH_SIZE, MAX_QUEUE_SECONDS)
         self.batcher.calibrate(np.zeros((MAX_BATCH_SIZE, *self.spec.input_shape), dtype=np.uint8))
         self.decoders = ThreadPoolExecutor(cpus, thread_name_prefix="decode")

@@ -6,7 +6,10 @@ and metadata, a bento is built from ``serving/`` (the service plus the torch-fre
 modules it imports: spec, image preprocessing, ONNX Runtime), and the bento is
 exported to ``<output_dir>/<name>-<version>.bento`` with ``bento.json``
 describing it. The bento needs neither torch nor torchvision, nor the code of a
-``model_factory``. The output directory appears only on success.
+``model_factory``. With ``accelerator="cuda"`` it also carries torch, torchvision,
+the model's weights (and ``torch.export`` program) and ``serving/torch_backend.py``
+with ``components/common/model.py``, and its service runs the network in torch on
+the GPU. The output directory appears only on success.
 
 The build needs no network: the bento's requirements are pinned from this
 environment (``requirements.py``) and BentoML's lock step (``uv pip compile``
@@ -45,6 +48,14 @@ BUILD_ENV = {"UV_NO_CACHE": "1", "PIP_NO_CACHE_DIR": "1"}
 # What the bento carries: the service and the torch-free modules it imports, nothing else of the library.
 INCLUDE = ["serving/__init__.py", "serving/service.py", "serving/validation.py", "components/__init__.py"]
 INCLUDE += [f"components/common/{name}.py" for name in ("__init__", "spec", "images", "onnx_model", "resources")]
+# A cuda bento also runs the network in torch: the backend and the model loader (which imports, of the
+# library, only spec; torchvision's architectures need torchvision, pinned with torch).
+INCLUDE_CUDA = [*INCLUDE, "serving/torch_backend.py", "components/common/model.py"]
+
+
+def included_files(accelerator: str = "cpu") -> list[str]:
+    """The library files the bento carries for ``accelerator``."""
+    return list(INCLUDE_CUDA if accelerator == "cuda" else INCLUDE)
 
 
 def library_root() -> Path:
@@ -110,8 +121,10 @@ def build_bento(
 ) -> dict[str, Any]:
     """Import the model, build and export the bento; return what ``bento.json`` holds.
 
-    ``accelerator``: ``cpu`` (no torch, no CUDA) or ``cuda`` (adds torch's CUDA build and its
-    CUDA runtime wheels, pinned like the rest).
+    ``accelerator``: ``cpu`` (no torch, no CUDA: the service runs the ONNX export on ONNX Runtime) or
+    ``cuda`` (adds torch's CUDA build, its CUDA runtime wheels and torchvision, pinned like the rest, the
+    model's weights and ``torch.export`` program, and the torch backend: the service runs the network in
+    torch on the GPU).
     """
     validate_accelerator(accelerator)
     requirements = python_requirements(accelerator)
@@ -139,6 +152,11 @@ def build_bento(
     ) as model_ref:
         shutil.copy2(Path(model_dir) / SPEC_FILE, Path(model_ref.path) / SPEC_FILE)
         shutil.copy2(onnx_file, Path(model_ref.path) / onnx_file.name)
+        if accelerator == "cuda":  # torch rebuilds the network from its weights, or loads its program
+            for key, name in sorted(spec.files.items()):
+                source = Path(model_dir) / name
+                if key != "onnx" and source.is_file():
+                    shutil.copy2(source, Path(model_ref.path) / name)
     model_tag = str(model_ref.tag)
 
     bento_labels = {**labels, **{_env_name(k).lower(): _label(v) for k, v in _metrics(evaluation).items()}}
@@ -153,7 +171,7 @@ def build_bento(
                 name=bento_name,
                 labels=bento_labels,
                 description=f"Image classifier {spec.architecture} over {len(spec.classes)} classes ({model_tag}).",
-                include=INCLUDE,
+                include=included_files(accelerator),
                 # lock_packages off: BentoML's lock resolves against the package index; these are pinned already.
                 python={"packages": requirements, "lock_packages": False},
                 docker=docker,

@@ -35,7 +35,7 @@ def validate_accelerator(accelerator: str) -> str:
     if accelerator not in ACCELERATORS:
         raise ValueError(
             f"accelerator {accelerator!r} is not one of {', '.join(ACCELERATORS)}: 'cpu' serves the ONNX export "
-            "with ONNX Runtime and installs no torch; 'cuda' adds the CUDA build of torch for GPU serving"
+            "with ONNX Runtime and installs no torch; 'cuda' adds the CUDA build of torch and serves with it on the GPU"
         )
     return accelerator
 
@@ -82,7 +82,8 @@ def public_version(version: str) -> str:
 
 
 def pinned_requirements(accelerator: str = "cpu") -> list[str]:
-    """``name==version`` lines for the bento: the serving packages, plus torch's CUDA build for ``cuda``."""
+    """``name==version`` lines for the bento: the serving packages, plus torch's CUDA build and torchvision
+    for ``cuda``."""
     validate_accelerator(accelerator)
     roots = list(SERVING_PACKAGES)
     if accelerator == "cuda":
@@ -93,6 +94,14 @@ def pinned_requirements(accelerator: str = "cpu") -> list[str]:
                 "accelerator 'cuda' pins the torch installed where the bento is built, and none is installed here"
             ) from None
         roots.append("torch")
+        try:
+            metadata.distribution("torchvision")
+        except metadata.PackageNotFoundError:
+            raise RequirementsError(
+                "accelerator 'cuda' pins the torchvision installed where the bento is built (the torch backend "
+                "rebuilds torchvision's architectures), and none is installed here"
+            ) from None
+        roots.append("torchvision")
     pins = installed_closure(roots)
     if accelerator == "cpu":
         cuda = sorted(name for name in pins if is_cuda_package(name))
