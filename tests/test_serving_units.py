@@ -129,3 +129,10 @@ def test_the_fast_path_leaves_bad_images_to_be_named_one_by_one():
     images[2][0][0] = 300
     with pytest.raises(validation.InvalidImages, match=r"images\[2\]: pixel values must be within 0..255"):
         validation.arrays_to_batch(images, [1, 8, 8])
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(1, 1), (2, 1), (4, 3), (16, 15)])
+def test_the_model_leaves_one_of_the_pods_cpus_to_the_http_path(cpus, threads):
+    from serving.service import model_threads
+
+    assert model_threads(cpus) == threads
