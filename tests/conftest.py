@@ -1,4 +1,4 @@
-"""Shared fixtures: the real digits under DVC with a local remote, and a fake GCS server."""
+"""Shared fixtures: the real digits under DVC with a local remote, a fake GCS server and an S3 server."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from components.common.storage import S3_CREDENTIALS_DIR_ENV, S3_ENDPOINT_ENV
 from pipelines.demo_data import DemoRepo, prepare_digits_repo
 from tests.support.fake_gcs import FakeGcs
+from tests.support.s3_server import S3Server, mount_secret
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
@@ -66,3 +68,30 @@ def gcs_remote(fake_gcs, digits_repo, tmp_path_factory) -> dict:
 def leftovers(parent: Path, name: str) -> list[Path]:
     """Anything under ``parent`` that looks like (part of) the output ``name``."""
     return sorted(p for p in parent.iterdir() if name in p.name) if parent.exists() else []
+
+
+@pytest.fixture(scope="module")
+def s3():
+    """An S3-compatible server on 127.0.0.1 with authentication, holding the bucket ``mlpipeline``."""
+    with S3Server() as server:
+        server.client().create_bucket(Bucket="mlpipeline")
+        yield server
+
+
+@pytest.fixture
+def no_ambient_aws_credentials(monkeypatch, tmp_path):
+    for name in list(os.environ):
+        if name.startswith("AWS_") or name.startswith("KFP_TORCH_S3_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def kfp_minio(s3, monkeypatch, tmp_path, no_ambient_aws_credentials):
+    """The environment our settings give a pod on a default Kubeflow install (endpoint made local):
+    the S3 endpoint, and KFP's Secret mounted as files."""
+    monkeypatch.setenv(S3_ENDPOINT_ENV, s3.url)
+    monkeypatch.setenv(S3_CREDENTIALS_DIR_ENV, str(mount_secret(tmp_path / "secret", s3.access_key, s3.secret_key)))
+    return s3

@@ -13,11 +13,7 @@ import pytest
 from components.pytorchjob_train.manifest import build_manifest
 from components.pytorchjob_train.step import default_job_config
 from pipelines.kubernetes_settings import settings_from_dict
-from tests import test_storage
-from tests.test_storage import mount_secret
-
-s3 = test_storage.s3  # the S3 server on 127.0.0.1, and an environment without AWS credentials
-no_ambient_aws_credentials = test_storage.no_ambient_aws_credentials
+from tests.support.s3_server import mount_secret
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLICA = """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import warnings
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import kfp
 import pytest
 
-from components.common.storage import S3_CREDENTIALS_DIR_ENV, S3_ENDPOINT_ENV, publish
+from components.common.storage import publish
 from components.evaluate.evaluation import Evaluation, PromotionDecision, metrics_record
 from components.evaluate.metrics_file import MetricsFileError, parse_metrics, write_metrics
 from pipelines.distributed_training_pipeline import PIPELINE_NAME as DISTRIBUTED_PIPELINE_NAME
@@ -25,7 +24,6 @@ from pipelines.run_metrics import (
 )
 from pipelines.training_pipeline import PIPELINE_NAME, training_pipeline
 from tests.support.fake_kfp import FakeKfp
-from tests.support.s3_server import S3Server
 
 RUN_ID = "8f1d2c3b-0000-4000-8000-00000000c0de"
 SALT = "2b6a7a61-9c1e-4f5e-a0a4-0d4b1e2f3a4c"  # the driver's outputURISalt (newer KFP)
@@ -149,31 +147,6 @@ def test_the_default_pipeline_root_and_names_are_kfps_and_the_compiled_pipelines
         assert spec.pipeline_info.name == name
         assert spec.root.dag.tasks["evaluate"].component_ref.name == "comp-evaluate"
         assert "metrics" in spec.components["comp-evaluate"].output_definitions.artifacts
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with S3Server() as server:
-        server.client().create_bucket(Bucket="mlpipeline")
-        yield server
-
-
-@pytest.fixture
-def kfp_minio(s3, monkeypatch, tmp_path):
-    """A notebook's environment on a default Kubeflow install: the endpoint, and the Secret's keys as files."""
-    for name in list(os.environ):
-        if name.startswith("AWS_") or name.startswith("KFP_TORCH_S3_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    secret = tmp_path / "mlpipeline-minio-artifact"
-    secret.mkdir()
-    (secret / "accesskey").write_text(s3.access_key)
-    (secret / "secretkey").write_text(s3.secret_key)
-    monkeypatch.setenv(S3_ENDPOINT_ENV, s3.url)
-    monkeypatch.setenv(S3_CREDENTIALS_DIR_ENV, str(secret))
-    return s3
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

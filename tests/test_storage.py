@@ -22,42 +22,9 @@ from components.common.storage import (
     publish,
     read_bytes,
 )
-from tests.support.s3_server import S3Server
+from tests.support.s3_server import mount_secret
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with S3Server() as server:
-        server.client().create_bucket(Bucket="mlpipeline")
-        yield server
-
-
-@pytest.fixture
-def no_ambient_aws_credentials(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("AWS_") or name.startswith("KFP_TORCH_S3_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-
-
-def mount_secret(directory: Path, access_key: str, secret_key: str) -> Path:
-    """What kubelet makes of KFP's mlpipeline-minio-artifact Secret mounted as a volume: one file a key."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "accesskey").write_text(access_key)
-    (directory / "secretkey").write_text(secret_key)
-    return directory
-
-
-@pytest.fixture
-def kfp_minio(s3, monkeypatch, tmp_path, no_ambient_aws_credentials):
-    """The environment our settings give a replica on a default Kubeflow install (endpoint made local)."""
-    monkeypatch.setenv(S3_ENDPOINT_ENV, s3.url)
-    monkeypatch.setenv(S3_CREDENTIALS_DIR_ENV, str(mount_secret(tmp_path / "secret", s3.access_key, s3.secret_key)))
-    return s3
 
 
 def sample_directory(root: Path) -> Path:

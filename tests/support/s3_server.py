@@ -100,3 +100,11 @@ class S3Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def mount_secret(directory: Path, access_key: str, secret_key: str) -> Path:
+    """What kubelet makes of KFP's mlpipeline-minio-artifact Secret mounted as a volume: one file a key."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "accesskey").write_text(access_key)
+    (directory / "secretkey").write_text(secret_key)
+    return directory
