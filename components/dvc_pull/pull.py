@@ -37,6 +37,7 @@ from components.common.git import (
     unknown_revision_message,
 )
 from components.dvc_pull import fast_fetch
+from components.dvc_pull.redaction import redact_text, redacted_logs, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +97,12 @@ def validate_inputs(
     paths: Sequence[str],
     remote_config: Mapping[str, object] | None = None,
     jobs: int = 4,
+    **timeouts: float,
 ) -> None:
-    """Checks that need nothing but the parameters; run at pipeline build time too."""
+    """Checks that need nothing but the parameters; run at pipeline build time too.
+
+    ``timeouts``: ``connect_timeout``, ``read_timeout``, ``object_deadline`` in seconds.
+    """
     if not repo_url or not isinstance(repo_url, str):
         raise DvcPullInputError(
             "repo_url is empty: give a git URL (https://, ssh://, git@host:org/repo) or a local path"
@@ -118,8 +123,20 @@ def validate_inputs(
             raise DvcPullInputError(
                 f"path {path!r} must be relative to the repository root and stay inside it (e.g. 'data/raw')"
             )
+    normalised = [PurePosixPath(path).as_posix() for path in paths]
+    for path in normalised:
+        overlapping = [other for other in normalised if other != path and other.startswith(path + "/")]
+        if overlapping or normalised.count(path) > 1:
+            raise DvcPullInputError(
+                f"path {path!r} is given twice or contains {overlapping[0]!r}; give each DVC path once"
+                if overlapping
+                else f"path {path!r} is given twice; give each DVC path once"
+            )
     if not isinstance(jobs, int) or jobs < 1:
         raise DvcPullInputError(f"jobs must be an integer >= 1, got {jobs!r}")
+    for name, value in timeouts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+            raise DvcPullInputError(f"{name} must be a number of seconds in (0, 3600], got {value!r}")
     for key in remote_config or {}:
         if key.lower() in SECRET_SETTINGS:
             raise DvcPullInputError(
@@ -128,15 +145,7 @@ def validate_inputs(
             )
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any user and password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if not parts.username and not parts.password:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    return parts._replace(netloc=f"***@{host}").geturl()
+redact_url = fast_fetch.redact_url
 
 
 def check_gcs_credentials(remote_settings: Mapping[str, object]) -> str:
@@ -382,42 +391,60 @@ def _read_config(checkout: Path, repo_config: bytes) -> dict | None:
     return merged
 
 
-def _outputs_from_dvc_files(blobs: Mapping[str, bytes | None], paths: Sequence[str]) -> dict[str, str] | None:
-    """path -> DVC hash from each path's own ``.dvc`` file, or None where DVC should resolve them."""
+def _md5_from_dvc_file(text: bytes, relative: str) -> str | None:
+    """The hash in ``<relative>.dvc`` when it is a plain DVC 3 output of that path; None where DVC should read it."""
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    md5 = {}
+    try:
+        data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError:
+        return None
+    if not isinstance(data, dict) or set(data) != {"outs"} or not isinstance(data["outs"], list):
+        return None
+    if len(data["outs"]) != 1 or not isinstance(data["outs"][0], dict):
+        return None
+    out = data["outs"][0]
+    # Anything beyond a plain DVC 3 output (legacy hashes, `cache: false`, a per-output remote,
+    # an executable file, ...) is DVC's to handle.
+    if set(out) - _DIRECT_OUT_KEYS or out.get("hash") != "md5":
+        return None
+    if not isinstance(out.get("md5"), str) or not _MD5.fullmatch(out["md5"]):
+        return None
+    target = os.path.normpath(os.path.join(os.path.dirname(relative), str(out.get("path", ""))))
+    if PurePosixPath(target).as_posix() != relative:
+        return None
+    return out["md5"]
+
+
+def _candidate_dvc_files(path: str) -> list[str]:
+    """Where the output holding ``path`` may be defined: ``path.dvc``, then each parent's ``.dvc``."""
+    relative = PurePosixPath(path)
+    return [f"{p.as_posix()}.dvc" for p in (relative, *relative.parents) if p.parts]
+
+
+def _outputs_from_dvc_files(blobs: Mapping[str, bytes | None], paths: Sequence[str]) -> list[fast_fetch.Output] | None:
+    """The output holding each path (itself, or a tracked directory above it), or None where DVC should resolve it."""
+    outputs = []
     for path in paths:
         relative = PurePosixPath(path).as_posix()
-        text = blobs.get(f"{relative}.dvc")
-        if text is None:
+        name = next((n for n in _candidate_dvc_files(path) if blobs.get(n) is not None), None)
+        if name is None:
             return None
-        try:
-            data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-        except yaml.YAMLError:
+        tracked = name.removesuffix(".dvc")
+        md5 = _md5_from_dvc_file(blobs[name], tracked)
+        if md5 is None:
             return None
-        if not isinstance(data, dict) or set(data) != {"outs"} or not isinstance(data["outs"], list):
-            return None
-        if len(data["outs"]) != 1 or not isinstance(data["outs"][0], dict):
-            return None
-        out = data["outs"][0]
-        # Anything beyond a plain DVC 3 output (legacy hashes, `cache: false`, a per-output remote,
-        # an executable file, ...) is DVC's to handle.
-        if set(out) - _DIRECT_OUT_KEYS or out.get("hash") != "md5":
-            return None
-        if not isinstance(out.get("md5"), str) or not _MD5.fullmatch(out["md5"]):
-            return None
-        target = os.path.normpath(os.path.join(os.path.dirname(relative), str(out.get("path", ""))))
-        if PurePosixPath(target).as_posix() != relative:
-            return None
-        md5[path] = out["md5"]
-    return md5
+        within = relative[len(tracked) + 1 :] if tracked != relative else ""
+        if within and not md5.endswith(".dir"):
+            return None  # a path inside a tracked file: DVC names the error
+        outputs.append(fast_fetch.Output(tracked, md5, within))
+    return outputs
 
 
 @dataclass
 class _DirectPlan:
-    md5: dict[str, str]
+    outputs: list[fast_fetch.Output]
     remote: str
     url: str
     settings: dict
@@ -430,7 +457,7 @@ def _plan_direct(
     """Everything the fast path needs, read from git alone; None where DVC must take over."""
     if any("\n" in path for path in paths):
         return None
-    names = [".dvc/config", *(f"{PurePosixPath(p).as_posix()}.dvc" for p in paths)]
+    names = [".dvc/config", *dict.fromkeys(n for p in paths for n in _candidate_dvc_files(p))]
     blobs = _read_blobs(checkout, commit, names)
     if blobs[".dvc/config"] is None:
         return None
@@ -446,14 +473,27 @@ def _plan_direct(
         return None
     if fast_fetch.dvc_bool(settings.get("allow_anonymous_login", "")) is None:
         return None
-    md5 = _outputs_from_dvc_files(blobs, paths)
-    if md5 is None:
+    outputs = _outputs_from_dvc_files(blobs, paths)
+    if outputs is None:
         return None
     cache_dir = (config.get("cache") or {}).get("dir") or ""
-    return _DirectPlan(md5=md5, remote=name, url=url, settings=settings, cache_dir=str(cache_dir))
+    return _DirectPlan(outputs=outputs, remote=name, url=url, settings=settings, cache_dir=str(cache_dir))
 
 
-def _probe_endpoint(name: str, url: str, settings: Mapping[str, object], timeout: float = 10.0) -> None:
+def _settings_secrets(settings: Mapping[str, object]) -> set[str]:
+    """Every secret a remote's settings carry: URL passwords and credential-valued keys."""
+    secrets: set[str] = set()
+    for key, value in settings.items():
+        if not isinstance(value, str):
+            continue
+        if key.lower() in SECRET_SETTINGS and len(value) >= 3:
+            secrets.add(value)
+        if "://" in value:
+            secrets |= url_secrets(value)
+    return secrets
+
+
+def _probe_endpoint(name: str, url: str, settings: Mapping[str, object], timeout: float) -> None:
     """A TCP connect to an object store's endpoint: fails in seconds where client retries take minutes."""
     scheme = urlsplit(url).scheme
     endpoint = fast_fetch.gcs_endpoint(settings) if scheme == "gs" else str(settings.get("endpointurl") or "")
@@ -465,44 +505,52 @@ def _probe_endpoint(name: str, url: str, settings: Mapping[str, object], timeout
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
     except OSError as error:
         raise DvcPullError(
-            f"DVC remote {name!r} ({url}) is unreachable: cannot connect to {parts.hostname}:{port} "
+            f"DVC remote {name!r} ({redact_url(url)}) is unreachable: cannot connect to {parts.hostname}:{port} "
             f"({error.strerror or error})"
         ) from None
 
 
-def _check_remote_reachable(repo, name: str, url: str, settings: Mapping[str, object]) -> None:
+def _check_remote_reachable(repo, name: str, url: str, settings: Mapping[str, object], timeout: float) -> None:
     """Fail fast on a remote that does not exist or does not answer, before any transfer."""
-    _probe_endpoint(name, url, settings)
+    _probe_endpoint(name, url, settings, timeout)
     try:
         odb = repo.cloud.get_remote_odb(name)
         exists = odb.fs.exists(odb.path)
     except Exception as error:
         raise DvcPullError(
-            f"DVC remote {name!r} ({url}) is unreachable: {type(error).__name__}: {_first_line(error)}"
+            f"DVC remote {name!r} ({redact_url(url)}) is unreachable: {type(error).__name__}: {_first_line(error)}"
         ) from None
     if not exists:
-        raise DvcPullError(f"DVC remote {name!r} ({url}) does not exist or is empty: nothing was ever pushed there")
+        raise DvcPullError(
+            f"DVC remote {name!r} ({redact_url(url)}) does not exist or is empty: nothing was ever pushed there"
+        )
 
 
-def _open_source(name: str, url: str, settings: Mapping[str, object], jobs: int) -> fast_fetch.ObjectSource:
+def _open_source(
+    name: str, url: str, settings: Mapping[str, object], jobs: int, timeouts: fast_fetch.Timeouts
+) -> fast_fetch.ObjectSource:
     """The fast path's reader of ``url``, after checking credentials and that the remote answers."""
     if url.startswith("gs://"):
         log.info("GCS credentials: %s", check_gcs_credentials(settings))
-    _probe_endpoint(name, url, settings)  # a missing object or listing is reported by the fetch
+    _probe_endpoint(name, url, settings, timeouts.connect)  # a missing object or listing is reported by the fetch
     try:
-        source = fast_fetch.source_for(url, settings, connections=jobs)
-    except Exception as error:  # e.g. a key file google-auth cannot use
+        source = fast_fetch.source_for(url, settings, connections=jobs, timeouts=timeouts)
+    except fast_fetch.RemoteError as error:  # a key file google-auth cannot load: the message names it
+        raise DvcPullError(f"cannot open DVC remote {name!r} ({redact_url(url)}): {error}") from None
+    except Exception as error:
         raise DvcPullError(
-            f"cannot open DVC remote {name!r} ({url}): {type(error).__name__}: {_first_line(error)}"
+            f"cannot open DVC remote {name!r} ({redact_url(url)}): {type(error).__name__}: {_first_line(error)}"
         ) from None
     if isinstance(source, fast_fetch.LocalSource) and not source.root.is_dir():
-        raise DvcPullError(f"DVC remote {name!r} ({url}) does not exist or is empty: nothing was ever pushed there")
+        raise DvcPullError(
+            f"DVC remote {name!r} ({redact_url(url)}) does not exist or is empty: nothing was ever pushed there"
+        )
     return source
 
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return redact_text(text.splitlines()[0]) if text else type(error).__name__
 
 
 def _summarise_tree(root: Path) -> tuple[int, int]:
@@ -523,22 +571,62 @@ def pull(
     remote_config: Mapping[str, object] | None = None,
     jobs: int = 4,
     cache_dir: str = "",
+    connect_timeout: float = 10.0,
+    read_timeout: float = 20.0,
+    object_deadline: float = 60.0,
 ) -> PullResult:
     """Pull ``paths`` of ``repo_url`` at ``rev`` into ``output_dir``.
 
     The output keeps the repository layout (``output_dir/data/raw/...``). It
-    appears only when every path was pulled; on any failure it is absent.
+    appears only when every path was pulled; on any failure it is absent. A path
+    may be a DVC output or lie inside a tracked directory (``data/raw/images``).
     ``cache_dir`` points DVC at a shared cache (e.g. on a PVC) so objects
-    already there are not fetched again.
+    already there are not fetched again. A remote that stops answering fails the
+    pull after ``object_deadline`` seconds on one object, waiting at most
+    ``connect_timeout`` for a connection and ``read_timeout`` for each read.
     """
     remote_config = dict(remote_config or {})
-    validate_inputs(repo_url, rev, paths, remote_config, jobs)
+    validate_inputs(
+        repo_url,
+        rev,
+        paths,
+        remote_config,
+        jobs,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        object_deadline=object_deadline,
+    )
+    timeouts = fast_fetch.Timeouts(connect_timeout, read_timeout, object_deadline)
+    with redacted_logs() as secrets:
+        secrets |= _settings_secrets(remote_config)
+        try:
+            return _pull(
+                repo_url, rev, paths, Path(output_dir), remote, remote_config, jobs, cache_dir, timeouts, secrets
+            )
+        except DvcPullError as error:
+            message = redact_text(str(error), secrets)
+            if message == str(error):
+                raise
+            raise type(error)(message) from None
+
+
+def _pull(
+    repo_url: str,
+    rev: str,
+    paths: Sequence[str],
+    output_dir: Path,
+    remote: str,
+    remote_config: dict,
+    jobs: int,
+    cache_dir: str,
+    timeouts: fast_fetch.Timeouts,
+    secrets: set[str],
+) -> PullResult:
     remote_config = _absolute_remote_paths(remote_config)
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     # gcsfs probes each bucket's type and warns once per file when it cannot; off unless asked for.
     os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-    output_dir = Path(output_dir)
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=".dvc-pull-", dir=output_dir.parent))
     try:
@@ -547,17 +635,34 @@ def pull(
         log.info("resolved %s at %s to %s", redact_url(repo_url), rev, commit)
         plan = _plan_direct(checkout, commit, paths, remote, remote_config)
         if plan is not None:
-            result = _pull_direct(plan, repo_url, rev, commit, paths, output_dir, checkout, jobs, cache_dir)
+            secrets |= _settings_secrets(plan.settings)
+            result = _pull_direct(plan, repo_url, rev, commit, paths, output_dir, checkout, jobs, cache_dir, timeouts)
         else:
             log.debug("outputs or remote settings beyond the direct reader: DVC resolves them")
             _checkout(checkout, commit)
             result = _pull_with_dvc(
-                repo_url, rev, commit, paths, output_dir, checkout, remote, remote_config, jobs, cache_dir
+                repo_url,
+                rev,
+                commit,
+                paths,
+                output_dir,
+                checkout,
+                remote,
+                remote_config,
+                jobs,
+                cache_dir,
+                timeouts,
+                secrets,
             )
         log.info("pulled %d files, %d bytes from remote %r", result.file_count, result.total_bytes, result.remote)
         return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _hashes(paths: Sequence[str], outputs: Sequence[fast_fetch.Output]) -> dict[str, str]:
+    """Each requested path's DVC hash: its own, or that of the tracked directory holding it."""
+    return {path: output.oid for path, output in zip(paths, outputs, strict=True)}
 
 
 def _pull_direct(
@@ -570,25 +675,55 @@ def _pull_direct(
     checkout: Path,
     jobs: int,
     cache_dir: str,
+    timeouts: fast_fetch.Timeouts,
 ) -> PullResult:
     """The fast path, DVC not even imported: outputs and remote came from git, objects come from the remote."""
-    source = _open_source(plan.remote, plan.url, plan.settings, jobs)
+    source = _open_source(plan.remote, plan.url, plan.settings, jobs, timeouts)
     cache_root = Path(cache_dir).resolve() if cache_dir else Path(plan.cache_dir or checkout / ".dvc" / "cache")
     cache = cache_root / "files" / "md5"  # DVC 3's layout
     with atomic_directory(output_dir) as staging:
-        stats = _fetch_direct(source, plan.md5, cache, staging, plan.remote, plan.url, jobs, bool(cache_dir))
+        stats = _fetch_direct(source, plan.outputs, cache, staging, plan.remote, plan.url, jobs, bool(cache_dir))
         return PullResult(
             repo_url=redact_url(repo_url),
             revision=rev,
             commit=commit,
             remote=plan.remote,
             paths=list(paths),
-            md5=plan.md5,
+            md5=_hashes(paths, plan.outputs),
             file_count=stats.files,
             total_bytes=stats.total_bytes,
             fetched_objects=stats.fetched,
             cached_objects=stats.cached,
         )
+
+
+def _dvc_outputs(repo, checkout: Path, commit: str, paths: Sequence[str]) -> tuple[list[fast_fetch.Output], bool]:
+    """The output holding each path as DVC resolves it, and whether all are plain DVC 3 md5 outputs."""
+    from dvc.exceptions import OutputNotFoundError
+
+    outputs = []
+    plain_md5 = True  # DVC 3 md5 hashes, stored under files/md5/ (legacy hashes are not)
+    for path in paths:
+        try:
+            outs = repo.find_outs_by_path(str(checkout / path), strict=False)
+        except OutputNotFoundError:
+            raise DvcPullError(
+                f"path {path!r} is not tracked by DVC at {commit[:12]}, nor inside a tracked directory; tracked "
+                f"paths: {', '.join(_tracked_outputs(repo)) or '(none)'}"
+            ) from None
+        relative = PurePosixPath(path).as_posix()
+        tracked = _repo_relative(repo, outs[0])
+        if len(outs) != 1 or not (relative == tracked or relative.startswith(tracked + "/")):
+            raise DvcPullError(
+                f"path {path!r} is not a DVC output at {commit[:12]}; give one of: {', '.join(_tracked_outputs(repo))}"
+            )
+        within = relative[len(tracked) + 1 :] if relative != tracked else ""
+        oid = outs[0].hash_info.value
+        if within and not (isinstance(oid, str) and oid.endswith(".dir")):
+            raise DvcPullError(f"path {path!r} lies inside {tracked!r}, which DVC tracks as a file, not a directory")
+        outputs.append(fast_fetch.Output(tracked, oid, within))
+        plain_md5 = plain_md5 and outs[0].hash_info.name == "md5" and not getattr(outs[0].meta, "isexec", False)
+    return outputs, plain_md5
 
 
 def _pull_with_dvc(
@@ -602,32 +737,16 @@ def _pull_with_dvc(
     remote_config: Mapping[str, object],
     jobs: int,
     cache_dir: str,
+    timeouts: fast_fetch.Timeouts,
+    secrets: set[str],
 ) -> PullResult:
     """DVC resolves outputs and remote (``dvc.yaml`` outputs, legacy hashes, any remote setting)."""
-    from dvc.exceptions import OutputNotFoundError
     from dvc.repo import Repo
 
     with Repo(str(checkout)) as repo:
-        md5 = {}
-        plain_md5 = True  # DVC 3 md5 hashes, stored under files/md5/ (legacy hashes are not)
-        for path in paths:
-            try:
-                outs = repo.find_outs_by_path(str(checkout / path))
-            except OutputNotFoundError:
-                tracked = _tracked_outputs(repo)
-                raise DvcPullError(
-                    f"path {path!r} is not tracked by DVC at {commit[:12]}; tracked paths: "
-                    f"{', '.join(tracked) or '(none)'}"
-                ) from None
-            if len(outs) != 1 or _repo_relative(repo, outs[0]) != PurePosixPath(path).as_posix():
-                raise DvcPullError(
-                    f"path {path!r} is not a DVC output itself at {commit[:12]}; give one of: "
-                    f"{', '.join(_tracked_outputs(repo))}"
-                )
-            md5[path] = outs[0].hash_info.value
-            plain_md5 = plain_md5 and outs[0].hash_info.name == "md5" and not getattr(outs[0].meta, "isexec", False)
-
+        outputs, plain_md5 = _dvc_outputs(repo, checkout, commit, paths)
         name, settings = _remote_settings(repo.config, remote)
+        secrets |= _settings_secrets(settings)
         _apply_remote_config(repo, name, remote_config)
         settings.update(remote_config)
         url = str(settings.get("url", ""))
@@ -639,19 +758,19 @@ def _pull_with_dvc(
         scheme = urlsplit(url).scheme
         layered = any(fast_fetch.dvc_bool(settings.get(key)) for key in ("version_aware", "worktree"))
         if plain_md5 and scheme in ("gs", "", "file") and not layered:
-            source = _open_source(name, url, settings, jobs)
+            source = _open_source(name, url, settings, jobs, timeouts)
         else:
             source = None
             if url.startswith("gs://"):
                 log.info("GCS credentials: %s", check_gcs_credentials(settings))
-            _check_remote_reachable(repo, name, url, settings)
+            _check_remote_reachable(repo, name, url, settings, timeouts.connect)
         cache = Path(repo.cache.local.path)
         with atomic_directory(output_dir) as staging:
             if source is not None:
-                stats = _fetch_direct(source, md5, cache, staging, name, url, jobs, shared_cache=bool(cache_dir))
+                stats = _fetch_direct(source, outputs, cache, staging, name, url, jobs, shared_cache=bool(cache_dir))
             else:
                 log.info("no fast path for %s remotes: using DVC's own transfer", scheme or "these")
-                _fetch_and_checkout(repo, [str(checkout / p) for p in paths], md5, name, url, jobs)
+                _fetch_and_checkout(repo, [str(checkout / p) for p in paths], outputs, name, url, jobs)
                 for path in paths:
                     target = staging / path
                     target.parent.mkdir(parents=True, exist_ok=True)
@@ -664,7 +783,7 @@ def _pull_with_dvc(
                 commit=commit,
                 remote=name,
                 paths=list(paths),
-                md5=md5,
+                md5=_hashes(paths, outputs),
                 file_count=file_count,
                 total_bytes=total_bytes,
                 fetched_objects=stats.fetched if stats else -1,
@@ -676,51 +795,75 @@ def _missing_error(name: str, url: str, missing: list[tuple[str, str]]) -> DvcPu
     shown = ", ".join(f"{path} (md5 {oid})" for path, oid in missing[:10])
     more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
     return DvcPullError(
-        f"{len(missing)} object(s) missing from DVC remote {name!r} ({url}): {shown}{more}; "
+        f"{len(missing)} object(s) missing from DVC remote {name!r} ({redact_url(url)}): {shown}{more}; "
         "was `dvc push` run for this revision?"
     )
 
 
-def _fetch_direct(source, md5, cache: Path, staging: Path, name: str, url: str, jobs: int, shared_cache: bool):
+def _fetch_direct(
+    source,
+    outputs: Sequence[fast_fetch.Output],
+    cache: Path,
+    staging: Path,
+    name: str,
+    url: str,
+    jobs: int,
+    shared_cache: bool,
+):
+    where = f"DVC remote {name!r} ({redact_url(url)})"
     try:
-        stats = fast_fetch.materialise(source, md5, cache, staging, jobs=jobs, keep_in_cache=shared_cache)
+        stats = fast_fetch.materialise(source, outputs, cache, staging, jobs=jobs, keep_in_cache=shared_cache)
+    except fast_fetch.BadManifest as bad:
+        raise DvcPullError(
+            f"{where} holds an unsafe or malformed listing for the tracked directory {bad.path!r} "
+            f"(md5 {bad.oid}): {bad.reason}; nothing was written. Whoever can write to the remote "
+            "should push the directory again with DVC"
+        ) from None
+    except fast_fetch.NotInOutput as absent:
+        raise DvcPullError(
+            f"path {absent.output.wanted!r} is not in the tracked directory {absent.output.path!r} "
+            f"(md5 {absent.output.oid}) on {where}; give a file or folder inside it"
+        ) from None
     except fast_fetch.CorruptObject as corrupt:
         raise DvcPullError(
-            f"{corrupt.path} is corrupt on DVC remote {name!r} ({url}): expected md5 "
+            f"{corrupt.path} is corrupt on {where}: expected md5 "
             f"{corrupt.oid.removesuffix('.dir')}, got {corrupt.actual}"
         ) from None
     except fast_fetch.RemoteError as error:
-        raise DvcPullError(f"DVC remote {name!r} ({url}) failed: {error}") from None
+        raise DvcPullError(f"{where} failed: {error}") from None
     if stats.missing:
         raise _missing_error(name, url, stats.missing)
     log.info(
         "fetched %d objects (%d bytes) from %s; %d were already in the DVC cache",
         stats.fetched,
         stats.fetched_bytes,
-        url,
+        redact_url(url),
         stats.cached,
     )
     return stats
 
 
-def _fetch_and_checkout(repo, targets: Sequence[str], md5: Mapping[str, str], name: str, url: str, jobs: int) -> None:
+def _fetch_and_checkout(
+    repo, targets: Sequence[str], outputs: Sequence[fast_fetch.Output], name: str, url: str, jobs: int
+) -> None:
     from dvc.exceptions import DvcException
 
     try:
         repo.pull(targets=list(targets), remote=name, jobs=jobs)
     except DvcException as error:
-        missing = _missing_from_remote(repo, name, md5, jobs)
+        missing = _missing_from_remote(repo, name, outputs, jobs)
         if missing:
             raise _missing_error(name, url, missing) from None
-        raise DvcPullError(f"dvc pull from remote {name!r} ({url}) failed: {_first_line(error)}") from None
+        raise DvcPullError(f"dvc pull from remote {name!r} ({redact_url(url)}) failed: {_first_line(error)}") from None
 
 
-def _missing_from_remote(repo, name: str, md5: Mapping[str, str], jobs: int) -> list[tuple[str, str]]:
+def _missing_from_remote(repo, name: str, outputs: Sequence[fast_fetch.Output], jobs: int) -> list[tuple[str, str]]:
     """(path, md5) of every object the remote lacks for the given DVC outputs."""
     try:
         odb = repo.cloud.get_remote_odb(name)
         missing = []
-        for path, oid in md5.items():
+        for output in outputs:
+            path, oid = output.path, output.oid
             if not oid.endswith(".dir"):
                 if not odb.exists(oid):
                     missing.append((path, oid))
@@ -728,9 +871,9 @@ def _missing_from_remote(repo, name: str, md5: Mapping[str, str], jobs: int) -> 
             if not odb.exists(oid):
                 missing.append((f"{path} (directory listing)", oid))
                 continue
-            entries = json.loads(odb.fs.cat_file(odb.oid_to_path(oid)))
-            present = set(odb.oids_exist([entry["md5"] for entry in entries], jobs=jobs))
-            missing += [(f"{path}/{e['relpath']}", e["md5"]) for e in entries if e["md5"] not in present]
+            entries = fast_fetch.parse_manifest(odb.fs.cat_file(odb.oid_to_path(oid)), oid)
+            present = set(odb.oids_exist([entry.md5 for entry in entries], jobs=jobs))
+            missing += [(f"{path}/{e.relpath}", e.md5) for e in entries if e.md5 not in present]
         return missing
     except Exception:  # diagnosis is best effort; the caller reports the original failure
         log.debug("could not list missing objects", exc_info=True)
