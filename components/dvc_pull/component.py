@@ -18,6 +18,9 @@ def dvc_pull(
     remote_config: Dict[str, str] = {},
     jobs: int = 4,
     cache_dir: str = "",
+    connect_timeout: float = 10.0,
+    read_timeout: float = 20.0,
+    object_deadline: float = 60.0,
 ):
     """Pulls DVC-tracked paths of a git revision.
 
@@ -34,6 +37,10 @@ def dvc_pull(
             Credentials come from files (GOOGLE_APPLICATION_CREDENTIALS), never from here.
         jobs: parallel transfer jobs.
         cache_dir: a DVC cache to reuse (e.g. on a PVC); empty for a throwaway cache.
+        connect_timeout: seconds to wait for a connection to the remote.
+        read_timeout: seconds to wait for each read from the remote.
+        object_deadline: seconds after which retrying one object stops: a remote that
+            stops answering fails the step in about this time.
     """
     import logging
 
@@ -49,5 +56,8 @@ def dvc_pull(
         remote_config=remote_config,
         jobs=jobs,
         cache_dir=cache_dir,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        object_deadline=object_deadline,
     )
     dataset.metadata.update(result.metadata())
