@@ -475,17 +475,25 @@ def _cache_path(cache: Path, oid: str) -> str:
 
 
 class _HashingFile:
-    """A temporary file beside ``target`` that takes an object's chunks and their md5 as they come."""
+    """Takes an object's chunks and their md5 as they come, never holding more than one chunk.
+
+    An object that fits in one chunk stays in memory until it is verified and then is written
+    straight to its targets (most files of a dataset are small, and a temporary file and a
+    rename per file cost more than the transfer); a larger one goes to a temporary file in
+    ``directory`` that is renamed into place once verified.
+    """
 
     def __init__(self, directory: str, limit: int | None = None):
-        fd, self.path = tempfile.mkstemp(prefix=".dvc-partial-", dir=directory)
-        self.handle = os.fdopen(fd, "wb")
-        self.limit = limit
+        self.directory, self.limit = directory, limit
+        self.path: str | None = None
+        self.handle = None
         self.restart()
 
     def restart(self) -> None:
-        self.handle.seek(0)
-        self.handle.truncate()
+        if self.handle is not None:
+            self.handle.seek(0)
+            self.handle.truncate()
+        self.head: list[bytes] = []
         self.md5 = hashlib.md5()
         self.size = 0
 
@@ -494,17 +502,37 @@ class _HashingFile:
         if self.limit is not None and self.size > self.limit:
             raise RemoteError(f"an object over {self.limit >> 20} MiB where a directory listing was expected")
         self.md5.update(chunk)
+        if self.handle is None and self.size <= CHUNK_BYTES:
+            self.head.append(chunk)
+            return
+        if self.handle is None:
+            fd, self.path = tempfile.mkstemp(prefix=".dvc-partial-", dir=self.directory)
+            self.handle = os.fdopen(fd, "wb")
+        for held in self.head:
+            self.handle.write(held)
+        self.head = []
         self.handle.write(chunk)
 
     def close(self) -> None:
-        self.handle.close()
+        if self.handle is not None:
+            self.handle.close()
+
+    def write_to(self, target: str) -> None:
+        """Put the verified content at ``target``: the in-memory bytes, or the temporary file renamed or copied."""
+        if self.path is None:
+            with open(target, "wb") as handle:
+                for held in self.head:
+                    handle.write(held)
+        else:
+            _copy_file(self.path, target)
 
     def discard(self) -> None:
-        self.handle.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        self.close()
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
 
 
 def _copy_into(source_path: str, sink: ObjectSink) -> None:
@@ -515,28 +543,34 @@ def _copy_into(source_path: str, sink: ObjectSink) -> None:
 
 
 def _publish(partial: _HashingFile, oid: str, targets: list[tuple[str, bool]], cache: Path | None) -> None:
-    """Move a verified object to its targets (and a copy into ``cache``); cache entries are read-only."""
+    """Put a verified object at its targets (and a copy into ``cache``); cache entries are read-only."""
     if cache is not None:
         cached = _cache_path(cache, oid)
         os.makedirs(os.path.dirname(cached), exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{oid[2:]}.", dir=os.path.dirname(cached))
         os.close(fd)
         try:
-            _copy_file(partial.path, tmp)
+            partial.write_to(tmp)
             os.chmod(tmp, 0o444)  # as DVC keeps them
             os.replace(tmp, cached)
         except BaseException:
             os.unlink(tmp)
             raise
     if not targets:
-        os.unlink(partial.path)
         return
-    first, *others = targets
+    *others, last = targets
     for target, executable in others:
-        _copy_file(partial.path, target)
-        os.chmod(target, _file_mode(executable))
-    os.chmod(partial.path, _file_mode(first[1]))  # mkstemp's 0600, made what DVC's checkout gives
-    os.replace(partial.path, first[0])
+        partial.write_to(target)
+        if executable:
+            os.chmod(target, _file_mode(True))
+    if partial.path is None:
+        partial.write_to(last[0])
+        if last[1]:
+            os.chmod(last[0], _file_mode(True))
+    else:
+        os.chmod(partial.path, _file_mode(last[1]))  # mkstemp's 0600, made what DVC's checkout gives
+        os.replace(partial.path, last[0])
+        partial.path = None
 
 
 def _file_mode(executable: bool) -> int:
