@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmarks import (
     ddp_scaling,
+    dvc_pull_memory,
     dvc_pull_speed,
     input_pipeline,
     kfp_local_overhead,
@@ -103,6 +104,8 @@ def main() -> None:
             f"  {case:<10} {row['files']:6d} files  plain {row['plain_s']:6.2f} s  "
             f"dvc_pull {row['dvc_pull_s']:6.2f} s  speed ratio {row['ratio']:.3f}  (target >= 0.8)"
         )
+
+    dvc_pull_memory.report(dvc_pull_memory.run(WORKDIR))
 
 
 if __name__ == "__main__":
