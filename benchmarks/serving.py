@@ -93,6 +93,7 @@ def request_costs(model_dir: Path, body: Path, rounds: int = 300) -> dict[str, f
     spec = load_spec(model_dir)
     onnx = OnnxClassifier(Path(model_dir) / spec.files.get("onnx", "model.onnx"), threads=usable_cpus())
     content = body.read_bytes()
+    scale = validation.ScaleCheck.from_input_range(spec.input_range)  # what the service checks too
     mean, std = spec.normalization["mean"], spec.normalization["std"]
 
     def answer(row):
@@ -103,7 +104,7 @@ def request_costs(model_dir: Path, body: Path, rounds: int = 300) -> dict[str, f
     costs = {}
     began = time.perf_counter()
     for _ in range(rounds):
-        batch = validation.json_to_batch(content, list(spec.input_shape))
+        batch = validation.json_to_batch(content, list(spec.input_shape), validation.MAX_BATCH, scale)
     costs["parse_ms"] = 1000 * (time.perf_counter() - began) / rounds
     began = time.perf_counter()
     for _ in range(rounds):

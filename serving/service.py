@@ -33,9 +33,10 @@ Settings (environment): ``KFP_TORCH_LIFECYCLE_MODEL_TAG`` (default
 ``image-classifier:latest``), ``KFP_TORCH_LIFECYCLE_MAX_BODY_BYTES`` (64 MiB),
 ``KFP_TORCH_LIFECYCLE_MAX_IMAGE_PIXELS`` (40,000,000 per upload, from its header),
 ``KFP_TORCH_LIFECYCLE_MAX_QUEUE_SECONDS`` (10), ``KFP_TORCH_LIFECYCLE_MAX_INFLIGHT_BYTES``
-(512 MiB) and ``KFP_TORCH_LIFECYCLE_BATCHING=off`` (one request per model call, for
-comparison). Health (``/livez``, ``/readyz``) and Prometheus metrics (``/metrics``)
-are BentoML's own.
+(512 MiB), ``KFP_TORCH_LIFECYCLE_BATCHING=off`` (one request per model call, for
+comparison) and ``KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK=off`` (accept JSON arrays that look
+like another scale than the training images', see ``serving.validation.ScaleCheck``).
+Health (``/livez``, ``/readyz``) and Prometheus metrics (``/metrics``) are BentoML's own.
 """
 
 import asyncio
@@ -86,6 +87,15 @@ def serving_accelerator() -> str:
             "export with ONNX Runtime, 'cuda' serves the network with torch on the GPU"
         )
     return accelerator
+
+
+def input_scale_check(input_range: dict) -> Optional[validation.ScaleCheck]:
+    """The check refusing JSON arrays far darker than nearly every training image (0..1 or 0..16 sent to a
+    0..255 model), from the spec's ``input_range``; None when ``KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK`` is
+    ``off`` (or ``0``, ``false``) or the model has no measured range (trained before it was recorded)."""
+    if os.environ.get(validation.SCALE_CHECK_ENV, "on").lower() in ("off", "0", "false"):
+        return None
+    return validation.ScaleCheck.from_input_range(input_range)
 
 
 def model_threads(cpus: int) -> int:
@@ -219,12 +229,20 @@ class ImageClassifier:
         from components.common.spec import load_spec
 
         self.spec = load_spec(self.model_ref.path)
+        self.scale = input_scale_check(self.spec.input_range)
+        if self.scale is not None:
+            log.info(
+                "JSON images whose largest value is above 0 and at most %g are refused as another scale (%s=off)",
+                self.scale.ceiling,
+                validation.SCALE_CHECK_ENV,
+            )
         self.info = {
             "model_tag": str(self.model_ref.tag),
             "architecture": self.spec.architecture,
             "classes": self.spec.classes,
             "input_shape": self.spec.input_shape,
             "preprocessing": self.spec.preprocessing,
+            "input_range": self.spec.input_range,
             "dataset": self.spec.dataset,
             "evaluation": self.model_ref.info.metadata.get("evaluation", {}),
             "versions": self.spec.versions,
@@ -257,9 +275,12 @@ class ImageClassifier:
         shape = list(self.spec.input_shape)
         media_type = content_type.split(";")[0].strip().lower()
         if media_type in ("application/json", "") and len(body) <= INLINE_JSON_BYTES:
-            batch = validation.json_to_batch(body, shape)  # well under a millisecond: not worth a process hop
+            # well under a millisecond: not worth a process hop
+            batch = validation.json_to_batch(body, shape, validation.MAX_BATCH, self.scale)
         elif media_type in ("application/json", ""):
-            batch = await loop.run_in_executor(self.json_parsers, validation.json_to_batch, body, shape)
+            batch = await loop.run_in_executor(
+                self.json_parsers, validation.json_to_batch, body, shape, validation.MAX_BATCH, self.scale
+            )
         elif media_type == "multipart/form-data":
             batch = await loop.run_in_executor(
                 self.decoders,
@@ -292,7 +313,9 @@ class ImageClassifier:
         loop = asyncio.get_running_loop()
         shape = list(self.spec.input_shape)
         if images is not None:
-            batch = await loop.run_in_executor(self.decoders, validation.arrays_to_batch, images, shape)
+            batch = await loop.run_in_executor(
+                self.decoders, validation.arrays_to_batch, images, shape, validation.MAX_BATCH, self.scale
+            )
         else:
             uploads = [(f.name, f.read_bytes()) for f in files]
             batch = await loop.run_in_executor(self.decoders, validation.files_to_batch, uploads, shape)

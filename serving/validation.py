@@ -10,11 +10,18 @@ its first bytes (PNG and JPEG only) and its pixel count from its header, checked
 against ``MAX_IMAGE_PIXELS`` before a single pixel is decoded. Every refusal is an
 ``InvalidImages`` carrying the HTTP status, a short error code and a message that
 names the client's own file name.
+
+JSON arrays are also checked against the scale the model was trained on (``ScaleCheck``,
+from ``spec.json``'s ``input_range``): an image whose largest value is far below what
+the training images reached (0..1 or scikit-learn's 0..16 digits, for a model trained
+on 0..255 PNGs) is refused instead of being silently misread. PNG and JPEG uploads
+are 0..255 by construction and are not checked.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import struct
 from collections.abc import Sequence
@@ -44,6 +51,10 @@ SIGNATURES = (
     (b"BM", "BMP"),
 )
 ACCEPTED = ("PNG", "JPEG")
+# A JSON image whose largest value is above 0 and at most the training images' typical maximum divided by
+# this looks like another scale (typical maximum 239 for the digits: 0..29 is refused, 0..1 and 0..16 with it).
+SCALE_RATIO = 8
+SCALE_CHECK_ENV = "KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK"
 # JPEG start-of-frame markers (the ones that carry the image size): C0..CF except DHT, JPG and DAC.
 SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
@@ -57,6 +68,59 @@ class InvalidImages(ValueError):
 
     def __str__(self) -> str:
         return self.message
+
+
+@dataclass(frozen=True)
+class ScaleCheck:
+    """Refuse JSON images that look like another scale than the model's training images.
+
+    ``typical_max`` is spec.json's ``input_range.typical_max``: at most ``typical_max_percentile`` %
+    of the training images have a largest pixel below it. An image is refused when its largest value
+    is above 0 and at most ``typical_max / SCALE_RATIO``; values outside ``scale`` (0..255) are refused
+    by the arrays' own rules. A blank image (all 0) says nothing about its scale and is accepted, and so
+    is any image that reaches more than that ceiling, whatever its darkest pixel.
+    """
+
+    typical_max: float
+    percentile: float = 1
+    scale: tuple[float, float] = (0, 255)
+
+    @classmethod
+    def from_input_range(cls, input_range: dict | None) -> ScaleCheck | None:
+        """The check for a spec's ``input_range``; None when it was not measured (older models, custom
+        scripts) or its training images gave no floor (typical maximum 0)."""
+        if not input_range or not input_range.get("typical_max"):
+            return None
+        low, high = input_range.get("scale", (0, 255))
+        return cls(float(input_range["typical_max"]), float(input_range.get("typical_max_percentile", 1)), (low, high))
+
+    @property
+    def ceiling(self) -> float:
+        """The largest image maximum that is refused."""
+        return self.typical_max / SCALE_RATIO
+
+    def check(self, images: np.ndarray, highs: np.ndarray) -> None:
+        """Refuse a batch (N images, ``highs`` their largest values) if any image looks like another scale,
+        naming the first one."""
+        if highs.min() > self.ceiling:  # the usual batch, in one comparison
+            return
+        suspicious = (highs > 0) & (highs <= self.ceiling)
+        if suspicious.any():
+            first, others = int(np.argmax(suspicious)), int(suspicious.sum()) - 1
+            raise self.refusal(f"images[{first}]", images[first].min(), highs[first], others)
+
+    def refusal(self, where: str, low: float, high: float, others: int = 0) -> InvalidImages:
+        """The refusal of the image ``where`` (values ``low..high``), and of ``others`` more like it."""
+        guess = 1 if high <= 1 else math.ceil(high)
+        low_scale, high_scale = (f"{v:g}" for v in self.scale)
+        also = f" ({others} more image{'s' if others > 1 else ''} of this request too)" if others else ""
+        return InvalidImages(
+            f"{where} has pixel values {low:g}..{high:g}, which looks like the 0..{guess} scale{also}; this model was "
+            f"trained on {low_scale}..{high_scale} (at least {100 - self.percentile:g} % of its training images "
+            f"reach {self.typical_max:g}): send pixel values on the {low_scale}..{high_scale} scale. If the image "
+            f"really is this dark, the service's {SCALE_CHECK_ENV}=off switches this check off",
+            code="unexpected_scale",
+        )
 
 
 def expected(input_shape: Sequence[int]) -> str:
@@ -74,18 +138,21 @@ def check_batch_size(n: int, max_batch: int = MAX_BATCH) -> None:
         )
 
 
-def arrays_to_batch(images: object, input_shape: Sequence[int], max_batch: int = MAX_BATCH) -> np.ndarray:
-    """A list of nested-list images (each of its own size) to the model's N x C x H x W uint8 batch."""
+def arrays_to_batch(
+    images: object, input_shape: Sequence[int], max_batch: int = MAX_BATCH, scale: ScaleCheck | None = None
+) -> np.ndarray:
+    """A list of nested-list images (each of its own size) to the model's N x C x H x W uint8 batch;
+    ``scale``, when given, refuses images that look like another scale than the training images'."""
     if not isinstance(images, list):
         raise InvalidImages(f"images must be a list of arrays ({expected(input_shape)}), got {type(images).__name__}")
     check_batch_size(len(images), max_batch)
-    uniform = _uniform_batch(images, input_shape)
+    uniform = _uniform_batch(images, input_shape, scale)
     if uniform is not None:
         return uniform
-    return np.stack([_array_to_input(i, image, input_shape) for i, image in enumerate(images)])
+    return np.stack([_array_to_input(i, image, input_shape, scale) for i, image in enumerate(images)])
 
 
-def _uniform_batch(images: list, input_shape: Sequence[int]) -> np.ndarray | None:
+def _uniform_batch(images: list, input_shape: Sequence[int], scale: ScaleCheck | None = None) -> np.ndarray | None:
     """The whole batch in one conversion when every image is valid and already of the model's size and
     channels (what a client that preprocesses sends); the same pixels ``_array_to_input`` gives one by one.
     None otherwise: the images then go one by one, and a bad one is named."""
@@ -107,13 +174,18 @@ def _uniform_batch(images: list, input_shape: Sequence[int]) -> np.ndarray | Non
         return None
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         return None
-    if array.min() < 0 or array.max() > 255:
+    highs = array.reshape(len(array), -1).max(axis=1)  # each image's largest value, for the scale check too
+    if array.min() < 0 or highs.max() > 255:
         return None
+    if scale is not None:
+        scale.check(array, highs)
     pixels = np.rint(chw).astype(np.uint8) if chw.dtype.kind == "f" else chw.astype(np.uint8)
     return np.ascontiguousarray(pixels)
 
 
-def _array_to_input(position: int, image: object, input_shape: Sequence[int]) -> np.ndarray:
+def _array_to_input(
+    position: int, image: object, input_shape: Sequence[int], scale: ScaleCheck | None = None
+) -> np.ndarray:
     where = f"images[{position}]"
     try:
         array = np.asarray(image)
@@ -135,17 +207,22 @@ def _array_to_input(position: int, image: object, input_shape: Sequence[int]) ->
         raise InvalidImages(f"{where} is {hwc.shape[0]}x{hwc.shape[1]}; between 1x1 and {MAX_PIXELS_PER_ARRAY} pixels")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidImages(f"{where} contains NaN or infinite values; pixel values must be finite, 0..255")
-    if array.min() < 0 or array.max() > 255:
-        raise InvalidImages(f"{where}: pixel values must be within 0..255, got {array.min()}..{array.max()}")
+    low, high = array.min(), array.max()
+    if low < 0 or high > 255:
+        raise InvalidImages(f"{where}: pixel values must be within 0..255, got {low}..{high}")
+    if scale is not None and 0 < high <= scale.ceiling:
+        raise scale.refusal(where, low, high)
     pixels = np.rint(hwc).astype(np.uint8) if hwc.dtype.kind == "f" else hwc.astype(np.uint8)
     image = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels)
     channels, size = int(input_shape[0]), (int(input_shape[1]), int(input_shape[2]))
     return preprocess(to_array(image, channels), size).transpose(2, 0, 1)
 
 
-def json_to_batch(body: bytes, input_shape: Sequence[int], max_batch: int = MAX_BATCH) -> np.ndarray:
+def json_to_batch(
+    body: bytes, input_shape: Sequence[int], max_batch: int = MAX_BATCH, scale: ScaleCheck | None = None
+) -> np.ndarray:
     """A JSON request body ``{"images": [...]}`` to the model's batch (run in a worker process: parsing
-    megabytes of JSON holds the GIL)."""
+    megabytes of JSON holds the GIL); ``scale`` as for ``arrays_to_batch``."""
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError) as error:
@@ -161,7 +238,7 @@ def json_to_batch(body: bytes, input_shape: Sequence[int], max_batch: int = MAX_
         raise InvalidImages(
             "send either 'images' (a JSON list of arrays) or 'files' (PNG/JPEG uploads), not both or neither"
         )
-    return arrays_to_batch(payload["images"], input_shape, max_batch)
+    return arrays_to_batch(payload["images"], input_shape, max_batch, scale)
 
 
 # --- uploads ---------------------------------------------------------------------------------------

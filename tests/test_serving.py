@@ -9,6 +9,7 @@ factory's code.
 from __future__ import annotations
 
 import io
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -28,6 +29,9 @@ from tests.support.bento_server import bento_environment, build, post, post_file
 from tests.support.photos import photo, write_photo_dataset
 
 SHAPE = (1, 8, 8)
+# The demo's 0007.png as JSON (0..255), and the same digit on scikit-learn's 0..16 scale.
+DIGIT_7 = np.array(json.loads((Path(__file__).parents[1] / "serving/examples/digit-7.json").read_text())["images"][0])
+DIGIT_7_0_16 = np.rint(DIGIT_7 / 16).astype(int)
 
 
 def png(array: np.ndarray) -> bytes:
@@ -158,6 +162,12 @@ def test_the_bento_needs_neither_torch_nor_torchvision(digits_bento):
         (lambda url: post_json(url, {"images": np.zeros((300, 8, 8)).tolist()}), 413, "larger than the limit"),
         (lambda url: post_files(url, [("notes.txt", b"hello")]), 415, "file 'notes.txt' is not a PNG or JPEG image"),
         (lambda url: post_json(url, {}), 400, "send either 'images'"),
+        (
+            lambda url: post_json(url, {"images": [DIGIT_7.tolist(), DIGIT_7_0_16.tolist()]}),
+            400,
+            "images[1] has pixel values 0..16, which looks like the 0..16 scale; this model was trained on 0..255",
+        ),
+        (lambda url: post_json(url, {"images": [(DIGIT_7 / 255).tolist()]}), 400, "looks like the 0..1 scale"),
     ],
 )
 def test_bad_requests_get_4xx_and_the_server_keeps_answering(digits_bento, send, status, message):
@@ -178,6 +188,7 @@ def test_model_info_health_and_metrics(digits_bento):
     assert info["classes"] == [str(i) for i in range(10)] and info["evaluation"] == {"accuracy": 0.97}
     assert info["model_tag"] == digits_bento["descriptor"]["model_tag"]
     assert info["preprocessing"]["image_size"] == [8, 8]
+    assert info["input_range"]["typical_max"] == 239 and info["input_range"]["scale"] == [0, 255]
     with urllib.request.urlopen(f"{digits_bento['url']}/livez") as response:
         assert response.status == 200
     with urllib.request.urlopen(f"{digits_bento['url']}/metrics") as response:

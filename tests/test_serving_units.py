@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import threading
 
@@ -136,3 +137,108 @@ def test_the_model_leaves_one_of_the_pods_cpus_to_the_http_path(cpus, threads):
     from serving.service import model_threads
 
     assert model_threads(cpus) == threads
+
+
+# --- the input scale check (spec.json's input_range) -------------------------------------------------
+
+DIGITS_RANGE = {"scale": [0, 255], "min": 0, "max": 255, "typical_max": 239, "typical_max_percentile": 1}
+DIGIT_7 = np.array(
+    [
+        [0, 0, 112, 128, 207, 255, 239, 16],
+        [0, 0, 112, 112, 64, 175, 191, 0],
+        [0, 0, 0, 0, 128, 207, 16, 0],
+        [0, 64, 128, 128, 239, 239, 96, 0],
+        [0, 32, 175, 239, 239, 64, 0, 0],
+        [0, 0, 0, 255, 80, 0, 0, 0],
+        [0, 0, 143, 239, 16, 0, 0, 0],
+        [0, 0, 207, 80, 0, 0, 0, 0],
+    ]
+)  # serving/examples/digit-7.json: the demo's PNG, 0..255
+
+
+def scale_check():
+    check = validation.ScaleCheck.from_input_range(DIGITS_RANGE)
+    assert check is not None and check.ceiling == 239 / 8
+    return check
+
+
+def test_no_scale_check_without_a_measured_range():
+    assert validation.ScaleCheck.from_input_range({}) is None  # a format 2 spec, or a custom script's model
+    assert validation.ScaleCheck.from_input_range(None) is None
+    assert validation.ScaleCheck.from_input_range(DIGITS_RANGE | {"typical_max": 0}) is None  # no floor to go by
+
+
+@pytest.mark.parametrize(
+    "images",
+    [
+        [DIGIT_7.tolist()],  # the model's own scale
+        [DIGIT_7.astype(float).tolist(), (DIGIT_7 / 2).tolist()],  # a dim but real digit, floats
+        [np.zeros((8, 8)).tolist()],  # blank: no evidence of any scale
+        [np.zeros((8, 8), dtype=int).tolist(), DIGIT_7.tolist()],
+        [np.full((8, 8), 30).tolist()],  # just above the ceiling (239 / 8 = 29.9)
+        [np.zeros((12, 12)).tolist(), DIGIT_7.tolist()],  # one by one (sizes differ)
+    ],
+)
+def test_the_scale_check_accepts_images_on_the_models_scale_and_blank_ones(images):
+    batch = validation.arrays_to_batch(images, [1, 8, 8], scale=scale_check())
+    assert np.array_equal(batch, validation.arrays_to_batch(images, [1, 8, 8]))
+
+
+@pytest.mark.parametrize("resized", [False, True], ids=["whole batch", "one by one"])
+@pytest.mark.parametrize(
+    "position, image, seen, scale",
+    [
+        (0, np.rint(DIGIT_7 / 16), "0..16", "0..16"),  # scikit-learn's load_digits rows
+        (1, DIGIT_7 / 255, "0..1", "0..1"),
+        (2, np.full((8, 8), 29), "29..29", "0..29"),
+    ],
+)
+def test_the_scale_check_refuses_other_scales_naming_the_image_and_both_ranges(position, image, seen, scale, resized):
+    images = [DIGIT_7.tolist()] * 3 + [np.zeros((8, 8)).tolist()]
+    images[position] = image.tolist()
+    if resized:
+        images[3] = np.zeros((10, 10)).tolist()  # a batch of mixed sizes goes image by image
+    with pytest.raises(validation.InvalidImages) as caught:
+        validation.arrays_to_batch(images, [1, 8, 8], scale=scale_check())
+    message = caught.value.message
+    assert message.startswith(f"images[{position}] has pixel values {seen}, which looks like the {scale} scale; ")
+    assert "this model was trained on 0..255" in message and "KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK=off" in message
+    assert (caught.value.status, caught.value.code) == (400, "unexpected_scale")
+
+
+def test_the_scale_check_counts_the_other_off_scale_images():
+    images = [DIGIT_7.tolist(), (DIGIT_7 / 255).tolist(), np.rint(DIGIT_7 / 16).tolist(), (DIGIT_7 / 16).tolist()]
+    with pytest.raises(validation.InvalidImages, match=r"^images\[1\] has pixel values 0..1, .*\(2 more images of"):
+        validation.arrays_to_batch(images, [1, 8, 8], scale=scale_check())
+
+
+@pytest.mark.parametrize(
+    "image, message",
+    [
+        ((DIGIT_7 / 127.5 - 1), r"images\[0\]: pixel values must be within 0..255, got -1.0..1.0"),  # normalised
+        (DIGIT_7 * 16, r"images\[0\]: pixel values must be within 0..255, got 0..4080"),
+    ],
+)
+def test_values_outside_the_scale_are_refused_with_or_without_the_check(image, message):
+    for scale in (scale_check(), None):
+        with pytest.raises(validation.InvalidImages, match=message):
+            validation.arrays_to_batch([image.tolist()], [1, 8, 8], scale=scale)
+
+
+def test_json_bodies_are_checked_and_the_check_can_be_left_out():
+    body = json.dumps({"images": [np.rint(DIGIT_7 / 16).tolist()]}).encode()
+    with pytest.raises(validation.InvalidImages, match=r"looks like the 0..16 scale"):
+        validation.json_to_batch(body, [1, 8, 8], scale=scale_check())
+    assert validation.json_to_batch(body, [1, 8, 8]).max() == 16  # what the service does with the check off
+
+
+@pytest.mark.parametrize(("setting", "on"), [(None, True), ("on", True), ("off", False), ("OFF", False), ("0", False)])
+def test_the_scale_check_is_on_unless_switched_off(monkeypatch, setting, on):
+    from serving.service import input_scale_check
+
+    if setting is None:
+        monkeypatch.delenv("KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK", raising=False)
+    else:
+        monkeypatch.setenv("KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK", setting)
+    assert (input_scale_check(DIGITS_RANGE) is not None) is on
+    assert input_scale_check({}) is None  # a model trained before the range was recorded

@@ -63,6 +63,15 @@ def test_spec_records_what_serving_and_audits_need(digits_dir, tmp_path):
     assert spec.versions["torch"] == torch.__version__ and spec.versions["torchvision"]
     assert [row["epoch"] for row in spec.training["history"]] == [1, 2, 3]
     assert spec.training["parameters"]["seed"] == 7 and spec.training["data_path"] == "in memory"
+    # The training images' pixels (1302 of them, the val split left out), what serving checks JSON arrays against.
+    assert spec.input_range == {
+        "scale": [0, 255],
+        "min": 0,
+        "max": 255,
+        "typical_max": 239,
+        "typical_max_percentile": 1,
+        "images": 1302,
+    }
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.onnx", "spec.json", "weights.pt"]
 
 
@@ -137,6 +146,7 @@ def test_streaming_path_trains_what_the_in_memory_path_trains(digits_dir, tmp_pa
     assert streamed.spec.training["data_path"] == "streamed"
     in_memory = train(digits_dir, tmp_path / "in-memory", config)
     assert in_memory.spec.training["data_path"] == "in memory"
+    assert streamed.spec.input_range == in_memory.spec.input_range and in_memory.spec.input_range["images"] == 1302
     assert_same_weights(weights(tmp_path / "streamed"), weights(tmp_path / "in-memory"))
 
 

@@ -7,6 +7,7 @@ in DataLoader worker processes, hashes its bytes, and so
 - fails the step on an unreadable or truncated file, naming every bad path, before any training;
 - gives the data's fingerprint (what a checkpoint may be resumed for);
 - gives per-channel statistics when normalisation comes from the data;
+- measures the training images' pixel range (``spec.json``'s ``input_range``);
 - keeps the decoded uint8 tensors when the *in-memory* path was chosen.
 
 Then batches come from ``DecodedImages`` (in memory) or ``StreamedImages``
@@ -22,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,8 @@ RANDOM_RESIZED_CROP_RATIO = (3 / 4, 4 / 3)
 HORIZONTAL_FLIP_PROBABILITY = 0.5
 MAX_BAD_FILES_LISTED = 10
 MAX_PREFETCH_BATCHES = 4
+# input_range's typical_max: this percentile of the training images' largest pixels.
+TYPICAL_MAX_PERCENTILE = 1
 
 
 @dataclass(frozen=True)
@@ -280,12 +284,34 @@ class DecodePassResult:
     channel_sum: torch.Tensor  # over the samples marked for statistics, 0..1 scale
     channel_sum_squares: torch.Tensor
     pixels: int = 0
+    # Over the samples marked for the range: how many images have each largest pixel (0..255), and
+    # the smallest and largest pixel of all.
+    image_max_counts: torch.Tensor = field(default_factory=lambda: torch.zeros(256, dtype=torch.int64))
+    range_low: int = 255
+    range_high: int = 0
 
     def statistics(self) -> dict[str, list[float]]:
         mean = self.channel_sum / self.pixels
         variance = (self.channel_sum_squares / self.pixels - mean**2).clamp_min(0)
         std = variance.sqrt().clamp_min(1e-6)
         return {"mean": [round(float(v), 6) for v in mean], "std": [round(float(v), 6) for v in std]}
+
+    def input_range(self) -> dict[str, Any]:
+        """``spec.json``'s ``input_range`` (see ``components.common.spec``); {} when no image was measured."""
+        images = int(self.image_max_counts.sum())
+        if not images:
+            return {}
+        # The smallest largest-pixel at or below which TYPICAL_MAX_PERCENTILE % of the images fall.
+        rank = max(1, math.ceil(images * TYPICAL_MAX_PERCENTILE / 100))
+        typical_max = int(torch.searchsorted(self.image_max_counts.cumsum(0), rank))
+        return {
+            "scale": [0, 255],
+            "min": self.range_low,
+            "max": self.range_high,
+            "typical_max": typical_max,
+            "typical_max_percentile": TYPICAL_MAX_PERCENTILE,
+            "images": images,
+        }
 
 
 def preprocessed_batches(
@@ -335,9 +361,11 @@ def decode_pass(
     keep: bool,
     statistics_for: int = 0,
     what: str = "dataset",
+    range_for: int = 0,
 ) -> DecodePassResult:
     """Decode every file once (see the module docstring). The first ``statistics_for`` samples feed the
-    per-channel statistics. Raises ``DatasetFormatError`` listing every unreadable file."""
+    per-channel statistics, the first ``range_for`` the pixel range. Raises ``DatasetFormatError``
+    listing every unreadable file."""
     images = torch.empty((len(samples), channels, *image_size), dtype=torch.uint8) if keep else None
     result = DecodePassResult(
         [""] * len(samples),
@@ -356,6 +384,13 @@ def decode_pass(
             result.channel_sum += scaled.sum(1)
             result.channel_sum_squares += (scaled * scaled).sum(1)
             result.pixels += scaled.shape[1]
+        measured = [i for i, index in enumerate(indices) if index < range_for]
+        if measured:
+            flat = batch[measured].flatten(1)
+            highs = flat.amax(1)
+            result.image_max_counts += torch.bincount(highs.to(torch.int64), minlength=256)
+            result.range_low = min(result.range_low, int(flat.amin()))
+            result.range_high = max(result.range_high, int(highs.max()))
     return result
 
 

@@ -12,8 +12,21 @@ classes in output order, preprocessing with its normalisation, the split rule
 that chose the test files) and where the model came from (library and torch
 versions, dataset commit and md5, training parameters and history).
 
-Format 1 (before preprocessing and splits were recorded) is still read: its
-images had one fixed size and its test split came from ``labels.csv``.
+``input_range`` (format 3) records the pixel values the network was trained on,
+measured over the training images during the decode pass::
+
+    {"scale": [0, 255],            # what the network reads: every image decodes to uint8
+     "min": 0, "max": 255,         # the smallest and largest pixel over the training images
+     "typical_max": 239,           # the 1st percentile of each training image's largest pixel
+     "typical_max_percentile": 1,
+     "images": 1257}               # training images measured
+
+Serving uses it to refuse JSON arrays on another scale (0..1, scikit-learn's 0..16
+digits; see ``serving.validation.ScaleCheck``). ``{}`` means not recorded.
+
+Older formats are still read and upgraded in memory: format 1 (before
+preprocessing and splits were recorded; its images had one fixed size and its
+test split came from ``labels.csv``) and format 2 (before ``input_range``).
 """
 
 from __future__ import annotations
@@ -27,8 +40,8 @@ WEIGHTS_FILE = "weights.pt"
 SPEC_FILE = "spec.json"
 ONNX_FILE = "model.onnx"
 PROGRAM_FILE = "program.pt2"
-SPEC_FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+SPEC_FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 FACTORY_PREFIX = "factory:"
 # The ONNX graph's input and output names, and the batch dimension's name.
 ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH = "images", "logits", "batch"
@@ -53,6 +66,9 @@ class ModelSpec:
     dataset: dict[str, Any] = field(default_factory=dict)  # commit, md5 per path
     training: dict[str, Any] = field(default_factory=dict)  # parameters and history
     versions: dict[str, str] = field(default_factory=dict)  # library, torch, torchvision
+    # The training images' pixel values (see the module docstring); {} when not measured (format 1
+    # and 2, or a custom script's model).
+    input_range: dict[str, Any] = field(default_factory=dict)
     format_version: int = SPEC_FORMAT_VERSION
 
     @property
@@ -68,7 +84,7 @@ class ModelSpec:
 
 
 def load_spec(directory: str | Path) -> ModelSpec:
-    """Read ``spec.json`` from a model directory; format 1 is upgraded in memory."""
+    """Read ``spec.json`` from a model directory; formats 1 and 2 are upgraded in memory."""
     path = Path(directory) / SPEC_FILE
     if not path.is_file():
         raise ModelFormatError(
@@ -86,9 +102,10 @@ def load_spec(directory: str | Path) -> ModelSpec:
             f"{path} has format_version {version!r}; this library reads {', '.join(map(str, READABLE_FORMATS))}"
         )
     if version == 1:
-        payload["format_version"] = SPEC_FORMAT_VERSION
         payload.setdefault("files", {"weights": WEIGHTS_FILE})
         payload.setdefault("split", {"method": "given", "given": ["train", "test"]})
+    if version in (1, 2):
+        payload["format_version"] = SPEC_FORMAT_VERSION  # input_range stays {}: not measured
     known = set(ModelSpec.__dataclass_fields__)
     unknown = sorted(set(payload) - known)
     if unknown:

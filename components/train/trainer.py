@@ -482,6 +482,7 @@ class _Training:
             keep=in_memory,
             statistics_for=len(train_samples) if normalization is None else 0,
             what="training data (train and val splits)",
+            range_for=len(train_samples),
         )
         if normalization is None:
             normalization = decoded.statistics()
@@ -492,6 +493,15 @@ class _Training:
             workers,
             normalization_source,
         )
+        input_range = decoded.input_range()
+        if input_range:
+            self.info(
+                "training pixels %d..%d; the brightest pixel of %d %% of the images is at most %d",
+                input_range["min"],
+                input_range["max"],
+                input_range["typical_max_percentile"],
+                input_range["typical_max"],
+            )
         preprocessing = Preprocessing(
             plan.channels, plan.image_size, tuple(normalization["mean"]), tuple(normalization["std"]), config.augment
         )
@@ -519,6 +529,7 @@ class _Training:
             split=index.split_record(),
             dataset=dict(dataset_info or {}),
             versions=_versions(),
+            input_range=input_range,
         )
         return _Prepared(
             model,
