@@ -496,7 +496,12 @@ def _settings_secrets(settings: Mapping[str, object]) -> set[str]:
 def _probe_endpoint(name: str, url: str, settings: Mapping[str, object], timeout: float) -> None:
     """A TCP connect to an object store's endpoint: fails in seconds where client retries take minutes."""
     scheme = urlsplit(url).scheme
-    endpoint = fast_fetch.gcs_endpoint(settings) if scheme == "gs" else str(settings.get("endpointurl") or "")
+    if scheme == "gs":
+        endpoint = fast_fetch.gcs_endpoint(settings)
+    elif scheme in ("http", "https", "webdav", "webdavs"):
+        endpoint = url.replace("webdav", "http", 1)
+    else:
+        endpoint = str(settings.get("endpointurl") or "")
     if not endpoint:
         return
     parts = urlsplit(endpoint)
