@@ -13,7 +13,9 @@ compared with real ``dvc pull``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import http.server
 import json
 import logging
 import os
@@ -21,6 +23,7 @@ import re
 import stat
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -344,6 +347,36 @@ def test_hostile_manifest_on_gcs(crafted, crafted_gcs, tmp_path, case):
     if case == "absolute":
         values.append(repr(manifest[1]["relpath"]))
     assert_names(error, *values)
+
+
+@pytest.fixture(scope="module")
+def crafted_http(crafted):
+    """The crafted remote served over HTTP: a remote with no fast path, so DVC's own transfer runs."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(crafted.remote))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield {"url": f"http://127.0.0.1:{server.server_port}"}
+    server.shutdown()
+
+
+@pytest.mark.parametrize("case", ["dotdot", "deep-dotdot-chain", "absolute", "manifest-not-json"])
+def test_hostile_manifest_is_refused_before_dvcs_own_transfer(crafted, crafted_http, tmp_path, case):
+    """Stock DVC follows '..' out of the output; the listing is checked before DVC acts on it."""
+    make, expected = MANIFESTS[case]
+    manifest = make(crafted.hello, crafted.world, tmp_path)
+    rev = crafted.branch(manifest)
+    error = failed_pull(crafted.repo, rev, tmp_path, crafted_http, watch=(crafted.remote,))
+    values = [expected] if expected is not None else []
+    if case in ("deep-dotdot-chain", "absolute"):
+        values.append(repr(manifest[1]["relpath"]))
+    assert_names(error, *values)
+
+
+def test_dvcs_own_transfer_still_pulls_a_benign_listing(crafted, crafted_http, tmp_path):
+    pull(str(crafted.repo), "main", ["data/raw"], tmp_path / "out", remote_config=crafted_http)
+    assert (tmp_path / "out/data/raw/a.txt").read_bytes() == b"hello\n"
+    assert (tmp_path / "out/data/raw/sub/b.txt").read_bytes() == b"world\n"
 
 
 @pytest.mark.parametrize("remote_kind", ["local", "gs"])

@@ -100,11 +100,11 @@ def test_log_records_of_any_logger_are_redacted_while_a_pull_runs(caplog):
 
 
 def test_a_manifest_md5_never_becomes_a_path():
-    from components.dvc_pull.fast_fetch import _cache_path, object_key
+    from components.dvc_pull.fast_fetch import cache_path, object_key
 
     for bad in ("..//etc/passwd", "../" + GOOD[3:], GOOD.upper()):
         with pytest.raises(ValueError):
             object_key(bad)
         with pytest.raises(ValueError):
-            _cache_path("/cache", bad)
+            cache_path("/cache", bad)
     assert object_key(GOOD + ".dir") == f"files/md5/01/{GOOD[2:]}.dir"

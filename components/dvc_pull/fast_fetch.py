@@ -468,7 +468,7 @@ class _Progress:
             log.info(line)
 
 
-def _cache_path(cache: Path, oid: str) -> str:
+def cache_path(cache: Path, oid: str) -> str:
     if not OID.fullmatch(oid):
         raise ValueError(f"not a DVC md5: {oid!r}")
     return os.path.join(cache, oid[:2], oid[2:])
@@ -545,7 +545,7 @@ def _copy_into(source_path: str, sink: ObjectSink) -> None:
 def _publish(partial: _HashingFile, oid: str, targets: list[tuple[str, bool]], cache: Path | None) -> None:
     """Put a verified object at its targets (and a copy into ``cache``); cache entries are read-only."""
     if cache is not None:
-        cached = _cache_path(cache, oid)
+        cached = cache_path(cache, oid)
         os.makedirs(os.path.dirname(cached), exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{oid[2:]}.", dir=os.path.dirname(cached))
         os.close(fd)
@@ -610,7 +610,7 @@ def _obtain(
     expected = oid.removesuffix(".dir")
     partial = _HashingFile(os.path.dirname(targets[0][0]) if targets else workdir, limit)
     try:
-        cached = _cache_path(cache, oid)
+        cached = cache_path(cache, oid)
         if os.path.isfile(cached):
             _copy_into(cached, partial)
             if partial.md5.hexdigest() == expected:
@@ -632,7 +632,7 @@ def _obtain(
 def _listing(source: ObjectSource, cache: Path, oid: str, workdir: str) -> list[Entry]:
     """The verified, parsed manifest of ``oid``; it is kept in the (private or shared) cache."""
     _obtain(source, oid, [], cache, keep_in_cache=True, workdir=workdir, limit=MAX_MANIFEST_BYTES)
-    with open(_cache_path(cache, oid), "rb") as handle:
+    with open(cache_path(cache, oid), "rb") as handle:
         return parse_manifest(handle.read(), oid)
 
 

@@ -775,6 +775,7 @@ def _pull_with_dvc(
                 stats = _fetch_direct(source, outputs, cache, staging, name, url, jobs, shared_cache=bool(cache_dir))
             else:
                 log.info("no fast path for %s remotes: using DVC's own transfer", scheme or "these")
+                _check_listings_for_dvc(repo, outputs, name, url, cache)
                 _fetch_and_checkout(repo, [str(checkout / p) for p in paths], outputs, name, url, jobs)
                 for path in paths:
                     target = staging / path
@@ -819,11 +820,7 @@ def _fetch_direct(
     try:
         stats = fast_fetch.materialise(source, outputs, cache, staging, jobs=jobs, keep_in_cache=shared_cache)
     except fast_fetch.BadManifest as bad:
-        raise DvcPullError(
-            f"{where} holds an unsafe or malformed listing for the tracked directory {bad.path!r} "
-            f"(md5 {bad.oid}): {bad.reason}; nothing was written. Whoever can write to the remote "
-            "should push the directory again with DVC"
-        ) from None
+        raise _bad_manifest_error(where, bad) from None
     except fast_fetch.NotInOutput as absent:
         raise DvcPullError(
             f"path {absent.output.wanted!r} is not in the tracked directory {absent.output.path!r} "
@@ -846,6 +843,53 @@ def _fetch_direct(
         stats.cached,
     )
     return stats
+
+
+def _bad_manifest_error(where: str, bad: fast_fetch.BadManifest) -> DvcPullError:
+    return DvcPullError(
+        f"{where} holds an unsafe or malformed listing for the tracked directory {bad.path!r} "
+        f"(md5 {bad.oid}): {bad.reason}; nothing was written. Whoever can write to the remote "
+        "should push the directory again with DVC"
+    )
+
+
+def _check_listings_for_dvc(repo, outputs: Sequence[fast_fetch.Output], name: str, url: str, cache: Path) -> None:
+    """Check each directory listing before DVC's own transfer acts on it (DVC would follow ``..`` out).
+
+    The verified listing is put in DVC's cache, so DVC uses exactly the bytes checked here
+    rather than asking the remote again.
+    """
+    import hashlib
+
+    where = f"DVC remote {name!r} ({redact_url(url)})"
+    odb = repo.cloud.get_remote_odb(name)
+    for output in outputs:
+        if not output.oid.endswith(".dir"):
+            continue
+        try:
+            data = odb.fs.cat_file(odb.oid_to_path(output.oid))
+        except FileNotFoundError:
+            continue  # DVC's transfer reports what is missing
+        except Exception as error:
+            raise DvcPullError(f"{where} failed reading the listing of {output.path!r}: {_first_line(error)}") from None
+        actual = hashlib.md5(data).hexdigest()
+        if actual != output.oid.removesuffix(".dir"):
+            raise DvcPullError(
+                f"{output.path} (directory listing) is corrupt on {where}: expected md5 "
+                f"{output.oid.removesuffix('.dir')}, got {actual}"
+            )
+        try:
+            fast_fetch.parse_manifest(data, output.oid)
+        except fast_fetch.BadManifest as bad:
+            bad.path = output.path
+            raise _bad_manifest_error(where, bad) from None
+        target = Path(fast_fetch.cache_path(cache, output.oid))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".listing-", dir=target.parent)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
 
 
 def _fetch_and_checkout(
