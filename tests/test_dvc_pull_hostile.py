@@ -570,18 +570,24 @@ MALFORMED_KEYS = {
 }
 
 
+def settings_with_key(gcs_settings: dict, key_file: Path, via: str, monkeypatch) -> dict:
+    """Remote settings that authenticate with ``key_file``, named by ``credentialpath`` or the environment."""
+    settings = {k: v for k, v in gcs_settings.items() if k != "allow_anonymous_login"}
+    if via == "credentialpath":
+        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+        settings["credentialpath"] = str(key_file)
+    else:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    return settings
+
+
 @pytest.mark.parametrize("via", ["GOOGLE_APPLICATION_CREDENTIALS", "credentialpath"])
 @pytest.mark.parametrize("kind", list(MALFORMED_KEYS))
 def test_malformed_key_file_is_named_never_shown(crafted, crafted_gcs, tmp_path, monkeypatch, caplog, kind, via):
     key_file = tmp_path / "keys" / "key.json"
     key_file.parent.mkdir()
     key_file.write_text(MALFORMED_KEYS[kind])
-    settings = {k: v for k, v in crafted_gcs.items() if k != "allow_anonymous_login"}
-    if via == "credentialpath":
-        monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-        settings["credentialpath"] = str(key_file)
-    else:
-        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    settings = settings_with_key(crafted_gcs, key_file, via, monkeypatch)
     caplog.set_level(logging.DEBUG)
     error = failed_pull(crafted.repo, "main", tmp_path, settings)
     assert str(key_file) in str(error)
@@ -620,12 +626,7 @@ def test_refused_token_refresh_names_remote_and_key_file(
                 }
             )
         )
-        settings = {k: v for k, v in crafted_gcs.items() if k != "allow_anonymous_login"}
-        if via == "credentialpath":
-            monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
-            settings["credentialpath"] = str(key_file)
-        else:
-            monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+        settings = settings_with_key(crafted_gcs, key_file, via, monkeypatch)
         error = failed_pull(crafted.repo, "main", tmp_path, settings)
         assert tokens.requests, "the token endpoint was never asked"
     message = str(error)
