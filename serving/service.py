@@ -54,6 +54,7 @@ from typing import Any, Optional
 
 import bentoml
 import numpy as np
+import orjson
 
 from serving import validation
 from serving.validation import InvalidImages
@@ -123,6 +124,15 @@ def load_backend(model_dir: str | Path, spec, threads: int, accelerator: Optiona
         log.info("the model runs in torch on %s (%s=cuda)", backend.device, ACCELERATOR_ENV)
         return backend
     raise ValueError(f"accelerator {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+
+
+def describe_predictions(classes: list[str], probabilities: np.ndarray) -> list[dict[str, Any]]:
+    """Each image's best class, its probability and every class's, as Python floats (one ``tolist``)."""
+    rows = probabilities.tolist()
+    return [
+        {"class": classes[best], "probability": row[best], "probabilities": dict(zip(classes, row, strict=True))}
+        for row, best in zip(rows, probabilities.argmax(axis=1).tolist(), strict=True)
+    ]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -236,8 +246,9 @@ class ImageClassifier:
                 self.scale.ceiling,
                 validation.SCALE_CHECK_ENV,
             )
+        self.model_tag = str(self.model_ref.tag)
         self.info = {
-            "model_tag": str(self.model_ref.tag),
+            "model_tag": self.model_tag,
             "architecture": self.spec.architecture,
             "classes": self.spec.classes,
             "input_shape": self.spec.input_shape,
@@ -298,7 +309,7 @@ class ImageClassifier:
                 "unsupported_media_type",
             )
         probabilities = await self.batcher.submit(batch)
-        return {"predictions": [self._describe(row) for row in probabilities], "model_tag": self.info["model_tag"]}
+        return {"predictions": describe_predictions(self.spec.classes, probabilities), "model_tag": self.model_tag}
 
     # BentoML 1.4 cannot take Optional[list[Path]] (an unhashable schema inside Union), hence [].
     @bentoml.api
@@ -320,20 +331,12 @@ class ImageClassifier:
             uploads = [(f.name, f.read_bytes()) for f in files]
             batch = await loop.run_in_executor(self.decoders, validation.files_to_batch, uploads, shape)
         probabilities = await self.batcher.submit(batch)
-        return {"predictions": [self._describe(row) for row in probabilities], "model_tag": self.info["model_tag"]}
+        return {"predictions": describe_predictions(self.spec.classes, probabilities), "model_tag": self.model_tag}
 
     @bentoml.api
     def model_info(self) -> dict[str, Any]:
         """Classes, input shape, preprocessing, dataset commit and evaluation of the served model."""
         return self.info
-
-    def _describe(self, row: np.ndarray) -> dict[str, Any]:
-        best = int(row.argmax())
-        return {
-            "class": self.spec.classes[best],
-            "probability": float(row[best]),
-            "probabilities": {name: float(p) for name, p in zip(self.spec.classes, row, strict=True)},
-        }
 
 
 class RequestGate:
@@ -391,7 +394,7 @@ class RequestGate:
             log.exception("request %s: server fault", rid)
             await self._refuse(send, rid, 500, "internal_error", "the server failed; see its log for this request id")
         else:
-            await self._respond(send, 200, json.dumps(answer).encode(), rid)
+            await self._respond(send, 200, orjson.dumps(answer), rid)
         finally:
             service.inflight_bytes -= reserved
 

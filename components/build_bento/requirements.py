@@ -17,8 +17,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 # What serving/service.py and the modules the bento carries import (transitively): bentoml (with
-# aiohttp among its own requirements), numpy, Pillow and ONNX Runtime.
-SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow")
+# aiohttp among its own requirements), numpy, Pillow, ONNX Runtime and orjson (JSON in and out).
+SERVING_PACKAGES = ("bentoml", "onnxruntime", "numpy", "pillow", "orjson")
 ACCELERATORS = ("cpu", "cuda")
 # BentoML adds its own ``bentoml==<version>`` line to the bento's requirements.
 ADDED_BY_BENTOML = {"bentoml"}
