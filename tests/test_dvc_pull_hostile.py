@@ -349,6 +349,29 @@ def test_hostile_manifest_on_gcs(crafted, crafted_gcs, tmp_path, case):
     assert_names(error, *values)
 
 
+@pytest.mark.parametrize("remote_kind", ["local", "gs"])
+def test_a_listing_whose_bytes_do_not_match_its_md5_is_named(crafted, tmp_path, request, remote_kind):
+    """A manifest stored under another manifest's md5: refused as corrupt, naming the tracked directory."""
+    settings = remote_settings(remote_kind, request)
+    listing = json.dumps([entry(crafted.hello, "a.txt")]).encode()
+    claimed = md5_of(b"another listing")
+    target = crafted.remote / "files/md5" / claimed[:2] / f"{claimed[2:]}.dir"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(listing)
+    if crafted.bucket is not None:
+        crafted.bucket.blob(f"{PREFIX}/{target.relative_to(crafted.remote).as_posix()}").upload_from_string(listing)
+    name = f"corrupt-listing-{remote_kind}"
+    git("checkout", "-q", "-b", name, "main", cwd=crafted.repo)
+    try:
+        crafted._write_dvc_file(claimed)
+        git("commit", "-q", "-am", name, cwd=crafted.repo)
+    finally:
+        git("checkout", "-q", "main", cwd=crafted.repo)
+    error = failed_pull(crafted.repo, name, tmp_path, settings)
+    assert "data/raw (directory listing) is corrupt on DVC remote 'storage'" in str(error)
+    assert f"expected md5 {claimed}, got {md5_of(listing)}" in str(error)
+
+
 @pytest.fixture(scope="module")
 def crafted_http(crafted):
     """The crafted remote served over HTTP: a remote with no fast path, so DVC's own transfer runs."""

@@ -340,7 +340,16 @@ class GcsSource:
                 raise RemoteError(
                     f"gave up on {where} at {self.endpoint} after {attempt} attempt(s) in {elapsed:.0f} s: {reason}"
                 )
-            log.warning("%s: %s; retrying (%d of %d)", where, reason, attempt + 1, MAX_ATTEMPTS)
+            if attempt == 1:  # one line per object; the attempts after it go to DEBUG
+                log.warning(
+                    "%s: %s; retrying, up to %d more times within %g s",
+                    where,
+                    reason,
+                    MAX_ATTEMPTS - 1,
+                    self.timeouts.object_deadline,
+                )
+            else:
+                log.debug("%s: %s; attempt %d of %d", where, reason, attempt + 1, MAX_ATTEMPTS)
             time.sleep(pause)
 
 
@@ -633,7 +642,11 @@ def _listing(source: ObjectSource, cache: Path, oid: str, workdir: str) -> list[
     """The verified, parsed manifest of ``oid``; it is kept in the (private or shared) cache."""
     _obtain(source, oid, [], cache, keep_in_cache=True, workdir=workdir, limit=MAX_MANIFEST_BYTES)
     with open(cache_path(cache, oid), "rb") as handle:
-        return parse_manifest(handle.read(), oid)
+        data = handle.read(MAX_MANIFEST_BYTES + 1)
+    actual = hashlib.md5(data).hexdigest()
+    if actual != oid.removesuffix(".dir"):  # the file changed since it was verified (a shared cache)
+        raise CorruptObject(oid, actual)
+    return parse_manifest(data, oid)
 
 
 class NotInOutput(Exception):
@@ -689,6 +702,9 @@ def materialise(
             continue
         except BadManifest as bad:
             bad.path = output.path
+            raise
+        except CorruptObject as corrupt:
+            corrupt.path = f"{output.path} (directory listing)"
             raise
         if not output.within or any(e.relpath.startswith(output.within + "/") for e in entries):
             directories.append(output.wanted)  # DVC creates a tracked directory even when it is empty
