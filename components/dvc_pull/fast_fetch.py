@@ -642,7 +642,9 @@ def _listing(source: ObjectSource, cache: Path, oid: str, workdir: str) -> list[
     """The verified, parsed manifest of ``oid``; it is kept in the (private or shared) cache."""
     _obtain(source, oid, [], cache, keep_in_cache=True, workdir=workdir, limit=MAX_MANIFEST_BYTES)
     with open(cache_path(cache, oid), "rb") as handle:
-        data = handle.read(MAX_MANIFEST_BYTES + 1)
+        if os.fstat(handle.fileno()).st_size > MAX_MANIFEST_BYTES:
+            raise BadManifest(oid, f"the listing is over {MAX_MANIFEST_BYTES >> 20} MiB")
+        data = handle.read()
     actual = hashlib.md5(data).hexdigest()
     if actual != oid.removesuffix(".dir"):  # the file changed since it was verified (a shared cache)
         raise CorruptObject(oid, actual)
