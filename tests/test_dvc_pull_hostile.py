@@ -590,7 +590,31 @@ MALFORMED_KEYS = {
     "service-account-without-private-key": json.dumps(
         {"type": "service_account", "client_email": "MARKER-7d3f@example.com", "project_id": "MARKER-7d3f"}
     ),
+    # Passes the shape check; google-auth cannot load the key (it once fell back to anonymous access).
+    "service-account-with-a-broken-private-key": json.dumps(
+        {
+            "type": "service_account",
+            "client_email": "puller@example.com",
+            "private_key": "-----BEGIN PRIVATE KEY-----\nMARKER-7d3f\n-----END PRIVATE KEY-----\n",
+            "token_uri": "http://127.0.0.1:9/token",
+        }
+    ),
 }
+
+
+def test_unusable_application_default_credentials_are_named(crafted, crafted_gcs, tmp_path, monkeypatch, caplog):
+    """gcloud's ADC file, broken: named, never a silent fall back to anonymous access (endpointurl is set)."""
+    gcloud = tmp_path / "gcloud"
+    gcloud.mkdir()
+    adc = gcloud / "application_default_credentials.json"
+    adc.write_text(MALFORMED_KEYS["not-json"])
+    monkeypatch.setenv("CLOUDSDK_CONFIG", str(gcloud))
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    settings = {k: v for k, v in crafted_gcs.items() if k != "allow_anonymous_login"}
+    caplog.set_level(logging.DEBUG)
+    error = failed_pull(crafted.repo, "main", tmp_path, settings)
+    assert str(adc) in str(error) and "Application Default Credentials" in str(error)
+    assert "MARKER-7d3f" not in full_text(error) and "MARKER-7d3f" not in caplog.text
 
 
 def settings_with_key(gcs_settings: dict, key_file: Path, via: str, monkeypatch) -> dict:

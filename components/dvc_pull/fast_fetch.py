@@ -399,10 +399,24 @@ def gcs_credentials(settings: Mapping[str, object]):
     try:  # Application Default Credentials (gcloud's file, the metadata server)
         credentials, _ = google.auth.default(scopes=[GCS_READ_SCOPE])
     except DefaultCredentialsError:
+        adc_file = application_default_credentials_file()
+        if adc_file:  # gcloud's file is there but unusable: never fall back to anonymous access
+            raise CredentialsUnusable(
+                f"GCS credentials file {adc_file} (Application Default Credentials, from `gcloud auth "
+                "application-default login`) cannot be used: log in again or set GOOGLE_APPLICATION_CREDENTIALS"
+            ) from None
         if settings.get("endpointurl") or os.environ.get("STORAGE_EMULATOR_HOST"):
             return None, "no credentials (custom endpoint)"  # an emulator or private endpoint: let it decide
         raise
     return credentials, "Application Default Credentials"
+
+
+def application_default_credentials_file() -> str | None:
+    """gcloud's Application Default Credentials file, where it exists."""
+    from google.auth import _cloud_sdk
+
+    path = _cloud_sdk.get_application_default_credentials_path()
+    return path if os.path.isfile(path) else None
 
 
 class CredentialsUnusable(RemoteError):

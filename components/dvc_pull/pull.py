@@ -153,7 +153,7 @@ def check_gcs_credentials(remote_settings: Mapping[str, object]) -> str:
 
     Returns a description of where credentials come from (never their content).
     """
-    if str(remote_settings.get("allow_anonymous_login", "")).lower() in ("true", "1"):
+    if fast_fetch.dvc_bool(remote_settings.get("allow_anonymous_login", "")):
         return "anonymous access (allow_anonymous_login)"
     path = remote_settings.get("credentialpath") or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     source = "credentialpath" if remote_settings.get("credentialpath") else "GOOGLE_APPLICATION_CREDENTIALS"
@@ -191,6 +191,12 @@ def check_gcs_credentials(remote_settings: Mapping[str, object]) -> str:
     try:
         google.auth.default()
     except DefaultCredentialsError:
+        adc_file = fast_fetch.application_default_credentials_file()
+        if adc_file:
+            raise DvcPullError(
+                f"GCS credentials file {adc_file} (Application Default Credentials) cannot be used: log in "
+                "again with `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS"
+            ) from None
         raise DvcPullError(
             "no GCS credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file mounted "
             "from a Kubernetes Secret, or run with Workload Identity"
