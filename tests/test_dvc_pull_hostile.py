@@ -100,8 +100,9 @@ class Crafted:
         self._write_dvc_file(self.benign_md5, size=12, nfiles=2)
         git("commit", "-q", "-am", "a crafted remote", cwd=self.repo)
 
-    def put(self, data: bytes, suffix: str = "") -> str:
-        oid = md5_of(data)
+    def put(self, data: bytes, suffix: str = "", oid: str = "") -> str:
+        """Store ``data`` in the remote under its md5 (or, to forge one, under ``oid``)."""
+        oid = oid or md5_of(data)
         target = self.remote / "files/md5" / oid[:2] / f"{oid[2:]}{suffix}"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
@@ -121,7 +122,10 @@ class Crafted:
     def branch(self, manifest: object) -> str:
         """A branch whose data/raw is the directory ``manifest`` describes (a JSON value, or raw bytes)."""
         raw = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
-        oid = self.put(raw, suffix=".dir")
+        return self.branch_to(self.put(raw, suffix=".dir"))
+
+    def branch_to(self, oid: str) -> str:
+        """A branch whose data/raw.dvc names the listing ``oid`` (whatever the remote holds under it)."""
         self._branches += 1
         name = f"case-{self._branches}"
         git("checkout", "-q", "-b", name, "main", cwd=self.repo)
@@ -354,20 +358,8 @@ def test_a_listing_whose_bytes_do_not_match_its_md5_is_named(crafted, tmp_path, 
     """A manifest stored under another manifest's md5: refused as corrupt, naming the tracked directory."""
     settings = remote_settings(remote_kind, request)
     listing = json.dumps([entry(crafted.hello, "a.txt")]).encode()
-    claimed = md5_of(b"another listing")
-    target = crafted.remote / "files/md5" / claimed[:2] / f"{claimed[2:]}.dir"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(listing)
-    if crafted.bucket is not None:
-        crafted.bucket.blob(f"{PREFIX}/{target.relative_to(crafted.remote).as_posix()}").upload_from_string(listing)
-    name = f"corrupt-listing-{remote_kind}"
-    git("checkout", "-q", "-b", name, "main", cwd=crafted.repo)
-    try:
-        crafted._write_dvc_file(claimed)
-        git("commit", "-q", "-am", name, cwd=crafted.repo)
-    finally:
-        git("checkout", "-q", "main", cwd=crafted.repo)
-    error = failed_pull(crafted.repo, name, tmp_path, settings)
+    claimed = crafted.put(listing, suffix=".dir", oid=md5_of(b"another listing"))
+    error = failed_pull(crafted.repo, crafted.branch_to(claimed), tmp_path, settings)
     assert "data/raw (directory listing) is corrupt on DVC remote 'storage'" in str(error)
     assert f"expected md5 {claimed}, got {md5_of(listing)}" in str(error)
 
