@@ -500,6 +500,26 @@ def test_download_cut_mid_stream_leaves_no_partial_file(crafted, tmp_path):
     assert not (cache / "files/md5" / zeros[:2] / zeros[2:]).exists()
 
 
+def test_a_retried_error_leaves_the_connection_clean(crafted, tmp_path, caplog):
+    """A 503 with a long body, then the object: one retry, no answer misread from the rest of that body.
+
+    The error body is read only in part; urllib3 discards a pooled connection that still has
+    unread data, so the retry gets a fresh one.
+    """
+    body_size = 200_000
+    rev = crafted.branch([entry(crafted.hello, "a.txt")])
+    name = f"{PREFIX}/files/md5/{crafted.hello[:2]}/{crafted.hello[2:]}"
+    caplog.set_level(logging.DEBUG, logger="components.dvc_pull")
+    with GcsMediaServer(crafted.remote, BUCKET, PREFIX, busy_once={name: body_size}) as server:
+        settings = {"url": f"gs://{BUCKET}/{PREFIX}", "endpointurl": server.url, "allow_anonymous_login": "true"}
+        pull(str(crafted.repo), rev, ["data/raw"], tmp_path / "out", remote_config=settings, jobs=1)
+        asked = [request for request in server.requests if crafted.hello[2:] in request]
+    assert (tmp_path / "out/data/raw/a.txt").read_bytes() == b"hello\n"
+    assert len(asked) == 2, asked  # the 503, then the object: no third try after a misread answer
+    retries = [r for r in caplog.records if "retrying" in r.getMessage() or "attempt" in r.getMessage()]
+    assert len(retries) == 1 and "HTTP 503" in retries[0].getMessage()
+
+
 # --- a server that accepts connections and never answers --------------------------------------------
 
 

@@ -47,12 +47,21 @@ class GcsMediaServer(_Server):
 
     ``truncated`` maps an object name (``<prefix>/files/md5/xx/yyyy``) to
     ``(declared, sent)``: the response announces ``declared`` bytes of zeros,
-    sends ``sent`` of them and closes the connection.
+    sends ``sent`` of them and closes the connection. ``busy_once`` maps an object name to a
+    size: its first media GET gets a 503 with a body of that size on a connection kept open.
     """
 
-    def __init__(self, root: Path, bucket: str, prefix: str, truncated: dict[str, tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        root: Path,
+        bucket: str,
+        prefix: str,
+        truncated: dict[str, tuple[int, int]] | None = None,
+        busy_once: dict[str, int] | None = None,
+    ):
         self.root, self.bucket, self.prefix = Path(root), bucket, prefix.strip("/")
         self.truncated = dict(truncated or {})
+        self.busy_once = dict(busy_once or {})
         super().__init__(_GcsHandler)
 
     def object_name(self, path: str) -> str | None:
@@ -94,6 +103,10 @@ class _GcsHandler(http.server.BaseHTTPRequestHandler):
             self._send(404, json.dumps({"error": {"code": 404, "message": "Not Found"}}).encode())
             return
         media = "alt=media" in parts.query or parts.path.startswith("/download/")
+        if media and name in server.busy_once:
+            size = server.busy_once.pop(name)
+            self._send(503, (b'{"error": {"code": 503, "message": "busy"}}' + b" " * size)[:size] or b"{}")
+            return
         if name in server.truncated:
             declared, sent = server.truncated[name]
             if not media:
