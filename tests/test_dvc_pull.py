@@ -105,6 +105,11 @@ def test_object_missing_from_remote(digits_repo, tmp_path):
         ({"paths": ["/data"]}, r"relative to the repository root"),
         ({"jobs": 0}, r"jobs must be an integer >= 1, got 0"),
         ({"remote_config": {"secret_access_key": "x"}}, r"'secret_access_key' is a credential"),
+        ({"paths": ["data/raw", "data/raw/images"]}, r"path 'data/raw' is given twice or contains 'data/raw/images'"),
+        ({"paths": ["data/raw", "data/raw/"]}, r"path 'data/raw' is given twice"),
+        ({"read_timeout": 0}, r"read_timeout must be a number of seconds in \(0, 3600\], got 0"),
+        ({"object_deadline": "60"}, r"object_deadline must be a number of seconds .*got '60'"),
+        ({"connect_timeout": True}, r"connect_timeout must be a number"),
     ],
 )
 def test_bad_parameters_fail_before_any_work(kwargs, message):
