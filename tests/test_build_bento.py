@@ -3,7 +3,6 @@ with the network closed, and the model's lineage in the bento's labels and its i
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import yaml
 
 from components.build_bento.packaging import MODEL_TAG_ENV, build_bento
 from components.build_bento.requirements import is_cuda_package, pinned_requirements, public_version
+from tests.support.bento_server import run_build_script
 
 REPO = Path(__file__).resolve().parents[1]
 CLOSED_NETWORK = ["unshare", "-rn"]  # a new network namespace: only a downed loopback, no route anywhere
@@ -79,16 +79,7 @@ def build_offline(model_dir: Path, output_dir: Path, home: Path) -> tuple[dict, 
     """build_bento in its own process with the network closed; its descriptor and its log."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "BENTOML_HOME": str(home / "bentoml"), "DO_NOT_TRACK": "true"}
     env.update({"PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": ""})
-    done = subprocess.run(
-        [*CLOSED_NETWORK, sys.executable, "-c", BUILD, str(model_dir), str(output_dir)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+    return run_build_script(BUILD, [str(model_dir), str(output_dir)], env, launcher=tuple(CLOSED_NETWORK))
 
 
 # --- requirements (no bento) --------------------------------------------------------------------

@@ -6,7 +6,6 @@ ONNX Runtime answers; without that override, and without CUDA, it must refuse to
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import textwrap
@@ -24,7 +23,7 @@ from components.train.contract import save_model
 from components.train.trainer import TrainConfig, train
 from serving.service import ACCELERATOR_ENV, load_backend, serving_accelerator, softmax
 from serving.torch_backend import DEVICE_ENV, ServingDeviceError, TorchClassifier
-from tests.support.bento_server import bento_environment, post_json, serve
+from tests.support.bento_server import bento_environment, post_json, run_build_script, serve
 
 REPO = Path(__file__).resolve().parents[1]
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -142,16 +141,7 @@ BUILD_CUDA = textwrap.dedent(
 def cuda_bento(program_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("cuda-bento")
     env = bento_environment(root)
-    done = subprocess.run(
-        [sys.executable, "-c", BUILD_CUDA, str(program_model), str(root / "bento")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    descriptor = json.loads(done.stdout.strip().splitlines()[-1])
+    descriptor, _ = run_build_script(BUILD_CUDA, [str(program_model), str(root / "bento")], env)
     return {"descriptor": descriptor, "path": Path(descriptor["path"]), "env": env, "root": root}
 
 

@@ -28,10 +28,12 @@ def bento_environment(root: Path) -> dict[str, str]:
     return {**env, "BENTOML_HOME": str(root / "bentoml"), "DO_NOT_TRACK": "true"}
 
 
-def build(model_dir: Path, output_dir: Path, env: dict[str, str]) -> dict:
-    """build_bento's descriptor, plus the path of the bento's locked requirements."""
+def run_build_script(
+    script: str, args: list[str], env: dict[str, str], launcher: tuple[str, ...] = ()
+) -> tuple[dict, str]:
+    """Run ``script`` (a build that prints a JSON descriptor last) in its own process: (descriptor, stderr)."""
     done = subprocess.run(
-        [sys.executable, "-c", BUILD, str(model_dir), str(output_dir)],
+        [*launcher, sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -39,7 +41,12 @@ def build(model_dir: Path, output_dir: Path, env: dict[str, str]) -> dict:
         timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def build(model_dir: Path, output_dir: Path, env: dict[str, str]) -> dict:
+    """build_bento's descriptor, plus the path of the bento's locked requirements."""
+    return run_build_script(BUILD, [str(model_dir), str(output_dir)], env)[0]
 
 
 def free_port() -> int:
