@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from components.dvc_pull.fast_fetch import BadManifest, Entry, parse_manifest
-from components.dvc_pull.redaction import redact_text, redacted_logs, url_secrets
+from components.dvc_pull.redaction import redact_text, redact_url, redacted_logs, url_secrets
 
 GOOD = "0123456789abcdef0123456789abcdef"
 
@@ -67,11 +67,17 @@ def test_a_manifest_refusal_shows_a_long_entry_shortened():
         "http://s3cr3t-pw@127.0.0.1:9/",
         "gs://user:s3cr3t-pw@bucket/path",
         "see 'https://u:s3cr3t-pw@h/x' here",
+        "https://u:p@s3cr3t-pw@host:8443/x",  # an unencoded "@" in the password
     ],
 )
 def test_user_info_in_urls_is_masked(url):
     assert "s3cr3t-pw" not in redact_text(url)
     assert "***@" in redact_text(url)
+
+
+def test_a_url_keeps_everything_but_its_user_info():
+    assert redact_url("https://u:p@ss@host:8443/r.git?a=b@c") == "https://***@host:8443/r.git?a=b@c"
+    assert redact_url("https://host/path@x and http://h2/") == "https://host/path@x and http://h2/"
 
 
 def test_literal_secrets_are_masked_in_every_form():

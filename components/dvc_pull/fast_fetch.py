@@ -30,6 +30,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import stat
 import sys
 import tempfile
@@ -40,6 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import quote, urlsplit
+
+from components.dvc_pull.redaction import redact_text
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +112,15 @@ class ObjectSource(Protocol):
         """Stream object ``oid`` into ``sink``; a retry calls ``sink.restart()`` first."""
 
 
-def object_key(oid: str) -> str:
+def _object_relpath(oid: str) -> str:
+    """``<first two hex>/<rest>``, where DVC keeps ``oid`` under ``files/md5/`` on a remote and in a cache."""
     if not OID.fullmatch(oid):  # callers check first; this keeps a bad name from ever becoming a path
         raise ValueError(f"not a DVC md5: {oid!r}")
-    return f"files/md5/{oid[:2]}/{oid[2:]}"
+    return f"{oid[:2]}/{oid[2:]}"
+
+
+def object_key(oid: str) -> str:
+    return f"files/md5/{_object_relpath(oid)}"
 
 
 def dvc_bool(value: object) -> bool | None:
@@ -133,14 +141,6 @@ def gcs_endpoint(settings: Mapping[str, object]) -> str:
     if "://" not in endpoint:
         endpoint = f"http://{endpoint}"
     return endpoint.rstrip("/")
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any user and password replaced, for messages and logs."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 # --- Manifests ----------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ class GcsSource:
         self.description = url
         self.timeouts = timeouts
         endpoint = gcs_endpoint(settings)
-        self.endpoint = redact_url(endpoint)
+        self.endpoint = redact_text(endpoint)
         self.base = f"{endpoint}/download/storage/v1/b/{quote(self.bucket, safe='')}/o/"
         self.credentials, self.credentials_origin = gcs_credentials(settings)
         self.refresh_lock = threading.Lock()
@@ -287,7 +287,7 @@ class GcsSource:
                         reason = error.args[0] if error.args and isinstance(error.args[0], str) else ""
                         raise CredentialsRefused(
                             f"the token endpoint refused the credentials of {self.credentials_origin}"
-                            f"{': ' + redact_url(reason.splitlines()[0][:200]) if reason else ''}"
+                            f"{': ' + redact_text(reason.splitlines()[0][:200]) if reason else ''}"
                         ) from None
                     except TransportError as error:
                         raise RemoteError(
@@ -332,7 +332,7 @@ class GcsSource:
                 refreshed = refresh_now = True  # an expired token: refresh once, at once
                 continue
             if status is not None and status not in RETRY_STATUSES:
-                raise RemoteError(f"reading {where} failed: HTTP {status} {redact_url(detail)[:300]}")
+                raise RemoteError(f"reading {where} failed: HTTP {status} {redact_text(detail)[:300]}")
             reason = f"HTTP {status}" if status is not None else detail
             pause = min(0.25 * 2 ** (attempt - 1), 4.0) * (0.5 + random.random() / 2)
             elapsed = time.monotonic() - began
@@ -368,7 +368,7 @@ def _describe(error: Exception, timeouts: Timeouts) -> str:
         return "the connection broke during the transfer"
     if isinstance(cause, urllib3.exceptions.NewConnectionError):
         return "connection refused or unreachable"
-    return redact_url(type(cause).__name__)
+    return type(cause).__name__
 
 
 def gcs_credentials(settings: Mapping[str, object]):
@@ -401,10 +401,7 @@ def gcs_credentials(settings: Mapping[str, object]):
     except DefaultCredentialsError:
         adc_file = application_default_credentials_file()
         if adc_file:  # gcloud's file is there but unusable: never fall back to anonymous access
-            raise CredentialsUnusable(
-                f"GCS credentials file {adc_file} (Application Default Credentials, from `gcloud auth "
-                "application-default login`) cannot be used: log in again or set GOOGLE_APPLICATION_CREDENTIALS"
-            ) from None
+            raise CredentialsUnusable(unusable_adc_message(adc_file)) from None
         if settings.get("endpointurl") or os.environ.get("STORAGE_EMULATOR_HOST"):
             return None, "no credentials (custom endpoint)"  # an emulator or private endpoint: let it decide
         raise
@@ -417,6 +414,13 @@ def application_default_credentials_file() -> str | None:
 
     path = _cloud_sdk.get_application_default_credentials_path()
     return path if os.path.isfile(path) else None
+
+
+def unusable_adc_message(path: str) -> str:
+    return (
+        f"GCS credentials file {path} (Application Default Credentials, from `gcloud auth application-default "
+        "login`) cannot be used: log in again, or set GOOGLE_APPLICATION_CREDENTIALS"
+    )
 
 
 class CredentialsUnusable(RemoteError):
@@ -492,9 +496,8 @@ class _Progress:
 
 
 def cache_path(cache: Path, oid: str) -> str:
-    if not OID.fullmatch(oid):
-        raise ValueError(f"not a DVC md5: {oid!r}")
-    return os.path.join(cache, oid[:2], oid[2:])
+    """Where ``oid`` lies in a cache's ``files/md5`` directory ``cache``."""
+    return os.path.join(cache, _object_relpath(oid))
 
 
 class _HashingFile:
@@ -547,7 +550,7 @@ class _HashingFile:
                 for held in self.head:
                     handle.write(held)
         else:
-            _copy_file(self.path, target)
+            shutil.copyfile(self.path, target)
 
     def discard(self) -> None:
         self.close()
@@ -608,12 +611,6 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
-
-
-def _copy_file(source: str, target: str) -> None:
-    import shutil
-
-    shutil.copyfile(source, target)
 
 
 def _obtain(

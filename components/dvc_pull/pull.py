@@ -37,7 +37,7 @@ from components.common.git import (
     unknown_revision_message,
 )
 from components.dvc_pull import fast_fetch
-from components.dvc_pull.redaction import redact_text, redacted_logs, url_secrets
+from components.dvc_pull.redaction import redact_text, redact_url, redacted_logs, url_secrets
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,6 @@ def validate_inputs(
             )
 
 
-redact_url = fast_fetch.redact_url
-
-
 def check_gcs_credentials(remote_settings: Mapping[str, object]) -> str:
     """Fail early, with a clear message, when GCS credentials are missing or malformed.
 
@@ -193,10 +190,7 @@ def check_gcs_credentials(remote_settings: Mapping[str, object]) -> str:
     except DefaultCredentialsError:
         adc_file = fast_fetch.application_default_credentials_file()
         if adc_file:
-            raise DvcPullError(
-                f"GCS credentials file {adc_file} (Application Default Credentials) cannot be used: log in "
-                "again with `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS"
-            ) from None
+            raise DvcPullError(fast_fetch.unusable_adc_message(adc_file)) from None
         raise DvcPullError(
             "no GCS credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file mounted "
             "from a Kubernetes Secret, or run with Workload Identity"

@@ -15,8 +15,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from urllib.parse import quote, unquote, urlsplit
 
-# scheme://anything-without-slash-or-space@  ->  scheme://***@
-_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s@'\"<>]+@")
+# scheme://user:password@host -> scheme://***@host: everything up to the authority's last "@"
+# (an unencoded "@" in a password included), never past the first "/" or space.
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s'\"<>]+@")
 MASK = "***"
 
 _lock = threading.Lock()
@@ -33,6 +34,11 @@ def url_secrets(url: str) -> set[str]:
     if not password:
         return set()
     return {s for s in (password, unquote(password), quote(password, safe="")) if len(s) >= 3}
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user and password replaced, for messages and logs."""
+    return redact_text(url)
 
 
 def redact_text(text: str, secrets: Iterable[str] = ()) -> str:
