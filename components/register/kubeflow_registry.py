@@ -270,7 +270,10 @@ class KubeflowRegistry(Registry):
                 except NotFoundException:
                     service = None
                 if service is None:
-                    service = await api.create_inference_service(
+                    # Created under its environment: for POST /inference_services the spec declares 200 while the
+                    # server answers 201, so the generated client returns None there; this path declares 201.
+                    service = await api.create_environment_inference_service(
+                        serving.id,
                         InferenceServiceCreate(
                             name=deployment.name,
                             registered_model_id=version.registered_model_id,
@@ -279,7 +282,7 @@ class KubeflowRegistry(Registry):
                             runtime=deployment.runtime or None,
                             desired_state=DEPLOYED,
                             custom_properties=custom or None,
-                        )
+                        ),
                     )
                 else:
                     if service.registered_model_id != version.registered_model_id:
@@ -294,7 +297,11 @@ class KubeflowRegistry(Registry):
                             model_version_id=version.version_id,
                             runtime=deployment.runtime or None,
                             desired_state=DEPLOYED,
-                            custom_properties={**(service.custom_properties or {}), **custom} or None,
+                            custom_properties={
+                                **{k: v for k, v in (service.custom_properties or {}).items() if k not in properties},
+                                **custom,
+                            }
+                            or None,
                         ),
                     )
                 await api.create_inference_service_serve(
