@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def mlflow_key(name: str) -> str:
-    """``name`` as an MLflow param or metric name: characters MLflow refuses become '_'."""
+    """``name`` as an MLflow param, metric or tag name: characters MLflow refuses become '_'."""
     return _NOT_IN_NAME.sub("_", name).strip("/") or "_"
 
 
@@ -85,7 +85,7 @@ class MlflowRegistry(Registry):
                     name,
                     uri,
                     run_id=run_id,
-                    tags={key: _tag(value) for key, value in properties.items()},
+                    tags={mlflow_key(key): _tag(value) for key, value in properties.items()},
                     description=registration.description(),
                 )
                 client.set_terminated(run_id, "FINISHED")
@@ -147,7 +147,7 @@ class MlflowRegistry(Registry):
         from mlflow.entities import Metric, Param
 
         tags = {
-            key: value
+            mlflow_key(key): value
             for key, value in registration.properties().items()
             if not key.startswith(("metric.", "param.")) and isinstance(value, str) and value
         }

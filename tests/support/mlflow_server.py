@@ -78,6 +78,7 @@ class MlflowServer:
             f"admin_username = {ADMIN}\n"
             f"admin_password = {self.password}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            "auth_cache_ttl_seconds = 300\n"  # a password hash per request costs seconds on a busy machine
         )
         environment = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
