@@ -287,6 +287,25 @@ def test_a_suspended_job_stops_the_scheduling_clock(kube, operator):
     ]
 
 
+def test_the_scheduling_clock_starts_afresh_when_a_suspended_job_is_resumed(kube, operator):
+    """Held by Kueue longer than the scheduling timeout, then resumed: its pods get the whole timeout again."""
+    operator.script = [
+        Step(0, "Created"),
+        Step(0.05, "Suspended"),  # suspended for 0.7 s: longer than the scheduling timeout
+        Step(0.75, "Created"),  # resumed; its pods wait 0.25 s to start: within the timeout
+        Step(1.0, "Running"),
+        Step(1.2, "Succeeded"),
+    ]
+    _, _, lines = launch(kube, scheduling_timeout_seconds=0.4)
+    assert [line.split(": ")[1].split(" ")[0] for line in lines if line.startswith("PyTorchJob train-abc123: ")] == [
+        "Created",
+        "Suspended",
+        "Created",
+        "Running",
+        "Succeeded",
+    ]
+
+
 def test_a_restarting_job_is_followed_to_the_end(kube, operator):
     operator.script = [
         Step(0, "Created"),
