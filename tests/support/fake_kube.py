@@ -33,9 +33,9 @@ for it (``Request.access``: verb, API group, resource and subresource), so a tes
 client used.
 
 A controller (subclass ``Controller``) declares its ``resource`` and implements what it needs of ``admit``,
-``on_create``, ``status``, ``pods``, ``log``, ``finished_at``, ``events`` and ``patch``; the server keeps its
-objects in ``controller.objects`` and ``controller.created``, and gives it ``server`` (sidecars, timing,
-``record_event``).
+``on_create``, ``on_delete``, ``status``, ``pods``, ``log``, ``finished_at``, ``events`` and ``patch``; the
+server keeps its objects in ``controller.objects`` and ``controller.created``, and gives it ``server``
+(``pod``, ``event``, ``record_event``, ``create``, ``sidecars``, ``deletion_seconds``).
 """
 
 from __future__ import annotations
@@ -289,6 +289,9 @@ class Controller:
 
     def on_create(self, obj: StoredObject) -> None:
         """The object was created (e.g. remember the scenario it follows)."""
+
+    def on_delete(self, obj: StoredObject, now: float) -> None:
+        """A DELETE of the object was accepted (``obj.propagation`` says how): e.g. delete what it owns."""
 
     def status(self, obj: StoredObject, now: float) -> dict | None:
         """The object's ``status`` at ``now``; None for none."""
@@ -578,6 +581,22 @@ class FakeKube:
         """Record an Event now, as a controller does when something happens."""
         with self.lock:
             self.recorded_events.append(self.event(involved, reason, message, rfc3339(time.time()), type, component))
+
+    def create(self, controller: Controller, body: dict) -> tuple[int, dict]:
+        """Store ``body`` (admitted, its namespace set) as a new object of ``controller``'s resource: (201, the
+        object), or (409, Status) while an object of its name exists. Call with ``lock`` held; a PATCH that
+        applies an object which does not exist yet creates it through this."""
+        now = time.monotonic()
+        name, namespace = body["metadata"].get("name", ""), body["metadata"]["namespace"]
+        if controller.existing(namespace, name, now):
+            return 409, status_body(409, f'{controller.resource.qualified} "{name}" already exists')
+        body["metadata"]["uid"] = f"uid-{next(self._uids)}"
+        body["metadata"]["creationTimestamp"] = rfc3339(time.time())
+        obj = StoredObject(controller.resource, body, now, time.time())
+        controller.on_create(obj)
+        controller.objects[(namespace, name)] = obj
+        controller.created.append(obj)
+        return 201, controller.view(obj, now)
 
     def controller_for(self, resource: Resource) -> Controller | None:
         return self._by_path.get(_key(resource))
@@ -876,7 +895,6 @@ def _handler(server: FakeKube) -> type[BaseHTTPRequestHandler]:
             match, controller = self._route(url)
             if controller is None or match["name"]:
                 return _not_found()
-            name = body.get("metadata", {}).get("name", "")
             if body.get("metadata", {}).setdefault("namespace", match["ns"]) != match["ns"]:
                 message = "the namespace of the provided object does not match the namespace sent on the request"
                 return 400, status_body(400, message)
@@ -884,18 +902,8 @@ def _handler(server: FakeKube) -> type[BaseHTTPRequestHandler]:
             if violations:
                 message = "admission webhook denied the request: " + "; ".join(violations)
                 return 422, status_body(422, message)
-            now = time.monotonic()
             with server.lock:
-                if controller.existing(match["ns"], name, now):
-                    message = f'{controller.resource.qualified} "{name}" already exists'
-                    return 409, status_body(409, message)
-                body["metadata"]["uid"] = f"uid-{next(server._uids)}"
-                body["metadata"]["creationTimestamp"] = rfc3339(time.time())
-                obj = StoredObject(controller.resource, body, now, time.time())
-                controller.on_create(obj)
-                controller.objects[(match["ns"], name)] = obj
-                controller.created.append(obj)
-            return 201, controller.view(obj, now)
+                return server.create(controller, body)
 
         def _get(self, url, _body):
             now = time.monotonic()
@@ -971,6 +979,7 @@ def _handler(server: FakeKube) -> type[BaseHTTPRequestHandler]:
                 if not obj.deleted:
                     obj.deletion_requested_at = now
                     obj.propagation = policy or "Background"  # the default for custom resources
+                    controller.on_delete(obj, now)
                 if obj.exists(now, server.deletion_seconds):  # still there: answered with the object, 202
                     return 202, controller.view(obj, now)
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
