@@ -6,9 +6,9 @@ import tempfile
 from pathlib import Path
 
 from components.common.spec import load_spec
-from components.pytorchjob_train.local_launcher import library_training, run_torchrun
 from components.pytorchjob_train.step import train_arguments
-from components.train.trainer import TrainConfig
+from components.train.config import TrainConfig
+from components.train.local_launcher import library_training, run_torchrun
 
 
 def _throughput(dataset_dir: Path, processes: int, config: TrainConfig) -> tuple[float, float]:

@@ -11,6 +11,7 @@ from benchmarks import (
     dvc_pull_speed,
     input_pipeline,
     kfp_local_overhead,
+    launcher_footprint,
     serving,
     train_throughput,
     training_memory,
@@ -106,6 +107,8 @@ def main() -> None:
         )
 
     dvc_pull_memory.report(dvc_pull_memory.run(WORKDIR))
+
+    launcher_footprint.report(launcher_footprint.run())
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ from urllib.parse import urlparse
 import yaml
 from kfp import dsl, kubernetes
 
+from components.common.kube.values import DNS_1123_SUBDOMAIN, is_label_value, is_resource_quantity
 from components.common.storage import S3_CREDENTIALS_DIR_ENV, S3_ENDPOINT_ENV, S3_REGION_ENV
-from components.pytorchjob_train.manifest import DNS_1123_SUBDOMAIN, is_label_value, is_resource_quantity
 
 STEPS = (
     "check-arguments",

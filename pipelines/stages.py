@@ -11,7 +11,7 @@ from components.dvc_pull.component import dvc_pull
 from components.evaluate.component import evaluate
 from components.promotion.component import record_promotion
 from components.resolve_revision.component import resolve_revision
-from components.train.trainer import TrainConfig
+from components.train.config import TrainConfig
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
 
 TRAINING_ARGUMENTS = tuple(item.name for item in fields(TrainConfig))

@@ -24,10 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from components.pytorchjob_train.launcher import JobFailed, KubernetesJobClient
+from components.common.kube.jobs import KubernetesJobClient
+from components.common.kube.runner import JobFailed
+from components.pytorchjob_train.kind import PYTORCHJOB
 from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
-from components.train.trainer import TrainConfig
-from tests.test_rbac import launcher_permissions
+from components.train.config import TrainConfig
+from tests.support.launcher_traffic import launcher_permissions
 
 pytestmark = pytest.mark.cluster
 SETTINGS = {
@@ -42,7 +44,7 @@ def client():
     if not all(SETTINGS.values()):
         pytest.skip("set KFP_TORCH_LIFECYCLE_CLUSTER_{NAMESPACE,IMAGE,DATASET,MODEL} to run against a cluster")
     try:
-        client = KubernetesJobClient.from_environment()
+        client = KubernetesJobClient.from_environment(PYTORCHJOB)
         client.custom.list_namespaced_custom_object("kubeflow.org", "v1", SETTINGS["namespace"], "pytorchjobs")
     except Exception as error:  # no kubeconfig, no operator, no access
         pytest.skip(f"no cluster with the Training Operator reachable: {error}")
@@ -111,8 +113,9 @@ def can_i(kubectl: str, verb: str, group: str, resource: str, user: str, namespa
 
 
 def test_the_steps_service_account_may_do_what_the_launcher_does():
-    """Every (verb, resource) the launcher sends (tests/test_rbac.py derives them) is allowed to the ServiceAccount
-    the pipeline's steps run as. On "no": kubectl apply -n <namespace> -f components/pytorchjob_train/rbac.yaml."""
+    """Every (verb, resource) the launcher sends (tests/support/launcher_traffic.py derives them) is allowed to the
+    ServiceAccount the pipeline's steps run as. On "no":
+    kubectl apply -n <namespace> -f components/pytorchjob_train/rbac.yaml."""
     namespace, kubectl = SETTINGS["namespace"], shutil.which("kubectl")
     if not namespace or not kubectl:
         pytest.skip("set KFP_TORCH_LIFECYCLE_CLUSTER_NAMESPACE and put kubectl on PATH to check the RBAC grants")

@@ -405,7 +405,7 @@ def test_the_documented_example_settings_compile(tmp_path):
 def test_every_training_option_is_a_pipeline_parameter_with_the_trainers_default():
     from dataclasses import fields
 
-    from components.train.trainer import TrainConfig
+    from components.train.config import TrainConfig
     from pipelines.distributed_training_pipeline import distributed_training_pipeline
     from pipelines.training_pipeline import training_pipeline
 

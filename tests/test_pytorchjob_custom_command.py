@@ -11,16 +11,19 @@ from pathlib import Path
 
 import pytest
 
+from components.common.kube.jobs import KubernetesJobClient
 from components.common.spec import ModelFormatError, load_spec
 from components.evaluate.evaluation import evaluate
-from components.pytorchjob_train.launcher import KubernetesJobClient
-from components.pytorchjob_train.local_launcher import LocalLaunchError
-from components.pytorchjob_train.script_runner import ScriptFailed, main, operator_rendezvous
+from components.pytorchjob_train.kind import PYTORCHJOB
 from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
+from components.train.config import TrainConfig
 from components.train.contract import ContractError, script_environment
-from components.train.trainer import TrainConfig
+from components.train.local_launcher import LocalLaunchError
+from components.train.rendezvous import rendezvous_from_env
+from components.train.script_runner import ScriptFailed, main
 from tests.support.bento_server import free_port
 from tests.support.fake_kube import FakeKube
+from tests.support.fake_pytorchjob import TrainingOperator
 from tests.support.operator_rules import crd_validator, webhook_violations
 from tests.support.photos import write_photo_dataset
 
@@ -158,7 +161,8 @@ def test_the_pytorchjob_runs_the_users_image_and_command_through_the_runner(phot
     shared = tmp_path / "shared-model"  # where node 0's runner publishes (the Model's URI)
     run_local(tmp_path / "earlier", photos, EXAMPLE, processes=1, image_size=16)
     os.rename(tmp_path / "earlier" / "model", shared)
-    kube = FakeKube().start()
+    operator = TrainingOperator()
+    kube = FakeKube([operator]).start()
     try:
         result = run_step(
             launcher="kubeflow",
@@ -171,12 +175,12 @@ def test_the_pytorchjob_runs_the_users_image_and_command_through_the_runner(phot
             task_name="pytorchjob-train",
             dataset_info={"commit": "abc"},
             namespace="team-a",
-            kube_client=KubernetesJobClient(kube.api_client()),
+            kube_client=KubernetesJobClient(kube.api_client(), PYTORCHJOB),
             poll_seconds=0.05,
             command=["python", "/app/train.py", "--arch", "vit"],
             hyperparameters={"image_size": 16},
         )
-        ((_, _), job) = next(iter(kube.jobs.items()))
+        ((_, _), job) = next(iter(operator.objects.items()))
     finally:
         kube.stop()
     manifest = job.body
@@ -184,7 +188,7 @@ def test_the_pytorchjob_runs_the_users_image_and_command_through_the_runner(phot
     assert webhook_violations(manifest) == []
     container = manifest["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example.com/team/train:1" and container["name"] == "pytorch"
-    assert container["command"] == ["python", "-m", "components.pytorchjob_train.script_runner"]
+    assert container["command"] == ["python", "-m", "components.train.script_runner"]
     args = container["args"]
     assert args[args.index("--dataset") + 1] == "gs://bucket/run/dvc-pull/dataset"
     assert args[args.index("--output") + 1] == str(shared)
@@ -237,7 +241,7 @@ def test_the_runner_in_a_replica_fetches_runs_and_publishes(photos, tmp_path, mo
     ],
 )
 def test_rendezvous_from_the_operators_variables(env, expected):
-    assert operator_rendezvous(copy.deepcopy(env)) == expected
+    assert rendezvous_from_env(copy.deepcopy(env)) == expected
 
 
 def test_malformed_metrics_from_a_pytorchjob_leave_no_model(photos, tmp_path):
@@ -245,7 +249,8 @@ def test_malformed_metrics_from_a_pytorchjob_leave_no_model(photos, tmp_path):
     shared.mkdir()
     (shared / "weights.bin").write_bytes(b"\0")
     (shared / "metrics.json").write_text('{"loss": NaN}')
-    kube = FakeKube().start()
+    operator = TrainingOperator()
+    kube = FakeKube([operator]).start()
     try:
         with pytest.raises(ContractError, match=r"metric 'loss' must be a finite number"):
             run_step(
@@ -259,7 +264,7 @@ def test_malformed_metrics_from_a_pytorchjob_leave_no_model(photos, tmp_path):
                 task_name="pytorchjob-train",
                 dataset_info={},
                 namespace="team-a",
-                kube_client=KubernetesJobClient(kube.api_client()),
+                kube_client=KubernetesJobClient(kube.api_client(), PYTORCHJOB),
                 poll_seconds=0.05,
                 command=["python", "/app/train.py"],
             )

@@ -10,19 +10,15 @@ import time
 
 import pytest
 
-from components.pytorchjob_train.launcher import (
-    PYTORCHJOB,
-    JobFailed,
-    JobNotStarted,
-    JobTimedOut,
-    KubernetesApiError,
-    KubernetesJobClient,
-    RetryPolicy,
-    job_name,
-    run_job,
-)
-from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command, validate_name
-from tests.support.fake_kube import RESET, FakeKube, Fault, Step, image_pull_backoff, unschedulable
+from components.common.kube.api import KubernetesApiError, RetryPolicy
+from components.common.kube.jobs import KubernetesJobClient
+from components.common.kube.runner import JobFailed, JobNotStarted, JobTimedOut, job_name, run_job
+from components.common.kube.values import validate_name
+from components.pytorchjob_train.kind import PYTORCHJOB
+from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
+from tests.support.fake_jobs import Step
+from tests.support.fake_kube import RESET, FakeKube, Fault, image_pull_backoff, unschedulable
+from tests.support.fake_pytorchjob import TrainingOperator
 
 JOBS = "/apis/kubeflow.org/v1/namespaces/team-a/pytorchjobs"
 JOB = f"{JOBS}/train-abc123"
@@ -35,8 +31,13 @@ def manifest(name="train-abc123"):
 
 
 @pytest.fixture
-def kube():
-    server = FakeKube().start()
+def operator():
+    return TrainingOperator()
+
+
+@pytest.fixture
+def kube(operator):
+    server = FakeKube([operator]).start()
     yield server
     server.stop()
 
@@ -44,7 +45,7 @@ def kube():
 def launch(kube, timeout=30.0, retry=FAST_RETRY, lines=None, **kwargs):
     lines, handles = ([] if lines is None else lines), []
     handle = run_job(
-        KubernetesJobClient(kube.api_client(), retry=retry),
+        KubernetesJobClient(kube.api_client(), PYTORCHJOB, retry=retry),
         manifest(),
         timeout_seconds=timeout,
         on_created=handles.append,
@@ -55,35 +56,35 @@ def launch(kube, timeout=30.0, retry=FAST_RETRY, lines=None, **kwargs):
     return handle, handles, lines
 
 
-def test_succeeded_job_streams_logs_reports_phases_and_is_deleted(kube):
+def test_succeeded_job_streams_logs_reports_phases_and_is_deleted(kube, operator):
     handle, handles, lines = launch(kube)
     assert handles == [handle] and not handle.attached and handle.uid
     assert kube.count("POST", JOBS) == 1
     assert any("Running" in line for line in lines) and any("Succeeded" in line for line in lines)
     assert "[train-abc123-master-0] training finished" in lines
     assert kube.count("DELETE", f"{JOBS}/train-abc123") == 1
-    assert kube.jobs[("team-a", "train-abc123")].deleted
+    assert operator.objects[("team-a", "train-abc123")].deleted
 
 
-def test_retry_reattaches_to_the_existing_job(kube):
-    client = KubernetesJobClient(kube.api_client())
+def test_retry_reattaches_to_the_existing_job(kube, operator):
+    client = KubernetesJobClient(kube.api_client(), PYTORCHJOB)
     client.create(manifest())  # an earlier attempt of the step created it, then its pod died
     handle, _, lines = launch(kube)
     assert handle.attached
-    assert len([k for k in kube.jobs]) == 1 and kube.count("POST", JOBS) == 2  # the second POST got 409
+    assert len([k for k in operator.objects]) == 1 and kube.count("POST", JOBS) == 2  # the second POST got 409
     assert any("re-attached" in line for line in lines)
 
 
-def test_failed_job_fails_the_step_with_reason_and_log_tail(kube):
-    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.5, "Failed", "OOMKilled", "master-0 exit 137")]
-    kube.log_lines = ["epoch 1/3", "RuntimeError: CUDA out of memory"]
+def test_failed_job_fails_the_step_with_reason_and_log_tail(kube, operator):
+    operator.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.5, "Failed", "OOMKilled", "master-0 exit 137")]
+    operator.log_lines = ["epoch 1/3", "RuntimeError: CUDA out of memory"]
     with pytest.raises(JobFailed, match=r"(?s)failed: OOMKilled: master-0 exit 137.*CUDA out of memory"):
         launch(kube)
-    assert kube.jobs[("team-a", "train-abc123")].deleted
+    assert operator.objects[("team-a", "train-abc123")].deleted
 
 
-def test_timeout_deletes_the_job_and_fails(kube):
-    kube.script = [Step(0, "Created"), Step(0.1, "Running")]  # never finishes
+def test_timeout_deletes_the_job_and_fails(kube, operator):
+    operator.script = [Step(0, "Created"), Step(0.1, "Running")]  # never finishes
     with pytest.raises(JobTimedOut, match=r"did not succeed within timeout_seconds=0.5 \(last phase Running\)"):
         launch(kube, timeout=0.5)
     assert kube.count("DELETE", f"{JOBS}/train-abc123") == 1
@@ -93,7 +94,10 @@ SIGTERM_SCRIPT = textwrap.dedent(
     """
     import sys
     from kubernetes import client
-    from components.pytorchjob_train.launcher import KubernetesJobClient, RetryPolicy, run_job
+    from components.common.kube.api import RetryPolicy
+    from components.common.kube.jobs import KubernetesJobClient
+    from components.common.kube.runner import run_job
+    from components.pytorchjob_train.kind import PYTORCHJOB
     from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
 
     configuration = client.Configuration()
@@ -102,8 +106,9 @@ SIGTERM_SCRIPT = textwrap.dedent(
         PyTorchJobConfig(image="img:1", command=training_command(1)), "train-abc123", "team-a", []
     )
     retry = RetryPolicy(budget_seconds=30, first_delay_seconds=float(sys.argv[2]))
-    run_job(KubernetesJobClient(client.ApiClient(configuration), retry=retry), manifest, timeout_seconds=120,
-            on_created=lambda h: print("CREATED", flush=True), poll_seconds=0.1, echo=lambda l: print(l, flush=True))
+    run_job(KubernetesJobClient(client.ApiClient(configuration), PYTORCHJOB, retry=retry), manifest,
+            timeout_seconds=120, on_created=lambda h: print("CREATED", flush=True), poll_seconds=0.1,
+            echo=lambda l: print(l, flush=True))
     """
 )
 
@@ -117,8 +122,8 @@ def start_step(kube, first_retry_delay=0.05):
     )
 
 
-def test_sigterm_deletes_the_job(kube):
-    kube.script = [Step(0, "Created"), Step(0.1, "Running")]
+def test_sigterm_deletes_the_job(kube, operator):
+    operator.script = [Step(0, "Created"), Step(0.1, "Running")]
     process = start_step(kube)
     for line in process.stdout:
         if line.startswith("CREATED"):
@@ -128,7 +133,7 @@ def test_sigterm_deletes_the_job(kube):
     output = process.communicate(timeout=30)[0]
     assert process.returncode != 0
     assert "StepTerminated" in output and "deleted PyTorchJob team-a/train-abc123" in output
-    assert kube.jobs[("team-a", "train-abc123")].deleted
+    assert operator.objects[("team-a", "train-abc123")].deleted
 
 
 def test_job_names_are_dns_labels_unique_per_run_and_stable_per_task():
@@ -162,24 +167,24 @@ def test_job_names_tell_parallelfor_iterations_apart():
     ],
     ids=["500", "503-twice", "429-retry-after", "resets"],
 )
-def test_transient_errors_while_waiting_are_retried_and_the_job_lives_on(kube, fault):
-    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.4, "Succeeded")]
+def test_transient_errors_while_waiting_are_retried_and_the_job_lives_on(kube, operator, fault):
+    operator.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.4, "Succeeded")]
     kube.inject(fault)
     handle, _, lines = launch(kube)
     assert fault.times == 0 and not handle.attached
     assert any("Succeeded" in line for line in lines)
-    assert kube.count("DELETE", JOB) == 1 and len(kube.created) == 1
+    assert kube.count("DELETE", JOB) == 1 and len(operator.created) == 1
 
 
-def test_a_create_whose_reply_was_lost_is_not_created_twice(kube):
+def test_a_create_whose_reply_was_lost_is_not_created_twice(kube, operator):
     kube.inject(Fault("POST", JOBS, RESET, carried_out=True))  # the job was created, the reply never came
     launch(kube)
-    assert kube.count("POST", JOBS) == 2 and len(kube.created) == 1  # the second POST found it (409)
-    assert kube.jobs[("team-a", "train-abc123")].deleted
+    assert kube.count("POST", JOBS) == 2 and len(operator.created) == 1  # the second POST found it (409)
+    assert operator.objects[("team-a", "train-abc123")].deleted
 
 
-def test_transient_errors_that_persist_fail_the_step_naming_them(kube):
-    kube.script = [Step(0, "Created"), Step(0.1, "Running")]
+def test_transient_errors_that_persist_fail_the_step_naming_them(kube, operator):
+    operator.script = [Step(0, "Created"), Step(0.1, "Running")]
     kube.inject(Fault("GET", JOB, 503, times=1000))
     retry = RetryPolicy(budget_seconds=0.5, first_delay_seconds=0.05, max_delay_seconds=0.1)
     with pytest.raises(
@@ -188,7 +193,7 @@ def test_transient_errors_that_persist_fail_the_step_naming_them(kube):
         r"HTTP 503 Service Unavailable.*still failing after \d+ attempts",
     ):
         launch(kube, retry=retry)
-    assert kube.jobs[("team-a", "train-abc123")].deleted  # the cleanup got through: DELETE is not faulty
+    assert operator.objects[("team-a", "train-abc123")].deleted  # the cleanup got through: DELETE is not faulty
 
 
 @pytest.mark.parametrize(
@@ -204,54 +209,57 @@ def test_transient_errors_that_persist_fail_the_step_naming_them(kube):
     ],
     ids=["403", "404"],
 )
-def test_persistent_errors_fail_at_once_naming_them(kube, fault, message):
-    kube.script = [Step(0, "Created"), Step(0.1, "Running")]
+def test_persistent_errors_fail_at_once_naming_them(kube, operator, fault, message):
+    operator.script = [Step(0, "Created"), Step(0.1, "Running")]
     kube.inject(fault)
     with pytest.raises((KubernetesApiError, JobFailed), match=message):
         launch(kube)
     assert kube.count("GET", JOB) == 1  # not retried
 
 
-def test_a_forbidden_create_names_the_missing_permission_and_creates_nothing(kube):
+def test_a_forbidden_create_names_the_missing_permission_and_creates_nothing(kube, operator):
     kube.inject(Fault("POST", JOBS, 403))
     with pytest.raises(KubernetesApiError, match=r"lacks the permission to create pytorchjobs.kubeflow.org"):
         launch(kube)
-    assert kube.count("POST", JOBS) == 1 and not kube.created
+    assert kube.count("POST", JOBS) == 1 and not operator.created
 
 
 # --- a job of the same name from an earlier attempt ------------------------------------------------------------
 
 
-def test_a_job_still_being_deleted_is_waited_out_and_a_new_one_created(kube):
+def test_a_job_still_being_deleted_is_waited_out_and_a_new_one_created(kube, operator):
     kube.deletion_seconds = 0.6  # its pods take this long to terminate: a foreground deletion lingers
-    client = KubernetesJobClient(kube.api_client(), retry=FAST_RETRY)
-    kube.script = [Step(0, "Created"), Step(0, "Running")]  # the earlier attempt's job, running when deleted
+    client = KubernetesJobClient(kube.api_client(), PYTORCHJOB, retry=FAST_RETRY)
+    operator.script = [Step(0, "Created"), Step(0, "Running")]  # the earlier attempt's job, running when deleted
     client.create(manifest())
     client.delete("train-abc123", "team-a")
-    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.3, "Succeeded")]
+    operator.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.3, "Succeeded")]
     handle, _, lines = launch(kube)
-    assert not handle.attached and len(kube.created) == 2
-    assert handle.uid == kube.created[1].body["metadata"]["uid"]
+    assert not handle.attached and len(operator.created) == 2
+    assert handle.uid == operator.created[1].body["metadata"]["uid"]
     assert any("of an earlier attempt is being deleted" in line for line in lines)
     assert kube.count("POST", JOBS) == 3  # the first one's, the launcher's refused (409), the new one
 
 
-def test_a_failed_job_of_an_earlier_attempt_is_replaced_not_reported(kube):
-    client = KubernetesJobClient(kube.api_client(), retry=FAST_RETRY)
-    kube.script = [Step(0, "Created"), Step(0, "Failed", "OOMKilled", "the earlier attempt's failure")]
+def test_a_failed_job_of_an_earlier_attempt_is_replaced_not_reported(kube, operator):
+    client = KubernetesJobClient(kube.api_client(), PYTORCHJOB, retry=FAST_RETRY)
+    operator.script = [Step(0, "Created"), Step(0, "Failed", "OOMKilled", "the earlier attempt's failure")]
     client.create(manifest())  # the step that created it was killed before it could delete it
-    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.3, "Succeeded")]
+    operator.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.3, "Succeeded")]
     handle, _, lines = launch(kube)
-    assert not handle.attached and len(kube.created) == 2 and kube.created[0].deleted
+    assert not handle.attached and len(operator.created) == 2 and operator.created[0].deleted
     assert any("of an earlier attempt Failed (OOMKilled" in line for line in lines)
 
 
 # --- pods that never start --------------------------------------------------------------------------------------
 
 
-def test_pods_that_never_start_fail_the_step_with_their_reasons(kube):
-    kube.script = [Step(0, "Created")]
-    kube.pending_pods = {"master": unschedulable(), "worker": image_pull_backoff("registry.example.com/train:0.1.0")}
+def test_pods_that_never_start_fail_the_step_with_their_reasons(kube, operator):
+    operator.script = [Step(0, "Created")]
+    operator.pending_pods = {
+        "master": unschedulable(),
+        "worker": image_pull_backoff("registry.example.com/train:0.1.0"),
+    }
     with pytest.raises(JobNotStarted) as raised:
         launch(kube, timeout=5, scheduling_timeout_seconds=0.3)
     message = str(raised.value)
@@ -264,12 +272,12 @@ def test_pods_that_never_start_fail_the_step_with_their_reasons(kube):
         'train-abc123-worker-0 (Pending): container pytorch ImagePullBackOff: Back-off pulling image "registry'
         in message
     )
-    assert kube.jobs[("team-a", "train-abc123")].deleted
+    assert operator.objects[("team-a", "train-abc123")].deleted
 
 
-def test_a_suspended_job_stops_the_scheduling_clock(kube):
+def test_a_suspended_job_stops_the_scheduling_clock(kube, operator):
     """Kueue holds a job back by suspending it: it has no pods to schedule until it is resumed."""
-    kube.script = [Step(0, "Created"), Step(0.05, "Suspended"), Step(0.7, "Running"), Step(0.9, "Succeeded")]
+    operator.script = [Step(0, "Created"), Step(0.05, "Suspended"), Step(0.7, "Running"), Step(0.9, "Succeeded")]
     _, _, lines = launch(kube, scheduling_timeout_seconds=0.4)
     assert [line.split(": ")[1].split(" ")[0] for line in lines if line.startswith("PyTorchJob train-abc123: ")] == [
         "Created",
@@ -279,8 +287,27 @@ def test_a_suspended_job_stops_the_scheduling_clock(kube):
     ]
 
 
-def test_a_restarting_job_is_followed_to_the_end(kube):
-    kube.script = [
+def test_the_scheduling_clock_starts_afresh_when_a_suspended_job_is_resumed(kube, operator):
+    """Held by Kueue longer than the scheduling timeout, then resumed: its pods get the whole timeout again."""
+    operator.script = [
+        Step(0, "Created"),
+        Step(0.05, "Suspended"),  # suspended for 0.7 s: longer than the scheduling timeout
+        Step(0.75, "Created"),  # resumed; its pods wait 0.25 s to start: within the timeout
+        Step(1.0, "Running"),
+        Step(1.2, "Succeeded"),
+    ]
+    _, _, lines = launch(kube, scheduling_timeout_seconds=0.4)
+    assert [line.split(": ")[1].split(" ")[0] for line in lines if line.startswith("PyTorchJob train-abc123: ")] == [
+        "Created",
+        "Suspended",
+        "Created",
+        "Running",
+        "Succeeded",
+    ]
+
+
+def test_a_restarting_job_is_followed_to_the_end(kube, operator):
+    operator.script = [
         Step(0, "Created"),
         Step(0.1, "Running"),
         Step(0.3, "Restarting", "PyTorchJobRestarting", "master-0 exited 1; restarting"),
@@ -307,10 +334,10 @@ def test_the_newest_condition_is_told_by_its_timestamp_not_its_place_in_the_list
 # --- the master's log -------------------------------------------------------------------------------------------
 
 
-def test_a_log_stream_that_ends_while_the_job_runs_is_reopened_without_repeating_lines(kube):
+def test_a_log_stream_that_ends_while_the_job_runs_is_reopened_without_repeating_lines(kube, operator):
     kube.log_stream_seconds = 0.3  # the API server ends every stream after this long (a log rotation, a proxy)
-    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(1.4, "Succeeded")]
-    kube.log_lines = [(0.15, "epoch 1"), (0.15, "epoch 1 loss 0.5"), (0.6, "epoch 2"), (1.2, "epoch 3")]
+    operator.script = [Step(0, "Created"), Step(0.1, "Running"), Step(1.4, "Succeeded")]
+    operator.log_lines = [(0.15, "epoch 1"), (0.15, "epoch 1 loss 0.5"), (0.6, "epoch 2"), (1.2, "epoch 3")]
     _, _, lines = launch(kube)
     echoed = [line for line in lines if line.startswith("[train-abc123-master-0]")]
     assert echoed == [
@@ -327,21 +354,21 @@ def test_the_log_names_its_container_when_the_pod_has_several(kube):
 # --- SIGTERM ------------------------------------------------------------------------------------------------------
 
 
-def test_sigterm_while_the_create_is_in_flight_leaves_no_job(kube):
+def test_sigterm_while_the_create_is_in_flight_leaves_no_job(kube, operator):
     kube.inject(Fault("POST", JOBS, delay=1.0))  # the API server takes its time; the job appears only then
     process = start_step(kube)
     kube.wait_for(lambda: kube.count("POST", JOBS) == 1)
     time.sleep(0.1)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=30)[0]
-    kube.wait_for(lambda: len(kube.created) == 1)
+    kube.wait_for(lambda: len(operator.created) == 1)
     assert process.returncode != 0 and "StepTerminated" in output
-    assert kube.created[0].deleted, output
+    assert operator.created[0].deleted, output
     assert "confirmed: PyTorchJob team-a/train-abc123 is being deleted" in output
 
 
-def test_a_second_sigterm_does_not_cut_the_cleanup_short(kube):
-    kube.script = [Step(0, "Created"), Step(0.1, "Running")]
+def test_a_second_sigterm_does_not_cut_the_cleanup_short(kube, operator):
+    operator.script = [Step(0, "Created"), Step(0.1, "Running")]
     kube.inject(Fault("DELETE", JOB, 503))  # the first DELETE fails: the cleanup waits, then retries
     process = start_step(kube, first_retry_delay=1.0)
     for line in process.stdout:
@@ -352,11 +379,11 @@ def test_a_second_sigterm_does_not_cut_the_cleanup_short(kube):
     process.send_signal(signal.SIGTERM)  # Kubernetes, or an impatient user, again
     output = process.communicate(timeout=30)[0]
     assert "WARNING: could not delete" not in output
-    assert kube.jobs[("team-a", "train-abc123")].deleted, output
+    assert operator.objects[("team-a", "train-abc123")].deleted, output
 
 
-def test_after_a_signal_a_job_that_appeared_after_the_delete_is_deleted_too(kube):
-    kube.script = [Step(0, "Created"), Step(0.1, "Running")]
+def test_after_a_signal_a_job_that_appeared_after_the_delete_is_deleted_too(kube, operator):
+    operator.script = [Step(0, "Created"), Step(0.1, "Running")]
     # The DELETE reaches the API server before a create still on its way commits: "not found", then it is there.
     kube.inject(Fault("DELETE", JOB, 404))
     process = start_step(kube)
@@ -366,4 +393,4 @@ def test_after_a_signal_a_job_that_appeared_after_the_delete_is_deleted_too(kube
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=30)[0]
     assert "which appeared after the first delete" in output
-    assert kube.count("DELETE", JOB) == 2 and kube.jobs[("team-a", "train-abc123")].deleted, output
+    assert kube.count("DELETE", JOB) == 2 and operator.objects[("team-a", "train-abc123")].deleted, output

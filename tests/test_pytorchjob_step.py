@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from components.common.kube.jobs import KubernetesJobClient
 from components.common.spec import load_spec
 from components.evaluate.evaluation import evaluate
-from components.pytorchjob_train.launcher import KubernetesJobClient
+from components.pytorchjob_train.kind import PYTORCHJOB
 from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
 from components.train.trainer import TrainConfig, train
 from pipelines.local import run_local
 from tests.support.fake_kube import FakeKube
+from tests.support.fake_pytorchjob import TrainingOperator
 from tests.support.operator_rules import crd_validator, webhook_violations
 
 
@@ -65,7 +67,8 @@ def test_failing_local_training_fails_the_step_without_a_model(digits_dir, tmp_p
 def test_kubeflow_launcher_collects_the_model_rank_0_wrote(digits_dir, tmp_path):
     shared = tmp_path / "shared-model"  # where rank 0 writes: the output's URI (a gs:// root or shared path)
     train(digits_dir, shared, TrainConfig(epochs=1))
-    kube = FakeKube().start()
+    operator = TrainingOperator()
+    kube = FakeKube([operator]).start()
     try:
         spec = run_step(
             launcher="kubeflow",
@@ -78,10 +81,10 @@ def test_kubeflow_launcher_collects_the_model_rank_0_wrote(digits_dir, tmp_path)
             task_name="pytorchjob-train",
             dataset_info={"commit": "abc"},
             namespace="team-a",
-            kube_client=KubernetesJobClient(kube.api_client()),
+            kube_client=KubernetesJobClient(kube.api_client(), PYTORCHJOB),
             poll_seconds=0.05,
         ).spec
-        ((namespace, name), job) = next(iter(kube.jobs.items()))
+        ((namespace, name), job) = next(iter(operator.objects.items()))
     finally:
         kube.stop()
     assert spec.classes == load_spec(shared).classes
@@ -136,7 +139,7 @@ def kubeflow_step(tmp_path: Path, kube: FakeKube, iteration: str, **overrides):
         "task_name": "pytorchjob-train",
         "dataset_info": {},
         "namespace": "team-a",
-        "kube_client": KubernetesJobClient(kube.api_client()),
+        "kube_client": KubernetesJobClient(kube.api_client(), PYTORCHJOB),
         "poll_seconds": 0.05,
         "command": ["python", "/app/train.py"],
     } | overrides
@@ -146,7 +149,8 @@ def kubeflow_step(tmp_path: Path, kube: FakeKube, iteration: str, **overrides):
 
 def test_parallelfor_iterations_each_get_their_own_job(tmp_path):
     """Iterations share the run id and the task name: the task id keeps them off each other's job."""
-    kube = FakeKube().start()
+    operator = TrainingOperator()
+    kube = FakeKube([operator]).start()
     handles, errors = {}, []
 
     def iteration(task_id: str) -> None:
@@ -166,12 +170,13 @@ def test_parallelfor_iterations_each_get_their_own_job(tmp_path):
     assert not errors, errors
     assert handles["101"]["name"] != handles["102"]["name"]
     assert not handles["101"]["attached"] and not handles["102"]["attached"]
-    assert len(kube.created) == 2 and all(job.deleted for job in kube.created)
+    assert len(operator.created) == 2 and all(job.deleted for job in operator.created)
 
 
 def test_the_job_carries_a_deadline_in_case_the_step_dies(tmp_path):
     """activeDeadlineSeconds: the Training Operator stops the job even when the step was SIGKILLed."""
-    kube = FakeKube().start()
+    operator = TrainingOperator()
+    kube = FakeKube([operator]).start()
     try:
         kubeflow_step(tmp_path, kube, "default", timeout_seconds=3600.5)
         user_job = default_job_config(
@@ -180,7 +185,7 @@ def test_the_job_carries_a_deadline_in_case_the_step_dies(tmp_path):
         kubeflow_step(tmp_path, kube, "user", timeout_seconds=3600, job=user_job, task_id="other")
     finally:
         kube.stop()
-    default, user = (job.body for job in kube.created)
+    default, user = (job.body for job in operator.created)
     assert default["spec"]["runPolicy"]["activeDeadlineSeconds"] == 3601 + 600  # timeout_seconds + the margin
     assert user["spec"]["runPolicy"]["activeDeadlineSeconds"] == 7200  # the user's own wins
     assert sorted(crd_validator().iter_errors(default), key=str) == [] and webhook_violations(default) == []

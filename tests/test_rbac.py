@@ -2,44 +2,37 @@
 but a few read-only verbs for people following a run.
 
 What the launcher uses is not written down here: the launcher runs against the fake API server
-(tests/support/fake_kube.py) through the scenarios that reach every Kubernetes API method it calls (checked
-against launcher.py's source), and each request it sends is turned into what the API server's RBAC authorizer
-checks for it: verb, API group, resource and subresource. A new call in the launcher changes that set, and these
-tests fail until the Role and the README follow.
+(tests/support/launcher_traffic.py) through the scenarios that reach every Kubernetes API method it calls
+(checked against the source of components/common/kube/), and each request it sends is turned into what the API
+server's RBAC authorizer checks for it: verb, API group, resource and subresource. A new call in the launcher
+changes that set, and these tests fail until the Role and the README follow.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client as k8s
 
-from components.pytorchjob_train import job_logs, kube_api, launcher
-from components.pytorchjob_train.launcher import (
-    JobNotStarted,
-    KubernetesJobClient,
-    RetryPolicy,
-    run_job,
+from tests.support.fake_kube import Access, access
+from tests.support.launcher_traffic import (
+    NAMESPACE,
+    Permission,
+    api_attributes,
+    api_methods_in_source,
+    launcher_permissions,
+    launcher_traffic,
 )
-from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
-from tests.support.fake_kube import Access, FakeKube, Request, Step, access, unschedulable
 
 ROOT = Path(__file__).resolve().parents[1]
 RBAC_YAML = ROOT / "components" / "pytorchjob_train" / "rbac.yaml"
 README = ROOT / "components" / "pytorchjob_train" / "README.md"
 APPLY = "kubectl apply -n <profile-namespace> -f components/pytorchjob_train/rbac.yaml"
-NAMESPACE = "team-a"
 RBAC_API = "rbac.authorization.k8s.io/v1"
 SERVICE_ACCOUNT = "default-editor"
-FAST_RETRY = RetryPolicy(budget_seconds=5, first_delay_seconds=0.01, max_delay_seconds=0.05)
-
-Permission = tuple[str, str, str]  # (API group, resource or resource/subresource, verb), as a Role's rule names it
 # Read-only, for people following a run (`kubectl get pytorchjobs -w`, `kubectl describe pod`; pods/log list as
 # Kubernetes' own view role has it). The launcher sends none of these.
 FOR_PEOPLE: set[Permission] = {
@@ -48,120 +41,6 @@ FOR_PEOPLE: set[Permission] = {
     ("", "pods", "get"),
     ("", "pods/log", "list"),
 }
-
-
-# --- what the launcher sends ------------------------------------------------------------------------------------
-
-
-class _Recorded:
-    """An API object of the Kubernetes client (CoreV1Api, ...) that notes each of its methods the launcher uses."""
-
-    def __init__(self, attribute: str, api, used: set[tuple[str, str]]):
-        self._attribute, self._api, self._used = attribute, api, used
-
-    def __getattr__(self, name: str):
-        value = getattr(self._api, name)
-        if callable(value):
-            self._used.add((self._attribute, name))
-        return value
-
-
-def _launcher_nodes() -> list[ast.AST]:
-    """Every node of the launcher's modules: the step's flow, its API client and its log follower."""
-    modules = (launcher, kube_api, job_logs)
-    return [node for module in modules for node in ast.walk(ast.parse(Path(module.__file__).read_text()))]
-
-
-def _api_attributes() -> dict[str, str]:
-    """The launcher's API objects, from its source: {attribute: class}, e.g. {"core": "CoreV1Api"}."""
-    found = {}
-    for node in _launcher_nodes():
-        if (
-            isinstance(node, ast.Assign)
-            and isinstance(node.value, ast.Call)
-            and isinstance(node.value.func, ast.Attribute)
-            and node.value.func.attr.endswith("Api")
-        ):
-            for target in node.targets:
-                if isinstance(target, ast.Attribute):
-                    found[target.attr] = node.value.func.attr
-    return found
-
-
-def _api_methods_in_source() -> set[tuple[str, str]]:
-    """Every (API object, method) the launcher's source names, e.g. ("core", "list_namespaced_pod")."""
-    attributes = _api_attributes()
-    return {
-        (node.value.attr, node.attr)
-        for node in _launcher_nodes()
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr in attributes
-    }
-
-
-def _manifest() -> dict:
-    config = PyTorchJobConfig(image="registry.example.com/train:0.1.0", command=training_command(1))
-    return build_manifest(config, "train-abc123", NAMESPACE, ["--epochs", "1"])
-
-
-def _launch(kube: FakeKube, used: set[tuple[str, str]], **kwargs) -> list[str]:
-    job_client = KubernetesJobClient(kube.api_client(), retry=FAST_RETRY)
-    for attribute in _api_attributes():
-        setattr(job_client, attribute, _Recorded(attribute, getattr(job_client, attribute), used))
-    lines: list[str] = []
-    run_job(job_client, _manifest(), timeout_seconds=30, poll_seconds=0.05, echo=lines.append, **kwargs)
-    return lines
-
-
-def _succeeds(kube: FakeKube, used: set) -> None:
-    lines = _launch(kube, used)
-    assert "[train-abc123-master-0] training finished" in lines  # the log was followed
-
-
-def _replaces_a_failed_job_of_an_earlier_attempt(kube: FakeKube, used: set) -> None:
-    kube.script = [Step(0, "Created"), Step(0, "Failed", "OOMKilled", "the earlier attempt's failure")]
-    KubernetesJobClient(kube.api_client()).create(_manifest())
-    kube.requests.clear()  # the earlier attempt's requests are not the launcher's
-    kube.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.3, "Succeeded")]
-    lines = _launch(kube, used)
-    assert any("of an earlier attempt Failed" in line for line in lines)
-
-
-def _reports_pods_that_never_start(kube: FakeKube, used: set) -> None:
-    kube.script = [Step(0, "Created")]
-    kube.pending_pods = {"master": unschedulable()}
-    with pytest.raises(JobNotStarted, match="Unschedulable"):  # the pods were listed for their reasons
-        _launch(kube, used, scheduling_timeout_seconds=0.3)
-
-
-SCENARIOS = (_succeeds, _replaces_a_failed_job_of_an_earlier_attempt, _reports_pods_that_never_start)
-
-
-@dataclass(frozen=True)
-class Traffic:
-    requests: tuple[Request, ...]  # every request the launcher sent, over all scenarios
-    methods: frozenset[tuple[str, str]]  # the (API object, method) pairs it used
-
-
-@functools.cache
-def launcher_traffic() -> Traffic:
-    requests: list[Request] = []
-    used: set[tuple[str, str]] = set()
-    for scenario in SCENARIOS:
-        kube = FakeKube().start()
-        try:
-            scenario(kube, used)
-        except Exception as error:  # e.g. a new call the fake API server does not serve (404): teach it the call
-            sent = sorted({request.access.rule for request in kube.requests if request.access})
-            raise AssertionError(f"{scenario.__name__} failed against the fake API server; it sent {sent}") from error
-        finally:
-            kube.stop()
-        requests += kube.requests
-    return Traffic(tuple(requests), frozenset(used))
-
-
-def launcher_permissions() -> frozenset[Permission]:
-    """What the launcher needs: each request it sends, as the RBAC authorizer checks it."""
-    return frozenset(request.access.rule for request in launcher_traffic().requests if request.access)
 
 
 # --- what rbac.yaml grants --------------------------------------------------------------------------------------
@@ -234,11 +113,11 @@ def test_requests_are_read_as_the_rbac_authorizer_reads_them(method, path, query
 
 def test_the_scenarios_reach_every_api_method_the_launcher_calls():
     """Otherwise a call only some other path makes would be missing from the permissions derived below."""
-    assert _api_attributes() == {"custom": "CustomObjectsApi", "core": "CoreV1Api"}, (
+    assert api_attributes() == {"custom": "CustomObjectsApi", "core": "CoreV1Api"}, (
         "the launcher has another API object: the recorder wraps it, add a scenario that reaches its calls"
     )
-    in_source = _api_methods_in_source()
-    assert in_source, "no API calls found in launcher.py: has the client moved?"
+    in_source = api_methods_in_source()
+    assert in_source, "no API calls found in the launcher's modules: has the client moved?"
     never_reached = in_source - launcher_traffic().methods
     assert not never_reached, f"no scenario here reaches {sorted(never_reached)}: add one, so its permission counts"
 

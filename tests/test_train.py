@@ -261,7 +261,7 @@ def test_early_stopping_without_validation_images_is_refused(digits_dir, tmp_pat
 
 
 def test_metric_values_per_epoch_and_final():
-    from components.train.trainer import metric_values
+    from components.train.metrics import metric_values
 
     history = [
         {"epoch": 1, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": None, "val_accuracy": None},

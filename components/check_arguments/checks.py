@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.containerize.buildah import validate_image
-from components.evaluate.evaluation import validate_threshold
+from components.evaluate.threshold import validate_threshold
 from components.pytorchjob_train.manifest import PyTorchJobConfig
 from components.pytorchjob_train.step import LAUNCHERS, check_command, script_hyperparameters
-from components.train.trainer import TrainConfig
+from components.train.config import TrainConfig
 
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}  # the label NVIDIA's GPU feature discovery sets
 GPU_TOLERATIONS = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]

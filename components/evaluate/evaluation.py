@@ -26,6 +26,7 @@ from components.common.model import load_model
 from components.common.onnx_model import OnnxClassifier, check_parity
 from components.common.resources import usable_cpus
 from components.common.spec import ModelFormatError, load_spec
+from components.evaluate.threshold import validate_threshold
 
 log = logging.getLogger(__name__)
 
@@ -161,11 +162,6 @@ def promotion_decision(
         if baseline is not None:
             reason += f" and is not worse than the baseline's {baseline.accuracy:.4f}"
     return PromotionDecision(promote, reason, candidate.accuracy, threshold, baseline_accuracy)
-
-
-def validate_threshold(threshold: float) -> None:
-    if not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"accuracy_threshold must be a number in [0, 1], got {threshold!r}")
 
 
 def metrics_record(candidate: Evaluation, decision: PromotionDecision, baseline: Evaluation | None = None) -> dict:

@@ -111,7 +111,8 @@ def pytorchjob_train(
 
     from components.images import TRAINING_IMAGE
     from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
-    from components.train.trainer import TrainConfig, metric_values
+    from components.train.config import TrainConfig
+    from components.train.metrics import metric_values
 
     parameters = dict(locals())
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

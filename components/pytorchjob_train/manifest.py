@@ -8,32 +8,31 @@ are validated in the tests against the real CRD schema
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from components.common.kube.values import (
+    DNS_1123_SUBDOMAIN,
+    InvalidValue,
+    is_env_name,
+    is_extended_resource,
+    is_label_value,
+    is_resource_quantity,
+    looks_like_secret,
+    toleration_problems,
+    validate_name,
+    validate_namespace,
+)
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
 CONTAINER_NAME = "pytorch"  # the Training Operator looks for this container name
 RESTART_POLICIES = ("Always", "OnFailure", "Never", "ExitCode")
 CLEAN_POD_POLICIES = ("All", "Running", "None")
-TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
-TOLERATION_OPERATORS = ("Exists", "Equal")
-TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute", "")
-SECRET_LIKE_ENV = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|PRIVATE_KEY|ACCESS_KEY|API_KEY)", re.IGNORECASE)
-DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS_1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-# k8s.io/apimachinery resource.Quantity: <sign><digits>[.<digits>] or <sign>.<digits>, then a binary suffix
-# (Ki ... Ei), a decimal one (n u m "" k M G T P E: lowercase k only) or a decimal exponent (e/E<signed integer>).
-# Both ParseQuantity (what the operator's pods go through) and the CRD's pattern accept exactly these.
-QUANTITY = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?\Z")
-LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 SHM_VOLUME = "dshm"
 
 
-class ManifestError(ValueError):
+class ManifestError(InvalidValue):
     """A parameter that cannot make a valid PyTorchJob."""
 
 
@@ -119,12 +118,12 @@ class PyTorchJobConfig:
         for key, value in self.node_selector.items():
             check(isinstance(value, str), f'node_selector[{key!r}] must be a string such as "true", got {value!r}')
         for i, toleration in enumerate(self.tolerations):
-            problems += _toleration_problems(i, toleration)
+            problems += toleration_problems(i, toleration)
         for name, value in self.env.items():
-            check(bool(ENV_NAME.match(name)), f"env name {name!r} is not a valid environment variable name")
+            check(is_env_name(name), f"env name {name!r} is not a valid environment variable name")
             check(isinstance(value, str), f"env[{name!r}] must be a string")
             check(
-                not SECRET_LIKE_ENV.search(name),
+                not looks_like_secret(name),
                 f"env {name!r} looks like a credential; mount it from a Kubernetes Secret with secret_volumes",
             )
         for secret, path in {**self.secret_volumes, **self.optional_secret_volumes}.items():
@@ -144,79 +143,18 @@ class PyTorchJobConfig:
             raise ManifestError("; ".join(problems))
 
 
-def is_quantity(text: Any) -> bool:
-    """A string Kubernetes parses as a resource.Quantity: '2', '500m', '1.5', '8Gi', '1e3', '-1' (16K, 1mm,
-    5Gi5 and 1.2.3 are not)."""
-    return isinstance(text, str) and bool(QUANTITY.match(text))
-
-
-def is_resource_quantity(text: Any) -> bool:
-    """A quantity a pod may request: not negative (the API server rejects negative requests and limits)."""
-    return is_quantity(text) and not text.startswith("-")
-
-
-def is_label_value(value: Any) -> bool:
-    """Up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (or empty)."""
-    return isinstance(value, str) and len(value) <= 63 and bool(LABEL_VALUE.match(value))
-
-
-def is_extended_resource(name: Any) -> bool:
-    """``domain/name``, as device plugins advertise them (``nvidia.com/gpu``, ``amd.com/gpu``)."""
-    prefix, _, resource = str(name).rpartition("/")
-    return bool(prefix and DNS_1123_SUBDOMAIN.match(prefix) and resource and LABEL_VALUE.match(resource))
-
-
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _toleration_problems(index: int, toleration: Any) -> list[str]:
-    where = f"tolerations[{index}]"
-    if not isinstance(toleration, dict):
-        return [f"{where} must be a mapping with keys from {', '.join(sorted(TOLERATION_KEYS))}"]
-    problems = []
-    unknown = set(toleration) - TOLERATION_KEYS
-    if unknown:
-        problems.append(
-            f"{where} has unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(TOLERATION_KEYS))}"
-        )
-    operator = toleration.get("operator", "Equal")
-    if operator not in TOLERATION_OPERATORS:
-        problems.append(f"{where}.operator must be one of {', '.join(TOLERATION_OPERATORS)}, got {operator!r}")
-    if operator == "Exists" and toleration.get("value"):
-        problems.append(f"{where}: operator Exists takes no value")
-    effect = toleration.get("effect", "")
-    if effect not in TOLERATION_EFFECTS:
-        problems.append(f"{where}.effect must be one of NoSchedule, PreferNoSchedule, NoExecute, got {effect!r}")
-    if "tolerationSeconds" in toleration and not _int(toleration["tolerationSeconds"]):
-        problems.append(f"{where}.tolerationSeconds must be an integer")
-    return problems
-
-
-def validate_name(name: str, what: str = "job name") -> None:
-    """PyTorchJob names become pod and Service names: the operator wants a DNS-1035 label (at most 63 characters,
-    starting with a letter)."""
-    if not isinstance(name, str) or len(name) > 63 or not DNS_1035_LABEL.match(name):
-        raise ManifestError(
-            f"{what} {name!r} is not a DNS-1035 label: at most 63 lowercase letters, digits and '-', "
-            "starting with a letter and ending with a letter or digit"
-        )
-
-
-def validate_namespace(namespace: str) -> None:
-    """Namespaces are DNS-1123 labels: at most 63 characters, and may start with a digit ('1team')."""
-    if not isinstance(namespace, str) or len(namespace) > 63 or not DNS_1123_LABEL.match(namespace):
-        raise ManifestError(
-            f"namespace {namespace!r} is not a DNS-1123 label: at most 63 lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit"
-        )
 
 
 def build_manifest(config: PyTorchJobConfig, name: str, namespace: str, args: list[str]) -> dict[str, Any]:
     """The PyTorchJob object to create, after checking every parameter."""
     config.validate()
-    validate_name(name)
-    validate_namespace(namespace)
+    try:
+        validate_name(name)  # the operator names pods and Services after the job: a DNS-1035 label
+        validate_namespace(namespace)
+    except InvalidValue as error:
+        raise ManifestError(str(error)) from None
 
     template = _pod_template(config, args)
     replica = {"restartPolicy": config.restart_policy, "template": template}

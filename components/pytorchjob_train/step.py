@@ -22,20 +22,23 @@ from pathlib import Path
 from typing import Any
 
 from components.common.artifacts import atomic_directory, write_json_atomic
+from components.common.kube.api import current_namespace
+from components.common.kube.jobs import KubernetesJobClient
+from components.common.kube.runner import job_name, run_job
 from components.common.spec import SPEC_FILE, ModelSpec, load_spec
 from components.common.storage import local_copy, publish
-from components.pytorchjob_train.launcher import KubernetesJobClient, current_namespace, job_name, run_job
-from components.pytorchjob_train.local_launcher import library_training, run_torchrun
+from components.pytorchjob_train.kind import PYTORCHJOB
 from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
-from components.pytorchjob_train.script_runner import check_output, run_script
 from components.train.cli import config_arguments
+from components.train.config import TrainConfig
 from components.train.contract import read_metrics
-from components.train.trainer import TrainConfig
+from components.train.local_launcher import library_training, run_torchrun
+from components.train.script_runner import check_output, run_script
 
 log = logging.getLogger(__name__)
 
 LAUNCHERS = ("kubeflow", "local")
-SCRIPT_RUNNER = ["python", "-m", "components.pytorchjob_train.script_runner"]
+SCRIPT_RUNNER = ["python", "-m", "components.train.script_runner"]
 # activeDeadlineSeconds = timeout_seconds + this, when the user sets none: the launcher deletes the job at its
 # own timeout; the operator's deadline only fires when the launcher could not (SIGKILL, a lost node), and stops
 # GPUs idling forever then. The margin covers the launcher's own cleanup.
@@ -155,7 +158,7 @@ def run_step(
     else:
         args = train_arguments(dataset.uri, model.uri, train, dataset_info, checkpoint_dir, pretrained_weights)
     manifest = build_manifest(job, name, namespace or current_namespace(), args)
-    client = kube_client or KubernetesJobClient.from_environment()
+    client = kube_client or KubernetesJobClient.from_environment(PYTORCHJOB)
     run_job(
         client,
         manifest,

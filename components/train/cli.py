@@ -23,7 +23,7 @@ from typing import Any
 
 from components.common.spec import SPEC_FILE
 from components.common.storage import is_remote, local_copy, publish
-from components.train.trainer import TrainConfig, train
+from components.train.config import TrainConfig
 
 
 def _boolean(text: str) -> bool:
@@ -71,6 +71,9 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Imported here: the launcher pod builds the replicas' options with config_arguments, without torch.
+    from components.train.trainer import train
+
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = config_from(args)

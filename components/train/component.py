@@ -84,7 +84,8 @@ def train(
     import logging
 
     from components.common.storage import local_copy
-    from components.train.trainer import TrainConfig, metric_values
+    from components.train.config import TrainConfig
+    from components.train.metrics import metric_values
     from components.train.trainer import train as run_training
 
     parameters = dict(locals())

@@ -1,6 +1,6 @@
 """Run training under ``torchrun --nproc_per_node=N`` on this machine.
 
-The same DDP code path a PyTorchJob runs, with Gloo between local processes
+The same DDP code path a distributed job's replicas run, with Gloo between local processes
 (NCCL when the machine has GPUs): the library's train CLI, or a user's own
 command (``--no-python``). What ``kfp.local`` and ``make run --distributed`` use.
 """

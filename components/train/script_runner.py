@@ -1,17 +1,19 @@
 """The step's side of the custom-script contract (``components.train.contract``).
 
 Locally (``launcher="local"``) the step calls ``run_script`` itself. In a
-PyTorchJob every replica runs this module as its command, in the user's image
-(which holds this library, as KFP's own launcher rides along in every step):
+distributed job (a PyTorchJob) every replica runs this module as its command, in
+the user's image (which holds this library, as KFP's own launcher rides along in
+every step):
 
-    python -m components.pytorchjob_train.script_runner --dataset URI --output URI \\
+    python -m components.train.script_runner --dataset URI --output URI \\
         [--hyperparameters JSON] [--dataset-info JSON] -- COMMAND [ARG ...]
 
 1. the dataset is copied to a local directory (once per pod);
-2. ``COMMAND`` runs under ``torchrun --no-python`` with the Training Operator's
-   nodes, node rank and processes per node, so every process finds the
-   distributed environment as torchrun sets it, plus the contract's variables
-   and the hyperparameters as ``--<name> <value>`` arguments;
+2. ``COMMAND`` runs under ``torchrun --no-python`` with the nodes, node rank and
+   processes per node the job's controller set (``components.train.rendezvous``),
+   so every process finds the distributed environment as torchrun sets it, plus
+   the contract's variables and the hyperparameters as ``--<name> <value>``
+   arguments;
 3. on node 0, once every process exited 0, the output directory is published
    to the Model's URI (``spec.json`` last, so a reader never sees half a model).
 """
@@ -30,7 +32,6 @@ from typing import Any
 
 from components.common.spec import SPEC_FILE
 from components.common.storage import local_copy, publish
-from components.pytorchjob_train.local_launcher import own_command, run_torchrun
 from components.train.contract import (
     DATASET_DIR_ENV,
     DATASET_INFO_ENV,
@@ -38,6 +39,8 @@ from components.train.contract import (
     OUTPUT_DIR_ENV,
     read_metrics,
 )
+from components.train.local_launcher import own_command, run_torchrun
+from components.train.rendezvous import rendezvous_from_env
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +90,6 @@ def run_script(
     )
 
 
-def operator_rendezvous(env: dict[str, str]) -> tuple[int, list[str], bool]:
-    """(processes per pod, torchrun's rendezvous arguments, whether this pod is node 0) from the
-    variables the Training Operator sets; a pod without them runs alone."""
-    nproc = int(env.get("PET_NPROC_PER_NODE") or 1)
-    if not env.get("PET_NNODES"):
-        return nproc, ["--standalone"], True
-    node_rank = env.get("PET_NODE_RANK") or env.get("RANK") or "0"
-    rendezvous = [
-        f"--nnodes={env['PET_NNODES']}",
-        f"--node-rank={node_rank}",
-        f"--master-addr={env.get('PET_MASTER_ADDR') or env['MASTER_ADDR']}",
-        f"--master-port={env.get('PET_MASTER_PORT') or env['MASTER_PORT']}",
-    ]
-    return nproc, rendezvous, node_rank == "0"
-
-
 def check_output(output_dir: Path) -> None:
     if not output_dir.is_dir() or not any(output_dir.iterdir()):
         raise ScriptFailed(
@@ -116,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--" not in argv:
         raise SystemExit("usage: script_runner --dataset URI --output URI [...] -- COMMAND [ARG ...]")
     split = argv.index("--")
-    parser = argparse.ArgumentParser(prog="python -m components.pytorchjob_train.script_runner")
+    parser = argparse.ArgumentParser(prog="python -m components.train.script_runner")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--output", required=True)
     parser.add_argument("--hyperparameters", default="{}")
@@ -126,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         raise SystemExit("script_runner: no command after --")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    nproc, rendezvous, node_zero = operator_rendezvous(dict(os.environ))
+    nproc, rendezvous, node_zero = rendezvous_from_env(dict(os.environ))
     with local_copy(args.dataset) as dataset_dir, tempfile.TemporaryDirectory(prefix="output-") as tmp:
         output_dir = Path(tmp) / "output"
         run_script(

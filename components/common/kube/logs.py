@@ -1,4 +1,4 @@
-"""Following the master pod's log into the step's own, across streams that end while the job runs."""
+"""Following the log of a job's master pod into the step's own, across streams that end while the job runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 import threading
 from collections.abc import Callable
 
-from components.pytorchjob_train.kube_api import KubernetesJobClient
+from components.common.kube.jobs import KubernetesJobClient
 
 log = logging.getLogger(__name__)
 

@@ -1,45 +1,29 @@
-"""Run a Kubeflow training job as a pipeline step that never lies and never leaks pods.
+"""Run a training job of any ``JobKind`` as a pipeline step that never lies and never leaks pods.
 
 ``run_job`` creates the job, hands its handle to the caller at once, follows the master's log into the step's
-log, reports phase changes, and returns only when the job Succeeded. Failure, the step's timeout, the
+log, reports phase changes, and returns only when the job succeeded. Failure, the step's timeout, the
 scheduling timeout and SIGTERM (the pipeline being terminated) raise. The job is deleted when the step ends,
 whatever the reason.
 
 A retried step finds the job of an earlier attempt under the same name: it re-attaches to one that is still
-running (or Succeeded); one that is being deleted (``deletionTimestamp`` set) or Failed is waited out or
+running (or succeeded); one that is being deleted (``deletionTimestamp`` set) or failed is waited out or
 deleted, and a new one created in its place.
-
-The API calls, retried when the failure is the system's, are in ``kube_api``; the log follower in ``job_logs``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import logging
 import re
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from components.pytorchjob_train.job_logs import LogFollower
-from components.pytorchjob_train.kube_api import (  # noqa: F401 (the launcher's API, for its callers)
-    PYTORCHJOB,
-    JobKind,
-    KubernetesApiError,
-    KubernetesJobClient,
-    RetryPolicy,
-    StepTerminated,
-    current_namespace,
-    describe,
-    http_status,
-    is_transient,
-)
-
-log = logging.getLogger(__name__)
+from components.common.kube.jobs import KubernetesJobClient
+from components.common.kube.kinds import JobKind
+from components.common.kube.logs import LogFollower
+from components.common.kube.pods import not_started_report
+from components.common.kube.signals import SignalGuard
 
 OLD_JOB_DELETION_TIMEOUT_SECONDS = 600  # how long a job from an earlier attempt may take to be deleted
 
@@ -80,60 +64,6 @@ def job_name(run_id: str, task_name: str, task_id: str = "", prefix: str = "trai
     return f"{slug}-{digest}"
 
 
-# --- SIGTERM ----------------------------------------------------------------------------------------------------
-
-
-class _SignalGuard:
-    """Turns SIGTERM (the run being terminated) into StepTerminated in the main thread, except:
-
-    - while held (``held()``, around the request that creates the job) the signal waits until the reply is in:
-      interrupted, the create could still succeed on the server after the cleanup ran, and the job would leak;
-    - once disarmed (the cleanup), a signal is only noted: a second SIGTERM must not cut the deletion short.
-    """
-
-    def __init__(self, what: str):
-        self.what = what
-        self.received: int | None = None
-        self._holding = False
-        self._armed = True
-        self._previous = None
-
-    def __enter__(self) -> _SignalGuard:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_signal)
-        return self
-
-    def __exit__(self, error_type, error, traceback) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-        if self.received is not None and error_type is None:  # the signal came during the cleanup of a success
-            raise self._terminated()
-
-    def _on_signal(self, signum, _frame) -> None:
-        self.received = signum
-        if self._armed and not self._holding:
-            raise self._terminated()
-
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
-        self._holding = True
-        try:
-            yield
-        finally:
-            self._holding = False
-            if self.received is not None and self._armed:
-                raise self._terminated()
-
-    def disarm(self) -> None:
-        self._armed = False
-
-    def _terminated(self) -> StepTerminated:
-        return StepTerminated(f"step received signal {self.received}; {self.what} is being deleted")
-
-
-# --- the step ---------------------------------------------------------------------------------------------------
-
-
 def run_job(
     client: KubernetesJobClient,
     manifest: dict[str, Any],
@@ -143,10 +73,10 @@ def run_job(
     echo: Callable[[str], None] = print,
     scheduling_timeout_seconds: float = 600.0,
 ) -> JobHandle:
-    """Create (or re-attach to) the job, wait for Succeeded, delete it. See the module docstring.
+    """Create (or re-attach to) the job, wait for success, delete it. See the module docstring.
 
     ``timeout_seconds`` bounds the whole step; ``scheduling_timeout_seconds`` how long the job may wait for its
-    pods to start (the clock stops while the job is Suspended), after which the pods' own reasons are reported.
+    pods to start (the clock stops while the job is suspended), after which the pods' own reasons are reported.
     """
     for parameter, value in (
         ("timeout_seconds", timeout_seconds),
@@ -159,7 +89,7 @@ def run_job(
     deadline = time.monotonic() + timeout_seconds
     follower = None
     job_may_exist = False
-    with _SignalGuard(f"{kind.kind} {namespace}/{name}") as guard:
+    with SignalGuard(f"{kind.kind} {namespace}/{name}") as guard:
         try:
             job_may_exist = True  # from here on the job may exist, even if create() raises (e.g. a lost reply)
             job, created = _create_or_replace(client, manifest, guard, echo, deadline, poll_seconds)
@@ -181,13 +111,13 @@ def run_job(
 def _create_or_replace(
     client: KubernetesJobClient,
     manifest: dict[str, Any],
-    guard: _SignalGuard,
+    guard: SignalGuard,
     echo: Callable[[str], None],
     deadline: float,
     poll_seconds: float,
 ) -> tuple[dict[str, Any], bool]:
     """(job, created): POST the job; when one of its name exists, attach to it, or replace one that an earlier
-    attempt left being deleted or Failed."""
+    attempt left being deleted or failed."""
     kind = client.kind
     name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
     while True:
@@ -231,10 +161,10 @@ def _wait_until_gone(client: KubernetesJobClient, name: str, namespace: str, unt
         time.sleep(max(0.0, min(poll_seconds, until - time.monotonic())))
 
 
-class _SchedulingClock:
-    """How long the job has waited for its pods to start: until it first reports Running (or Restarting, or
-    finishes). A Suspended job (held by Kueue, or by hand) has no pods to schedule: the clock stops while it is
-    suspended, and starts afresh when it is resumed."""
+class SchedulingClock:
+    """How long the job has waited for its pods to start: until it first reports a started phase (Running or
+    Restarting for the Training Operator), or finishes. A suspended job (held by Kueue, or by hand) has no pods
+    to schedule: the clock stops while it is suspended, and starts afresh when it is resumed."""
 
     def __init__(self, kind: JobKind, limit: float):
         self.kind, self.limit = kind, limit
@@ -265,7 +195,7 @@ def _wait_for_success(
     kind = client.kind
     name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
     poll_seconds = follower.poll
-    scheduling = _SchedulingClock(kind, scheduling_timeout_seconds)
+    scheduling = SchedulingClock(kind, scheduling_timeout_seconds)
     last_phase = None
     while True:
         phase, reason, message = kind.phase(job)
@@ -282,7 +212,7 @@ def _wait_for_success(
                 + _tail(follower)
             )
         if scheduling.expired(phase):
-            raise JobNotStarted(_not_started_report(client, name, namespace, scheduling_timeout_seconds))
+            raise JobNotStarted(not_started_report(client, name, namespace, scheduling_timeout_seconds))
         if time.monotonic() >= deadline:
             raise JobTimedOut(
                 f"{kind.kind} {namespace}/{name} did not succeed within timeout_seconds={timeout_seconds:g} "
@@ -295,55 +225,6 @@ def _wait_for_success(
                 f"{kind.kind} {namespace}/{name} disappeared while the step waited for it: someone (or something) "
                 "else deleted it" + _tail(follower)
             )
-
-
-def _not_started_report(client: KubernetesJobClient, name: str, namespace: str, limit: float) -> str:
-    """Why the job's pods have not started, in the pods' own words: scheduler and kubelet reasons."""
-    what = f"{client.kind.kind} {namespace}/{name}"
-    head = f"{what} did not start within scheduling_timeout_seconds={limit:g}; it is being deleted. "
-    try:
-        pods = client.pods(name, namespace)
-    except StepTerminated:
-        raise
-    except Exception as error:  # the report is a courtesy; the timeout is the error
-        return head + f"Its pods could not be listed: {error}"
-    if not pods:
-        return head + (
-            "No pods were created: is the Training Operator running, and may it create pods in this namespace? "
-            f"See `kubectl describe {client.kind.plural}.{client.kind.group} -n {namespace} {name}`."
-        )
-    lines = [
-        f"  {pod.metadata.name} ({pod.status.phase}): {'; '.join(pod_reasons(pod)) or 'no reason reported'}"
-        for pod in sorted(pods, key=lambda pod: pod.metadata.name)
-    ]
-    return (
-        head
-        + "Its pods:\n"
-        + "\n".join(lines)
-        + "\nFree or add the capacity they wait for, fix what keeps them from starting, or raise "
-        "scheduling_timeout_seconds (a cluster autoscaler may need minutes to add a node)."
-    )
-
-
-def pod_reasons(pod) -> list[str]:
-    """What keeps a pod (``V1Pod``) from running: its scheduling condition, its status reason, waiting or failed
-    containers. E.g. "Unschedulable: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu."."""
-    status = pod.status
-    reasons = []
-    for condition in status.conditions or []:
-        if condition.type == "PodScheduled" and condition.status == "False":
-            reasons.append(f"{condition.reason or 'not scheduled'}: {condition.message or 'no message'}")
-    if status.reason:
-        reasons.append(f"{status.reason}: {status.message or 'no message'}")
-    for container in [*(status.init_container_statuses or []), *(status.container_statuses or [])]:
-        state = container.state
-        if state and state.waiting:
-            detail = f": {state.waiting.message}" if state.waiting.message else ""
-            reasons.append(f"container {container.name} {state.waiting.reason}{detail}")
-        elif state and state.terminated and state.terminated.exit_code:
-            terminated = state.terminated
-            reasons.append(f"container {container.name} {terminated.reason} (exit code {terminated.exit_code})")
-    return reasons
 
 
 def _clean_up(
