@@ -41,6 +41,18 @@ def digits_dir(digits_repo) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_models(digits_dir, tmp_path_factory) -> Path:
+    """Two real models of the digits, trained once per session: ``weak`` (one epoch at a tiny learning
+    rate) and ``strong`` (four epochs), under the returned directory."""
+    from components.train.trainer import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("trained")
+    train(digits_dir, root / "weak", TrainConfig(epochs=1, learning_rate=1e-4, augment=False))
+    train(digits_dir, root / "strong", TrainConfig(epochs=4, augment=False))
+    return root
+
+
+@pytest.fixture(scope="session")
 def fake_gcs():
     with FakeGcs() as server:
         yield server

@@ -68,7 +68,7 @@ def test_training_pipeline_promotes_a_good_model(digits_repo, tmp_path):
 def test_training_pipeline_gate_holds_back_a_model_below_threshold(digits_repo, tmp_path):
     run_dir = run_local({"repo_url": digits_repo.repo_url, "epochs": 1, "accuracy_threshold": 1.0}, tmp_path / "root")
     evaluate_output = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
-    assert evaluate_output["parameterValues"]["Output"] is False
+    assert evaluate_output["parameterValues"]["promote"] is False
     assert not promotion_record(run_dir).exists()
     assert not (run_dir / "build-bento").exists()
 
@@ -146,29 +146,57 @@ def test_train_component_fine_tunes_from_an_imported_weights_artifact(tmp_path, 
 
 
 @pytest.mark.slow
-def test_evaluate_component_gates_a_candidate_against_a_baseline_model(digits_dir, tmp_path, kfp_local):
-    from components.train.trainer import TrainConfig, train
+def test_evaluate_component_gates_a_candidate_against_a_baseline_model(digits_dir, trained_models, kfp_local):
+    from components.evaluate.comparison_file import read_comparison
+    from components.evaluate.predictions import read_predictions
     from tests.support.evaluate_pipeline import gate_against_baseline
 
-    train(digits_dir, tmp_path / "weak", TrainConfig(epochs=1, learning_rate=1e-4, augment=False))
-    train(digits_dir, tmp_path / "strong", TrainConfig(epochs=4, augment=False))
-
-    def gate(candidate: str, baseline: str) -> dict:
+    def gate(candidate: str, baseline: str) -> tuple[dict, Path]:
         gate_against_baseline(
             dataset_uri=str(digits_dir),
-            candidate_uri=str(tmp_path / candidate),
-            baseline_uri=str(tmp_path / baseline),
+            candidate_uri=str(trained_models / candidate),
+            baseline_uri=str(trained_models / baseline),
             threshold=0.0,
         )
         latest = max(kfp_local.glob("gate-against-baseline-*"), key=lambda p: p.stat().st_mtime)
-        return json.loads((latest / "evaluate" / "executor_output.json").read_text())
+        return json.loads((latest / "evaluate" / "executor_output.json").read_text()), latest / "evaluate"
 
-    worse = gate("weak", "strong")
-    assert worse["parameterValues"]["Output"] is False  # worse than the model in production
+    worse, outputs = gate("weak", "strong")
+    assert worse["parameterValues"] == {"promote": False}  # worse than the model in production
     (metrics,) = worse["artifacts"]["metrics"]["artifacts"]
     assert metrics["metadata"]["baseline_accuracy"] > metrics["metadata"]["accuracy"]
     assert "worse than the baseline" in metrics["metadata"]["reason"]
-    assert gate("strong", "weak")["parameterValues"]["Output"] is True
+    assert metrics["metadata"]["baseline"] == "the production model: digits version 3 in the mlflow registry"
+    comparison = read_comparison(outputs / "comparison")
+    assert comparison.baseline.status == "compared" and comparison.baseline.source["model_name"] == "digits"
+    assert comparison.shared.baseline.accuracy == pytest.approx(metrics["metadata"]["baseline_accuracy"], abs=1e-6)
+    assert len(comparison.shared.baseline.confusion_matrix) == 10
+    rows = read_predictions(outputs / "predictions")
+    assert len(rows) == metrics["metadata"]["test_samples"] == 359
+    assert sum(row.correct for row in rows) / len(rows) == pytest.approx(comparison.candidate.accuracy)
+    assert gate("strong", "weak")[0]["parameterValues"] == {"promote": True}
+
+
+@pytest.mark.slow
+def test_evaluate_component_without_a_baseline_says_so(digits_dir, trained_models, kfp_local, tmp_path):
+    from components.evaluate.comparison_file import read_comparison
+    from tests.support.evaluate_pipeline import NO_BASELINE_REASON, gate_without_baseline
+
+    empty = tmp_path / "no-baseline"
+    empty.mkdir()
+    gate_without_baseline(
+        dataset_uri=str(digits_dir), candidate_uri=str(trained_models / "strong"), empty_uri=str(empty), threshold=0.5
+    )
+    (outputs,) = kfp_local.glob("gate-without-baseline-*/evaluate")
+    result = json.loads((outputs / "executor_output.json").read_text())
+    assert result["parameterValues"] == {"promote": True}
+    (metrics,) = result["artifacts"]["metrics"]["artifacts"]
+    assert metrics["metadata"]["reason"].endswith(f"; compared with no baseline: {NO_BASELINE_REASON}")
+    assert metrics["metadata"]["baseline"] == f"none: {NO_BASELINE_REASON}"
+    assert "baseline_accuracy" not in metrics["metadata"]
+    comparison = read_comparison(outputs / "comparison")
+    assert (comparison.baseline.status, comparison.baseline.reason) == ("none", NO_BASELINE_REASON)
+    assert comparison.shared is None
 
 
 def readme_snippet() -> str:

@@ -11,8 +11,9 @@ import kfp
 import pytest
 
 from components.common.storage import publish
-from components.evaluate.evaluation import Evaluation, PromotionDecision, metrics_record
-from components.evaluate.metrics_file import MetricsFileError, parse_metrics, write_metrics
+from components.evaluate.gate import PromotionDecision
+from components.evaluate.metrics_file import MetricsFileError, metrics_record, parse_metrics, write_metrics
+from components.evaluate.scores import Evaluation, SharedComparison
 from pipelines.distributed_training_pipeline import PIPELINE_NAME as DISTRIBUTED_PIPELINE_NAME
 from pipelines.distributed_training_pipeline import distributed_training_pipeline
 from pipelines.run_metrics import (
@@ -66,8 +67,9 @@ def test_the_record_is_the_scores_then_the_decision():
     candidate = Evaluation(0.9732141, 0.09123456, 0.9718771, {"cat": 1.0, "dog": 0.9444444}, [], ["cat", "dog"], 359)
     candidate.onnx_max_difference = 2.4321e-07
     decision = PromotionDecision(False, "accuracy 0.9732 is worse than the baseline's 0.9800", 0.9732, 0.95, 0.98)
-    baseline = Evaluation(0.98, 0.05, 0.98, {}, [], [], 359)
-    record = metrics_record(candidate, decision, baseline)
+    baseline = Evaluation(0.98, None, 0.975, {}, [], ["cat", "dog"], 359)
+    shared = SharedComparison(["cat", "dog"], [], [], candidate, baseline)
+    record = metrics_record(candidate, decision, shared, baseline="the production model: digits version 3")
     assert record == {
         "accuracy": 0.973214,
         "loss": 0.091235,
@@ -77,9 +79,14 @@ def test_the_record_is_the_scores_then_the_decision():
         "recall_cat": 1.0,
         "recall_dog": 0.944444,
         "baseline_accuracy": 0.98,
+        "baseline_macro_f1": 0.975,
+        "compared_samples": 359,
+        "compared_classes": 2,
         "promote": False,
         "reason": "accuracy 0.9732 is worse than the baseline's 0.9800",
+        "baseline": "the production model: digits version 3",
     }
+    assert parse_metrics(json.dumps(record), "the record") == record  # the text field passes the file's check
     candidate.onnx_max_difference = None  # not checked: left out, not null
     assert "onnx_max_difference" not in metrics_record(candidate, decision)
 
@@ -103,6 +110,7 @@ def test_the_file_round_trips(tmp_path):
         ),
         (json.dumps({"accuracy": True, "promote": True, "reason": "r"}).encode(), r"'accuracy' is True, not a finite"),
         (b'{"accuracy": NaN, "promote": true, "reason": "r"}', r"'accuracy' is nan, not a finite"),
+        (json.dumps({"promote": True, "reason": "r", "baseline": 3}).encode(), r"'baseline' is 3, not text"),
     ],
 )
 def test_a_file_that_is_not_a_metrics_file_is_named(content, message):

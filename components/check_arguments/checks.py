@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.containerize.buildah import validate_image
-from components.evaluate.threshold import validate_threshold
+from components.evaluate.gate import validate_threshold
 from components.pytorchjob_train.manifest import PyTorchJobConfig
 from components.pytorchjob_train.step import LAUNCHERS, check_command, script_hyperparameters
 from components.train.config import TrainConfig

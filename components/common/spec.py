@@ -43,6 +43,9 @@ PROGRAM_FILE = "program.pt2"
 SPEC_FORMAT_VERSION = 3
 READABLE_FORMATS = (1, 2, 3)
 FACTORY_PREFIX = "factory:"
+# The Dataset artifact's metadata (dvc_pull's) that a training step records in spec.json's ``dataset``:
+# where the data came from, and how much of it there was (the report compares them with the baseline's).
+DATASET_LINEAGE_KEYS = ("repo_url", "commit", "md5", "file_count", "total_bytes")
 # The ONNX graph's input and output names, and the batch dimension's name.
 ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH = "images", "logits", "batch"
 
@@ -63,7 +66,7 @@ class ModelSpec:
     split: dict[str, Any] = field(default_factory=dict)  # the rule that chose train, val and test files
     architecture_kwargs: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # "weights", "onnx", "program" -> file name
-    dataset: dict[str, Any] = field(default_factory=dict)  # commit, md5 per path
+    dataset: dict[str, Any] = field(default_factory=dict)  # DATASET_LINEAGE_KEYS, where known
     training: dict[str, Any] = field(default_factory=dict)  # parameters and history
     versions: dict[str, str] = field(default_factory=dict)  # library, torch, torchvision
     # The training images' pixel values (see the module docstring); {} when not measured (format 1

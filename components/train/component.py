@@ -48,9 +48,9 @@ def train(
             Files in no split are split by a hash of their path (``test_fraction``,
             ``validation_fraction``), so a file never changes split as the data grows.
         model: ``weights.pt``, ``spec.json`` (architecture, classes, preprocessing, split rule,
-            versions, dataset commit and md5, parameters, history) and ``model.onnx`` (dynamic
-            batch); a ``model_factory`` network also gets ``program.pt2``. Written only when
-            training succeeded.
+            versions, dataset repository, commit, md5, file count and bytes, parameters, history)
+            and ``model.onnx`` (dynamic batch); a ``model_factory`` network also gets
+            ``program.pt2``. Written only when training succeeded.
         metrics: per-epoch ``train_loss``/``train_accuracy``/``val_loss``/``val_accuracy``
             (suffixed ``_epoch_N``) and the final values.
         pretrained_weights: weights to start from, as a Model artifact (e.g. ``dsl.importer``
@@ -83,6 +83,7 @@ def train(
     import contextlib
     import logging
 
+    from components.common.spec import DATASET_LINEAGE_KEYS
     from components.common.storage import local_copy
     from components.train.config import TrainConfig
     from components.train.metrics import metric_values
@@ -103,7 +104,7 @@ def train(
             model_dir=model.path,
             config=config,
             checkpoint_dir=checkpoint_dir or model.path.rstrip("/") + ".checkpoints",
-            dataset_info={k: dataset.metadata[k] for k in ("commit", "md5", "repo_url") if k in dataset.metadata},
+            dataset_info={k: dataset.metadata[k] for k in DATASET_LINEAGE_KEYS if k in dataset.metadata},
             pretrained_weights=pretrained,
         )
     for name, value in metric_values(result.spec.training["history"]).items():
