@@ -421,6 +421,8 @@ def next_step(run_dir: Path, example: Path | None = None) -> str:
             command = "make serve"
         else:
             command = f"BENTOML_HOME={home} bentoml serve {tag} --host 127.0.0.1 --port 3000"
+        if example is not None and example.is_relative_to(Path.cwd()):
+            example = example.relative_to(Path.cwd())
         image = shlex.quote(str(example)) if example else "IMAGE"
         return (
             f"Next: serve the bento {tag} on {SERVE_URL} with\n  {command}\n"

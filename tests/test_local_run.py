@@ -176,15 +176,18 @@ def test_after_a_bento_the_next_step_is_make_serve(finished_run, monkeypatch, tm
         "Next: serve the bento image-classifier:abc123 on http://127.0.0.1:3000 with",
         "  make serve",
         "and send it an image:",
-        f"  curl -X POST http://127.0.0.1:3000/predict -F files=@'{tmp_path}/my photos/a.jpg'",
+        "  curl -X POST http://127.0.0.1:3000/predict -F files=@'my photos/a.jpg'",  # relative to here, quoted
     ]
-    # Another store than make serve's: the command that serves from it.
+    # Another store than make serve's: the command that serves from it; an image elsewhere by its absolute path.
     monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "elsewhere"))
-    command = next_step(finished_run).splitlines()[1]
+    monkeypatch.chdir(finished_run)
+    _, command, _, curl = next_step(finished_run, tmp_path / "a.jpg").splitlines()
     assert (
         command
         == f"  BENTOML_HOME={tmp_path}/elsewhere bentoml serve image-classifier:abc123 --host 127.0.0.1 --port 3000"
     )
+    assert curl.endswith(f"-F files=@{tmp_path}/a.jpg")
+    assert next_step(finished_run).endswith("-F files=@IMAGE")
 
 
 def test_without_a_bento_the_gate_says_why(finished_run):

@@ -87,5 +87,5 @@ def test_the_readme_trains_on_a_food11_like_folder_from_scratch_then_from_pretra
     assert all(path.exists() for path in files) and any(path.name == "bento" for path in files)
     assert metric(lines, "evaluate", "promote") == "true"
     assert lines[-4].startswith("Next: serve the bento image-classifier:") and lines[-2] == "and send it an image:"
-    image = Path(shlex.split(lines[-1])[-1].removeprefix("files=@"))
+    image = tmp_path / shlex.split(lines[-1])[-1].removeprefix("files=@")  # relative to where it ran
     assert image.is_file() and image.parent.parent == photos / "evaluation"
