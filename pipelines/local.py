@@ -275,6 +275,9 @@ class StepProgress(io.TextIOBase):
 
 TRACEBACK = "Traceback (most recent call last):"
 EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?:: (?P<message>.*))?$")
+KFP_EXECUTOR_PREAMBLE = re.compile(
+    r"\[KFP Executor [^\]]*\]: (Looking for component|Loading KFP component|Got executor_input:)"
+)
 OWN_PACKAGES = ("components.", "pipelines.", "serving.")  # exceptions whose messages stand alone
 
 
@@ -292,8 +295,28 @@ class StepFailure:
         if not starts:
             shown = [line.strip() for line in lines if line.strip()]
             return cls(task, shown, shown[-1] if shown else "it wrote no error message")
-        context = [line.strip() for line in lines[: starts[0]] if line.strip()]
+        context = [line.strip() for line in own_output(lines[: starts[0]]) if line.strip()]
         return cls(task, context, exception_message(lines[starts[-1] :]))
+
+
+def own_output(lines: list[str]) -> list[str]:
+    """A step's output without the KFP executor's preamble (which component it loads, its executor input as JSON)."""
+    kept: list[str] = []
+    closing = None  # the line that closes the executor input's JSON object
+    json_next = False
+    for line in lines:
+        if closing is not None:
+            closing = None if line.rstrip() == closing else closing
+            continue
+        if json_next and line.strip() == "{":
+            closing, json_next = line.rstrip()[:-1] + "}", False
+            continue
+        json_next = False
+        if preamble := KFP_EXECUTOR_PREAMBLE.search(line):
+            json_next = preamble[1] == "Got executor_input:"
+            continue
+        kept.append(line)
+    return kept
 
 
 def exception_message(traceback: list[str]) -> str:

@@ -29,6 +29,14 @@ KFP_LOCAL_OUTPUT = """\
 09:06:09.451 - INFO - Executing task \x1b[96m'train'\x1b[0m
 09:06:09.451 - INFO - Streamed logs:
 
+    [KFP Executor 2026-11-27 09:06:09,500 INFO]: Looking for component `train` in --component_module_path `/tmp/c.py`
+    [KFP Executor 2026-11-27 09:06:09,500 INFO]: Loading KFP component "train" from /tmp/c.py (directory "/tmp")
+    [KFP Executor 2026-11-27 09:06:09,501 INFO]: Got executor_input:
+    {
+        "inputs": {
+            "parameterValues": {"epochs": 1}
+        }
+    }
     INFO train: dataset /tmp/root/train/dataset (labels.csv): 10 classes; train 1294, val 144, test 359 images
     Traceback (most recent call last):
       File "<frozen runpy>", line 198, in _run_module_as_main
