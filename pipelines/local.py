@@ -233,7 +233,7 @@ def plan(args: argparse.Namespace) -> LocalRun:
 class StepProgress(io.TextIOBase):
     """Stands in for stdout during a ``kfp.local`` run: every line goes to the run's log file, the
     terminal gets a line as each step starts and ends, and a failed step's last lines before its
-    traceback. ``failure`` keeps the failed step and its own error message."""
+    traceback. ``failure`` keeps the last failed step (or attempt) and its own error message."""
 
     def __init__(self, log, terminal):
         self.log, self.terminal = log, terminal
@@ -265,7 +265,7 @@ class StepProgress(io.TextIOBase):
         elif ended := TASK_ENDED.search(line):
             seconds = time.monotonic() - self.started.get(ended["task"], time.monotonic())
             print(f"  {ended['task']} {ended['status'].lower()} in {seconds:.1f} s", file=self.terminal, flush=True)
-            if ended["status"] != "SUCCESS" and self.failure is None:
+            if ended["status"] != "SUCCESS":  # a retried step fails again: its last attempt's error counts
                 self.failure = StepFailure.from_output(ended["task"], list(self.lines))
                 shown = self.failure.context[-CONTEXT_LINES_SHOWN:]
                 print("".join(f"    | {kept}\n" for kept in shown), end="", file=self.terminal, flush=True)

@@ -111,6 +111,14 @@ def test_a_chained_exception_gives_the_last_one_and_the_output_before_the_first(
     assert progress.failure.message == "cannot write s3://b/model"
 
 
+def test_a_retried_step_gives_its_last_attempts_error():
+    progress = StepProgress(io.StringIO(), io.StringIO())
+    for attempt in ("disk full", "cache corrupt"):
+        lines = ["09:00:00.000 - INFO - Executing task 'train'", *traceback_of(f"OSError: {attempt}")]
+        progress.write("\n".join([*lines, "09:00:01.000 - ERROR - Task 'train' finished with status FAILURE", ""]))
+    assert progress.failure.message == "OSError: cache corrupt"
+
+
 def test_a_step_without_a_traceback_gives_its_last_line():
     progress = StepProgress(io.StringIO(), io.StringIO())
     progress.write(
