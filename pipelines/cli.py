@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
-import re
 import sys
 
 from kfp_server_api.exceptions import ApiException
@@ -294,17 +293,8 @@ def _schedule(args) -> int:
     return 0
 
 
-# Names of pipeline arguments in pipelines.local's messages, and the `kfp-torch local` flags that set them.
-LOCAL_FLAGS = {
-    "num_workers": "--processes",
-    "epochs": "--epochs",
-    "seed": "--seed",
-    "accuracy_threshold": "--accuracy-threshold",
-}
-
-
 def _local(argv: list[str]) -> int:
-    """``make run``: pipelines.local, with bad values and a missing buildah as one-line errors naming the flags."""
+    """``make run``: pipelines.local, with bad flags, data and a missing buildah as one-line errors naming the flag."""
     from components.containerize.buildah import BuildahMissing, find_buildah
     from pipelines import local
 
@@ -314,13 +304,8 @@ def _local(argv: list[str]) -> int:
         return local.main(argv)
     except BuildahMissing as error:
         return _bad_input(f"--image needs buildah: {error}")
-    except ValueError as error:  # pipelines.arguments' checks, raised before the pipeline runs
-        return _bad_input(_with_local_flags(str(error)))
-
-
-def _with_local_flags(message: str) -> str:
-    pattern = r"\b(" + "|".join(LOCAL_FLAGS) + r")\b"
-    return re.sub(pattern, lambda match: LOCAL_FLAGS[match.group(1)], message)
+    except local.LocalInputError as error:  # every flag and the data directory, checked before anything runs
+        return _bad_input(str(error))
 
 
 def _bad_input(message: str) -> int:

@@ -659,14 +659,15 @@ def test_local_delegates_to_make_run(monkeypatch):
 
 @pytest.fixture
 def local_without_data(monkeypatch, tmp_path):
-    """pipelines.local where making the demo data fails the test: bad values must be refused before it."""
+    """pipelines.local where versioning any data fails the test: bad values must be refused before it."""
     import pipelines.local
 
-    def prepare_digits_repo(folder):
-        raise AssertionError("the demo data was prepared before the arguments were checked")
+    def prepare(*args):
+        raise AssertionError("the data was versioned before the arguments were checked")
 
-    monkeypatch.setattr(pipelines.local, "prepare_digits_repo", prepare_digits_repo)
-    return ["--workdir", str(tmp_path)]
+    monkeypatch.setattr(pipelines.local, "prepare_digits_repo", prepare)
+    monkeypatch.setattr(pipelines.local, "prepare_folder_repo", prepare)
+    return ["--workdir", str(tmp_path / "work")]
 
 
 @pytest.mark.parametrize(
@@ -676,13 +677,91 @@ def local_without_data(monkeypatch, tmp_path):
         (["--distributed", "--processes", "0"], "--processes must be an integer >= 1, got 0"),
         (["--accuracy-threshold", "2"], "--accuracy-threshold must be a number in [0, 1], got 2.0"),
         (["--seed", "-1"], "--seed must be an integer >= 0, got -1"),
+        (["--image-size", "0"], "--image-size must be an integer >= 1 or -1 for automatic, got 0"),
+        (["--learning_rate", "0"], "--learning-rate must be a number in (0, 10), got 0.0"),
+        (["--epochs", "three"], "argument --epochs: 'three' is not a whole number such as 12"),
+        (["--augment", "maybe"], "argument --augment: 'maybe' is not true or false"),
+        (["--fine-tune", "backbone"], "--fine-tune must be one of full, head, got 'backbone'"),
+        (
+            ["--repo", REPO, "--dvc-remote-config", "[1]"],
+            """argument --dvc-remote-config: '[1]' is not a JSON object such as {"key": "value"}""",
+        ),
+        (
+            ["--repo", "https://user:hunter2@example.com/data.git"],
+            "--repo https://***@example.com/data.git embeds credentials; pass a URL without them and mount git "
+            "credentials from a Kubernetes Secret instead",
+        ),
+        (
+            ["--rev", "v2", "--data-path", "data/photos"],
+            "--rev, --data-path go with --repo URL (data already under DVC); with the demo's digits the data's "
+            "location is set for you",
+        ),
+        (["--data", "photos", "--repo", REPO], "--data and --repo are two sources of data: give one"),
+        (["--batch", "8"], "unrecognized arguments: --batch 8"),
+        (["--gpus", "1"], "unrecognized arguments: --gpus 1"),  # kfp.local ignores the train step's placement
     ],
 )
 def test_local_bad_values_are_one_line_errors_naming_the_flag(local_without_data, capsys, flags, message):
     assert main(["local", *local_without_data, *flags]) == 2
     err = capsys.readouterr().err
     assert err == f"kfp-torch: error: {message}\n"
-    assert "num_workers" not in err and "Traceback" not in err
+    assert "num_workers" not in err and "Traceback" not in err and "hunter2" not in err
+
+
+def test_local_missing_pretrained_weights_are_refused_naming_the_flag(local_without_data, capsys, tmp_path):
+    missing = tmp_path / "resnet18-f37072fd.pth"
+    assert main(["local", *local_without_data, "--pretrained-weights", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kfp-torch: error: --pretrained-weights {missing} does not exist; give a weights file")
+    assert err.count("\n") == 1 and not (tmp_path / "work").exists()
+
+
+def test_local_flags_are_the_pipelines_inputs_by_name():
+    """One source: every pipeline input a local run can use is a flag, typed and defaulted by the pipeline."""
+    from dataclasses import fields
+
+    from components.train.trainer import TrainConfig
+    from pipelines.distributed_training_pipeline import distributed_training_pipeline
+    from pipelines.local import NOT_LOCAL, build_parser, flag
+    from pipelines.training_pipeline import training_pipeline
+
+    options = {option for action in build_parser()._actions for option in action.option_strings}
+    inputs = training_pipeline.component_spec.inputs
+    for name in set(inputs) - set(NOT_LOCAL):
+        assert flag(name) in options, name
+        assert name in distributed_training_pipeline.component_spec.inputs  # so --distributed takes it too
+    assert {flag(item.name) for item in fields(TrainConfig)} <= options
+    assert {"--repo", "--rev", "--data-path", "--dvc-remote", "--dvc-remote-config", "--pretrained-weights"} <= options
+    assert not {flag(name) for name in NOT_LOCAL} & options
+
+
+def test_local_flags_reach_the_pipeline_typed(tmp_path):
+    from pipelines.local import parse_args, plan
+
+    weights = tmp_path / "mobilenet_v3_small-047dcff4.pth"
+    weights.write_bytes(b"weights")
+    argv = ["--repo", REPO, "--rev", "v2", "--data-path", "data/photos", "--dvc-remote-config", '{"region": "eu"}']
+    argv += ["--augment", "false", "--image_size", "96", "--learning-rate", "0.01", "--pretrained-weights"]
+    argv += [str(weights.relative_to(Path.cwd())) if weights.is_relative_to(Path.cwd()) else str(weights)]
+    run = plan(parse_args(argv + ["--architecture", "mobilenet_v3_small", "--distributed", "--processes", "3"]))
+    assert run.distributed and run.repo_given and run.data_dir is None
+    assert run.arguments == {
+        "repo_url": REPO,
+        "rev": "v2",
+        "data_path": "data/photos",
+        "dvc_remote_config": {"region": "eu"},
+        "augment": False,
+        "image_size": 96,
+        "learning_rate": 0.01,
+        "pretrained_weights": str(weights.resolve()),
+        "architecture": "mobilenet_v3_small",
+        "push_image": False,
+        "num_workers": 3,
+        "launcher": "local",
+    }
+    # The digits demo turns augmentation off unless asked; --augment alone means true.
+    assert plan(parse_args([])).arguments == {"augment": False, "push_image": False}
+    assert plan(parse_args(["--augment"])).arguments["augment"] is True
 
 
 def test_local_image_without_buildah_is_a_one_line_error(local_without_data, monkeypatch, tmp_path, capsys):
