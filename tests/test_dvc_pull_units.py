@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from components.dvc_pull.fast_fetch import BadManifest, Entry, parse_manifest
+from components.dvc_pull.manifests import BadManifest, Entry, parse_manifest
 from components.dvc_pull.redaction import redact_text, redact_url, redacted_logs, url_secrets
 
 GOOD = "0123456789abcdef0123456789abcdef"
@@ -106,7 +106,7 @@ def test_log_records_of_any_logger_are_redacted_while_a_pull_runs(caplog):
 
 
 def test_a_manifest_md5_never_becomes_a_path():
-    from components.dvc_pull.fast_fetch import cache_path, object_key
+    from components.dvc_pull.manifests import cache_path, object_key
 
     for bad in ("..//etc/passwd", "../" + GOOD[3:], GOOD.upper()):
         with pytest.raises(ValueError):

@@ -36,7 +36,7 @@ from components.common.git import (
     run_git_remote,
     unknown_revision_message,
 )
-from components.dvc_pull import fast_fetch
+from components.dvc_pull import manifests, materialise, sources
 from components.dvc_pull.redaction import redact_text, redact_url, redacted_logs, url_secrets
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def check_gcs_credentials(remote_settings: Mapping[str, object]) -> str:
 
     Returns a description of where credentials come from (never their content).
     """
-    if fast_fetch.dvc_bool(remote_settings.get("allow_anonymous_login", "")):
+    if sources.dvc_bool(remote_settings.get("allow_anonymous_login", "")):
         return "anonymous access (allow_anonymous_login)"
     path = remote_settings.get("credentialpath") or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     source = "credentialpath" if remote_settings.get("credentialpath") else "GOOGLE_APPLICATION_CREDENTIALS"
@@ -188,9 +188,9 @@ def check_gcs_credentials(remote_settings: Mapping[str, object]) -> str:
     try:
         google.auth.default()
     except DefaultCredentialsError:
-        adc_file = fast_fetch.application_default_credentials_file()
+        adc_file = sources.application_default_credentials_file()
         if adc_file:
-            raise DvcPullError(fast_fetch.unusable_adc_message(adc_file)) from None
+            raise DvcPullError(sources.unusable_adc_message(adc_file)) from None
         raise DvcPullError(
             "no GCS credentials: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file mounted "
             "from a Kubernetes Secret, or run with Workload Identity"
@@ -423,7 +423,7 @@ def _candidate_dvc_files(path: str) -> list[str]:
     return [f"{p.as_posix()}.dvc" for p in (relative, *relative.parents) if p.parts]
 
 
-def _outputs_from_dvc_files(blobs: Mapping[str, bytes | None], paths: Sequence[str]) -> list[fast_fetch.Output] | None:
+def _outputs_from_dvc_files(blobs: Mapping[str, bytes | None], paths: Sequence[str]) -> list[manifests.Output] | None:
     """The output holding each path (itself, or a tracked directory above it), or None where DVC should resolve it."""
     outputs = []
     for path in paths:
@@ -438,13 +438,13 @@ def _outputs_from_dvc_files(blobs: Mapping[str, bytes | None], paths: Sequence[s
         within = relative[len(tracked) + 1 :] if tracked != relative else ""
         if within and not md5.endswith(".dir"):
             return None  # a path inside a tracked file: DVC names the error
-        outputs.append(fast_fetch.Output(tracked, md5, within))
+        outputs.append(manifests.Output(tracked, md5, within))
     return outputs
 
 
 @dataclass
 class _DirectPlan:
-    outputs: list[fast_fetch.Output]
+    outputs: list[manifests.Output]
     remote: str
     url: str
     settings: dict
@@ -471,7 +471,7 @@ def _plan_direct(
     kind = "gs" if scheme == "gs" else "local" if scheme in ("", "file") and url else None
     if kind is None or set(settings) - _DIRECT_SETTINGS[kind]:
         return None
-    if fast_fetch.dvc_bool(settings.get("allow_anonymous_login", "")) is None:
+    if sources.dvc_bool(settings.get("allow_anonymous_login", "")) is None:
         return None
     outputs = _outputs_from_dvc_files(blobs, paths)
     if outputs is None:
@@ -497,7 +497,7 @@ def _probe_endpoint(name: str, url: str, settings: Mapping[str, object], timeout
     """A TCP connect to an object store's endpoint: fails in seconds where client retries take minutes."""
     scheme = urlsplit(url).scheme
     if scheme == "gs":
-        endpoint = fast_fetch.gcs_endpoint(settings)
+        endpoint = sources.gcs_endpoint(settings)
     elif scheme in ("http", "https", "webdav", "webdavs"):
         endpoint = url.replace("webdav", "http", 1)
     else:
@@ -532,21 +532,21 @@ def _check_remote_reachable(repo, name: str, url: str, settings: Mapping[str, ob
 
 
 def _open_source(
-    name: str, url: str, settings: Mapping[str, object], jobs: int, timeouts: fast_fetch.Timeouts
-) -> fast_fetch.ObjectSource:
+    name: str, url: str, settings: Mapping[str, object], jobs: int, timeouts: sources.Timeouts
+) -> sources.ObjectSource:
     """The fast path's reader of ``url``, after checking credentials and that the remote answers."""
     if url.startswith("gs://"):
         log.info("GCS credentials: %s", check_gcs_credentials(settings))
     _probe_endpoint(name, url, settings, timeouts.connect)  # a missing object or listing is reported by the fetch
     try:
-        source = fast_fetch.source_for(url, settings, connections=jobs, timeouts=timeouts)
-    except fast_fetch.RemoteError as error:  # a key file google-auth cannot load: the message names it
+        source = sources.source_for(url, settings, connections=jobs, timeouts=timeouts)
+    except sources.RemoteError as error:  # a key file google-auth cannot load: the message names it
         raise DvcPullError(f"cannot open DVC remote {name!r} ({redact_url(url)}): {error}") from None
     except Exception as error:
         raise DvcPullError(
             f"cannot open DVC remote {name!r} ({redact_url(url)}): {type(error).__name__}: {_first_line(error)}"
         ) from None
-    if isinstance(source, fast_fetch.LocalSource) and not source.root.is_dir():
+    if isinstance(source, sources.LocalSource) and not source.root.is_dir():
         raise DvcPullError(
             f"DVC remote {name!r} ({redact_url(url)}) does not exist or is empty: nothing was ever pushed there"
         )
@@ -601,7 +601,7 @@ def pull(
         read_timeout=read_timeout,
         object_deadline=object_deadline,
     )
-    timeouts = fast_fetch.Timeouts(connect_timeout, read_timeout, object_deadline)
+    timeouts = sources.Timeouts(connect_timeout, read_timeout, object_deadline)
     with redacted_logs() as secrets:
         secrets |= _settings_secrets(remote_config)
         try:
@@ -624,7 +624,7 @@ def _pull(
     remote_config: dict,
     jobs: int,
     cache_dir: str,
-    timeouts: fast_fetch.Timeouts,
+    timeouts: sources.Timeouts,
     secrets: set[str],
 ) -> PullResult:
     remote_config = _absolute_remote_paths(remote_config)
@@ -665,7 +665,7 @@ def _pull(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _hashes(paths: Sequence[str], outputs: Sequence[fast_fetch.Output]) -> dict[str, str]:
+def _hashes(paths: Sequence[str], outputs: Sequence[manifests.Output]) -> dict[str, str]:
     """Each requested path's DVC hash: its own, or that of the tracked directory holding it."""
     return {path: output.oid for path, output in zip(paths, outputs, strict=True)}
 
@@ -680,7 +680,7 @@ def _pull_direct(
     checkout: Path,
     jobs: int,
     cache_dir: str,
-    timeouts: fast_fetch.Timeouts,
+    timeouts: sources.Timeouts,
 ) -> PullResult:
     """The fast path, DVC not even imported: outputs and remote came from git, objects come from the remote."""
     source = _open_source(plan.remote, plan.url, plan.settings, jobs, timeouts)
@@ -702,7 +702,7 @@ def _pull_direct(
         )
 
 
-def _dvc_outputs(repo, checkout: Path, commit: str, paths: Sequence[str]) -> tuple[list[fast_fetch.Output], bool]:
+def _dvc_outputs(repo, checkout: Path, commit: str, paths: Sequence[str]) -> tuple[list[manifests.Output], bool]:
     """The output holding each path as DVC resolves it, and whether all are plain DVC 3 md5 outputs."""
     from dvc.exceptions import OutputNotFoundError
 
@@ -726,7 +726,7 @@ def _dvc_outputs(repo, checkout: Path, commit: str, paths: Sequence[str]) -> tup
         oid = outs[0].hash_info.value
         if within and not (isinstance(oid, str) and oid.endswith(".dir")):
             raise DvcPullError(f"path {path!r} lies inside {tracked!r}, which DVC tracks as a file, not a directory")
-        outputs.append(fast_fetch.Output(tracked, oid, within))
+        outputs.append(manifests.Output(tracked, oid, within))
         plain_md5 = plain_md5 and outs[0].hash_info.name == "md5" and not getattr(outs[0].meta, "isexec", False)
     return outputs, plain_md5
 
@@ -742,7 +742,7 @@ def _pull_with_dvc(
     remote_config: Mapping[str, object],
     jobs: int,
     cache_dir: str,
-    timeouts: fast_fetch.Timeouts,
+    timeouts: sources.Timeouts,
     secrets: set[str],
 ) -> PullResult:
     """DVC resolves outputs and remote (``dvc.yaml`` outputs, legacy hashes, any remote setting)."""
@@ -761,7 +761,7 @@ def _pull_with_dvc(
         # Re-open so DVC sees the local settings written above.
     with Repo(str(checkout)) as repo:
         scheme = urlsplit(url).scheme
-        layered = any(fast_fetch.dvc_bool(settings.get(key)) for key in ("version_aware", "worktree"))
+        layered = any(sources.dvc_bool(settings.get(key)) for key in ("version_aware", "worktree"))
         if plain_md5 and scheme in ("gs", "", "file") and not layered:
             source = _open_source(name, url, settings, jobs, timeouts)
         else:
@@ -808,7 +808,7 @@ def _missing_error(name: str, url: str, missing: list[tuple[str, str]]) -> DvcPu
 
 def _fetch_direct(
     source,
-    outputs: Sequence[fast_fetch.Output],
+    outputs: Sequence[manifests.Output],
     cache: Path,
     staging: Path,
     name: str,
@@ -818,20 +818,20 @@ def _fetch_direct(
 ):
     where = f"DVC remote {name!r} ({redact_url(url)})"
     try:
-        stats = fast_fetch.materialise(source, outputs, cache, staging, jobs=jobs, keep_in_cache=shared_cache)
-    except fast_fetch.BadManifest as bad:
+        stats = materialise.materialise(source, outputs, cache, staging, jobs=jobs, keep_in_cache=shared_cache)
+    except manifests.BadManifest as bad:
         raise _bad_manifest_error(where, bad) from None
-    except fast_fetch.NotInOutput as absent:
+    except materialise.NotInOutput as absent:
         raise DvcPullError(
             f"path {absent.output.wanted!r} is not in the tracked directory {absent.output.path!r} "
             f"(md5 {absent.output.oid}) on {where}; give a file or folder inside it"
         ) from None
-    except fast_fetch.CorruptObject as corrupt:
+    except materialise.CorruptObject as corrupt:
         raise DvcPullError(
             f"{corrupt.path} is corrupt on {where}: expected md5 "
             f"{corrupt.oid.removesuffix('.dir')}, got {corrupt.actual}"
         ) from None
-    except fast_fetch.RemoteError as error:
+    except sources.RemoteError as error:
         raise DvcPullError(f"{where} failed: {error}") from None
     if stats.missing:
         raise _missing_error(name, url, stats.missing)
@@ -845,7 +845,7 @@ def _fetch_direct(
     return stats
 
 
-def _bad_manifest_error(where: str, bad: fast_fetch.BadManifest) -> DvcPullError:
+def _bad_manifest_error(where: str, bad: manifests.BadManifest) -> DvcPullError:
     return DvcPullError(
         f"{where} holds an unsafe or malformed listing for the tracked directory {bad.path!r} "
         f"(md5 {bad.oid}): {bad.reason}; nothing was written. Whoever can write to the remote "
@@ -853,7 +853,7 @@ def _bad_manifest_error(where: str, bad: fast_fetch.BadManifest) -> DvcPullError
     )
 
 
-def _check_listings_for_dvc(repo, outputs: Sequence[fast_fetch.Output], name: str, url: str, cache: Path) -> None:
+def _check_listings_for_dvc(repo, outputs: Sequence[manifests.Output], name: str, url: str, cache: Path) -> None:
     """Check each directory listing before DVC's own transfer acts on it (DVC would follow ``..`` out).
 
     The verified listing is put in DVC's cache, so DVC uses exactly the bytes checked here
@@ -879,11 +879,11 @@ def _check_listings_for_dvc(repo, outputs: Sequence[fast_fetch.Output], name: st
                 f"{output.oid.removesuffix('.dir')}, got {actual}"
             )
         try:
-            fast_fetch.parse_manifest(data, output.oid)
-        except fast_fetch.BadManifest as bad:
+            manifests.parse_manifest(data, output.oid)
+        except manifests.BadManifest as bad:
             bad.path = output.path
             raise _bad_manifest_error(where, bad) from None
-        target = Path(fast_fetch.cache_path(cache, output.oid))
+        target = Path(manifests.cache_path(cache, output.oid))
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".listing-", dir=target.parent)
         with os.fdopen(fd, "wb") as handle:
@@ -893,7 +893,7 @@ def _check_listings_for_dvc(repo, outputs: Sequence[fast_fetch.Output], name: st
 
 
 def _fetch_and_checkout(
-    repo, targets: Sequence[str], outputs: Sequence[fast_fetch.Output], name: str, url: str, jobs: int
+    repo, targets: Sequence[str], outputs: Sequence[manifests.Output], name: str, url: str, jobs: int
 ) -> None:
     from dvc.exceptions import DvcException
 
@@ -906,7 +906,7 @@ def _fetch_and_checkout(
         raise DvcPullError(f"dvc pull from remote {name!r} ({redact_url(url)}) failed: {_first_line(error)}") from None
 
 
-def _missing_from_remote(repo, name: str, outputs: Sequence[fast_fetch.Output], jobs: int) -> list[tuple[str, str]]:
+def _missing_from_remote(repo, name: str, outputs: Sequence[manifests.Output], jobs: int) -> list[tuple[str, str]]:
     """(path, md5) of every object the remote lacks for the given DVC outputs."""
     try:
         odb = repo.cloud.get_remote_odb(name)
@@ -920,7 +920,7 @@ def _missing_from_remote(repo, name: str, outputs: Sequence[fast_fetch.Output], 
             if not odb.exists(oid):
                 missing.append((f"{path} (directory listing)", oid))
                 continue
-            entries = fast_fetch.parse_manifest(odb.fs.cat_file(odb.oid_to_path(oid)), oid)
+            entries = manifests.parse_manifest(odb.fs.cat_file(odb.oid_to_path(oid)), oid)
             present = set(odb.oids_exist([entry.md5 for entry in entries], jobs=jobs))
             missing += [(f"{path}/{e.relpath}", e.md5) for e in entries if e.md5 not in present]
         return missing
