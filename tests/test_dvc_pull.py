@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.dvc_pull.pull import DvcPullError, pull, redact_url, validate_inputs
+from components.dvc_pull.checks import validate_inputs
+from components.dvc_pull.errors import DvcPullError
+from components.dvc_pull.pull import pull
+from components.dvc_pull.redaction import redact_url
 from tests.conftest import leftovers
 
 
