@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from serving import validation
-from serving.service import MicroBatcher, Overloaded
-from serving.validation import InvalidImages, check_upload, header_size, multipart_to_batch, sniff
+from serving.batching import MicroBatcher, Overloaded
+from serving.forms import multipart_to_batch
+from serving.validation import InvalidImages, check_upload, header_size, sniff
 
 
 def encoded(format_: str, size=(30, 20)) -> bytes:
