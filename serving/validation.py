@@ -55,6 +55,10 @@ SCALE_RATIO = 8
 SCALE_CHECK_ENV = "KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK"
 # JPEG start-of-frame markers (the ones that carry the image size): C0..CF except DHT, JPG and DAC.
 SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+WHAT_TO_SEND = (
+    'send JSON {"images": [...]} (each image an array of pixel values 0..255) with Content-Type '
+    "application/json, or PNG/JPEG files as multipart/form-data fields named 'files'"
+)
 
 
 class InvalidImages(ValueError):
@@ -216,13 +220,18 @@ def _array_to_input(
     return preprocess(to_array(image, channels), size).transpose(2, 0, 1)
 
 
-def _stdlib_json(body: bytes):
-    """The standard library's reading of a body orjson refused: it takes NaN and big integers (which the
-    checks then name), and its error names the line and column."""
+def parse_json(text: bytes | str, what: str = "the body"):
+    """The JSON value of ``text``, or ``InvalidImages`` (``malformed_json``) naming ``what`` and json's reason."""
     try:
-        return json.loads(body)
+        return orjson.loads(text)  # several times json's speed
+    except ValueError:
+        pass  # what orjson refuses (NaN, huge integers) or json's own message, which names line and column
+    except RecursionError as error:
+        raise InvalidImages(f"{what} is not valid JSON: {error}", code="malformed_json") from None
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError) as error:
-        raise InvalidImages(f"the body is not valid JSON: {error}", code="malformed_json") from None
+        raise InvalidImages(f"{what} is not valid JSON: {error}", code="malformed_json") from None
 
 
 def json_to_batch(
@@ -230,12 +239,9 @@ def json_to_batch(
 ) -> np.ndarray:
     """A JSON request body ``{"images": [...]}`` to the model's batch (run in a worker process: parsing
     megabytes of JSON holds the GIL); ``scale`` as for ``arrays_to_batch``."""
-    try:
-        payload = orjson.loads(body)  # several times json's speed
-    except ValueError:
-        payload = _stdlib_json(body)  # what orjson refuses (NaN, huge integers) or json's own message
-    except RecursionError as error:
-        raise InvalidImages(f"the body is not valid JSON: {error}", code="malformed_json") from None
+    if not body.strip():
+        raise InvalidImages(f"the body is empty: {WHAT_TO_SEND}", code="empty_body")
+    payload = parse_json(body)
     if not isinstance(payload, dict):
         raise InvalidImages(f'the JSON body must be an object {{"images": [...]}}, got {type(payload).__name__}')
     unknown = sorted(set(payload) - {"images"})

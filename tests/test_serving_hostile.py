@@ -140,6 +140,7 @@ BAD = {
     "json-broken": (lambda: (b'{"images": [[[1, 2', "application/json"), 400, "malformed_json", None),
     "json-list": (lambda: (b"[1, 2]", "application/json"), 400, "invalid_input", None),
     "json-empty": (lambda: (b"{}", "application/json"), 400, "invalid_input", None),
+    "json-no-body": (lambda: (b"", "application/json"), 400, "empty_body", None),
     "json-nan": (lambda: (b'{"images": [[[NaN]]]}', "application/json"), 400, "invalid_input", None),
     "json-too-many": (lambda: (json.dumps({"images": [[[0]]] * 300}).encode(), "application/json"), 413, None, None),
     "body-too-large": (lambda: (b" " * (BODY_LIMIT + 1), "application/json"), 413, "body_too_large", None),
