@@ -15,10 +15,12 @@ batching and validation included, is the same.
 
 ``POST /predict`` and ``/model_info`` are answered by ``serving.gate.RequestGate``, an ASGI
 middleware that gives every refused request a 4xx in one error shape and every answer an
-``X-Request-ID``. ``/predict`` takes JSON ``{"images": [...]}`` or multipart uploads in
-``files``. Overload is shed with 503 and ``Retry-After`` when the queued images would take
-longer than ``KFP_TORCH_LIFECYCLE_MAX_QUEUE_SECONDS``, or when the bodies held in memory
-would exceed ``KFP_TORCH_LIFECYCLE_MAX_INFLIGHT_BYTES``.
+``X-Request-ID``. ``/predict`` takes the body forms BentoML's clients send for its
+signature: JSON ``{"images": [...]}``, multipart uploads in ``files`` (with an optional
+``images`` text field), and a form-encoded ``images`` field. Overload is shed with 503 and
+``Retry-After`` when the queued images would take longer than
+``KFP_TORCH_LIFECYCLE_MAX_QUEUE_SECONDS``, or when the bodies held in memory would exceed
+``KFP_TORCH_LIFECYCLE_MAX_INFLIGHT_BYTES``.
 
 Settings (environment): ``KFP_TORCH_LIFECYCLE_MODEL_TAG`` (default
 ``image-classifier:latest``), ``KFP_TORCH_LIFECYCLE_MAX_BODY_BYTES`` (64 MiB),
@@ -51,9 +53,11 @@ BATCHING = os.environ.get("KFP_TORCH_LIFECYCLE_BATCHING", "on").lower() not in (
 MAX_BATCH_SIZE = 64
 MAX_IMAGE_PIXELS = int(os.environ.get("KFP_TORCH_LIFECYCLE_MAX_IMAGE_PIXELS", validation.MAX_IMAGE_PIXELS))
 MAX_QUEUE_SECONDS = float(os.environ.get("KFP_TORCH_LIFECYCLE_MAX_QUEUE_SECONDS", 10))
-# JSON bodies up to this size are parsed on the event loop (a 64 KiB body takes about a millisecond);
+# JSON (and form-encoded) bodies up to this size are parsed on the event loop (a 64 KiB body takes about a millisecond);
 # larger ones in the worker processes, whose round trip would cost small requests more than the parse.
 INLINE_JSON_BYTES = 64 * 2**10
+FORM_ENCODED = "application/x-www-form-urlencoded"
+PICKLE = "application/vnd.bentoml+pickle"
 
 log = logging.getLogger("bentoml.serving.image_classifier")
 
@@ -107,6 +111,14 @@ def load_backend(model_dir: str | Path, spec, threads: int, accelerator: Optiona
         log.info("the model runs in torch on %s (%s=cuda)", backend.device, ACCELERATOR_ENV)
         return backend
     raise ValueError(f"accelerator {accelerator!r} is not one of {', '.join(ACCELERATORS)}")
+
+
+def unsupported_media_type(media_type: str) -> str:
+    """Why a body of ``media_type`` is refused, and what is accepted."""
+    accepted = f"send application/json, multipart/form-data or {FORM_ENCODED} (the forms BentoML's clients send)"
+    if media_type == PICKLE:  # what BentoML's clients send with media_type="application/vnd.bentoml+pickle"
+        return f"Content-Type {media_type!r} is not accepted: unpickling a body runs code its sender chose; {accepted}"
+    return f"Content-Type {media_type!r} is not accepted: {accepted}"
 
 
 def describe_predictions(classes: list[str], probabilities: np.ndarray) -> list[dict[str, Any]]:
@@ -177,17 +189,19 @@ class ImageClassifier:
         return softmax(self.model.logits(normalized))
 
     async def classify(self, content_type: str, body: bytes) -> dict[str, Any]:
-        """A request body (JSON or multipart) to the answer; ``InvalidImages`` or ``Overloaded`` otherwise."""
+        """A request body (JSON, multipart or form-encoded) to the answer; ``InvalidImages`` or ``Overloaded``
+        otherwise."""
         loop = asyncio.get_running_loop()
         shape = list(self.spec.input_shape)
         media_type = content_type.split(";")[0].strip().lower()
-        if media_type in ("application/json", "") and len(body) <= INLINE_JSON_BYTES:
-            # well under a millisecond: not worth a process hop
-            batch = validation.json_to_batch(body, shape, validation.MAX_BATCH, self.scale)
-        elif media_type in ("application/json", ""):
-            batch = await loop.run_in_executor(
-                self.json_parsers, validation.json_to_batch, body, shape, validation.MAX_BATCH, self.scale
-            )
+        if media_type in ("application/json", "", FORM_ENCODED):
+            parse = validation.json_to_batch if media_type != FORM_ENCODED else forms.urlencoded_to_batch
+            if len(body) <= INLINE_JSON_BYTES:  # well under a millisecond: not worth a process hop
+                batch = parse(body, shape, validation.MAX_BATCH, self.scale)
+            else:
+                batch = await loop.run_in_executor(
+                    self.json_parsers, parse, body, shape, validation.MAX_BATCH, self.scale
+                )
         elif media_type == "multipart/form-data":
             batch = await loop.run_in_executor(
                 self.decoders,
@@ -197,13 +211,10 @@ class ImageClassifier:
                 shape,
                 validation.MAX_BATCH,
                 MAX_IMAGE_PIXELS,
+                self.scale,
             )
         else:
-            raise InvalidImages(
-                f"Content-Type {media_type!r} is not accepted: send application/json or multipart/form-data",
-                415,
-                "unsupported_media_type",
-            )
+            raise InvalidImages(unsupported_media_type(media_type), 415, "unsupported_media_type")
         probabilities = await self.batcher.submit(batch)
         return {"predictions": describe_predictions(self.spec.classes, probabilities), "model_tag": self.model_tag}
 
