@@ -167,6 +167,28 @@ def test_bad_input_gets_one_4xx_shape_naming_the_file_and_the_server_keeps_answe
 
 
 @pytest.mark.slow
+def test_a_chunked_body_over_the_limit_is_413_while_it_is_read(server):
+    """No Content-Length (chunked transfer encoding): the size is checked while the body is read."""
+    import http.client
+
+    chunk = b" " * (1 << 20)
+    chunks = BODY_LIMIT // len(chunk) + 1
+    connection = http.client.HTTPConnection(*server["url"].removeprefix("http://").split(":"), timeout=120)
+    try:
+        connection.request(
+            "POST", "/predict", body=iter([chunk] * chunks), headers={"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        connection.close()
+    assert (response.status, answer["error"]) == (413, "body_too_large"), answer
+    assert answer["message"].startswith(f"the body is larger than the limit of {BODY_LIMIT} bytes")  # not declared
+    ok, _, good = send(f"{server['url']}/predict", GOOD_JSON, "application/json")
+    assert ok == 200 and len(good["predictions"]) == 1
+
+
+@pytest.mark.slow
 def test_request_id_is_in_the_answer_and_in_one_info_line_without_traceback(server):
     rid = f"client-{uuid.uuid4().hex[:12]}"
     body, content_type = uploads(("bomb.png", png_claiming(20000, 20000)))
