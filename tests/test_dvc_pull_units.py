@@ -87,6 +87,12 @@ def test_literal_secrets_are_masked_in_every_form():
     assert redact_text("http://example.com/a@b") == "http://example.com/a@b"  # an @ in the path is not user info
 
 
+def test_a_secret_that_contains_another_is_masked_whole():
+    """Longest first: masking 'hunter2' first would leave '***-prod' of 'hunter2-prod'."""
+    assert redact_text("hunter2-prod", {"hunter2", "hunter2-prod"}) == "***"
+    assert redact_text("hunter2-prod and hunter2", ["hunter2", "hunter2-prod"]) == "*** and ***"
+
+
 def test_log_records_of_any_logger_are_redacted_while_a_pull_runs(caplog):
     caplog.set_level(logging.DEBUG)
     library = logging.getLogger("fsspec.http")
