@@ -149,6 +149,12 @@ def checkout(destination: Path, commit: str) -> None:
         raise GitError(f"cannot check out {commit}: {git_message(checked_out.stderr)}")
 
 
+def is_directory(clone: Path, commit: str, path: str) -> bool:
+    """Whether ``path`` is a directory in the tree of ``commit``, read from git without a checkout."""
+    found = run_git("cat-file", "-t", f"{commit}:{path}", cwd=clone)
+    return found.returncode == 0 and found.stdout.strip() == "tree"
+
+
 def read_blobs(clone: Path, commit: str, names: Sequence[str]) -> dict[str, bytes | None]:
     """The content of each file at ``commit`` (None where absent), read from git without a checkout."""
     request = "".join(f"{commit}:{name}\n" for name in names).encode()

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from components.common.artifacts import atomic_directory
-from components.common.git import GitError, absolute_if_local, checkout, clone_at
+from components.common.git import GitError, absolute_if_local, checkout, clone_at, is_directory
 from components.dvc_pull.checks import settings_secrets, validate_inputs
 from components.dvc_pull.dvc_fallback import pull_with_dvc
 from components.dvc_pull.dvc_files import DirectPlan, absolute_remote_paths, plan_direct
@@ -107,6 +107,8 @@ def _pull(request: PullRequest, secrets: set[str]) -> PullResult:
         except GitError as error:
             raise (DvcPullError if error.transient else DvcPullInputError)(str(error)) from None
         log.info("resolved %s at %s to %s", redact_url(request.repo_url), request.rev, commit)
+        if not is_directory(clone, commit, ".dvc"):  # before either path: DVC's would fail with NotDvcRepoError
+            raise DvcPullInputError(_not_a_dvc_repository(shown_as, request, commit))
         plan = plan_direct(clone, commit, request)
         if plan is not None:
             secrets |= settings_secrets(plan.settings)
@@ -122,6 +124,18 @@ def _pull(request: PullRequest, secrets: set[str]) -> PullResult:
         return result
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _not_a_dvc_repository(shown_as: str, request: PullRequest, commit: str) -> str:
+    """The error for a revision without a ``.dvc`` directory, and how to put the data under DVC."""
+    path = request.paths[0]
+    return (
+        f"{shown_as} at revision {request.rev!r} (commit {commit[:12]}) has no .dvc directory at its root: it is "
+        f"not a DVC repository, so DVC tracks none of {', '.join(map(repr, request.paths))}. To track the data, in a "
+        f"clone of the repository: `dvc init`, `dvc remote add -d storage <url>` (e.g. gs://bucket/path), "
+        f"`dvc add {path}`, `dvc push`, then `git add .dvc .dvcignore {path}.dvc` (and the .gitignore beside it), "
+        "`git commit` and `git push`; pull the new commit"
+    )
 
 
 def _pull_direct(request: PullRequest, plan: DirectPlan, commit: str, clone: Path) -> PullResult:
