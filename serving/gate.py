@@ -111,7 +111,8 @@ class RequestGate:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:
-                await self._drain(receive)
+                if message.get("more_body", False):  # past the last chunk, receive() would wait for a hang-up
+                    await self._drain(receive)
                 raise InvalidImages(
                     f"the body is larger than the limit of {self.max_body_bytes} bytes "
                     "(KFP_TORCH_LIFECYCLE_MAX_BODY_BYTES)",

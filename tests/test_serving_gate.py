@@ -60,18 +60,23 @@ class Exchange:
 
 
 async def exchange(
-    gate: RequestGate, body: bytes | list[bytes], headers: dict[str, str], method="POST", path="/predict"
+    gate: RequestGate, body: bytes | list[bytes], headers: dict[str, str], method="POST", path="/predict", hang_up=False
 ):
+    """The gate's answer to a request whose body comes in ``body``'s chunks (then, with ``hang_up``, a disconnect)."""
     chunks = body if isinstance(body, list) else [body]
     messages = [
-        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1} for i, chunk in enumerate(chunks)
+        {"type": "http.request", "body": chunk, "more_body": hang_up or i < len(chunks) - 1}
+        for i, chunk in enumerate(chunks)
     ]
+    messages += [{"type": "http.disconnect"}] if hang_up else []
     read = 0
 
     async def receive():
         nonlocal read
+        if read == len(messages):  # a server would wait here until the client goes away
+            raise AssertionError("receive() called after the whole body was read")
         read += 1
-        return messages[read - 1] if read <= len(messages) else {"type": "http.disconnect"}
+        return messages[read - 1]
 
     sent = []
 
@@ -87,17 +92,17 @@ async def exchange(
     await gate(scope, receive, send)
     start, answer = sent[0], b"".join(m.get("body", b"") for m in sent[1:])
     response_headers = {key.decode(): value.decode() for key, value in start["headers"]}
-    return Exchange(start["status"], response_headers, json.loads(answer), min(read, len(messages)))
+    return Exchange(start["status"], response_headers, json.loads(answer), read)
 
 
 async def passed_through(scope, receive, send):
     raise AssertionError(f"{scope['path']} should have been answered by the gate")
 
 
-def send(body, headers, service=None, method="POST", path="/predict", **limits) -> Exchange:
+def send(body, headers, service=None, method="POST", path="/predict", hang_up=False, **limits) -> Exchange:
     gate = RequestGate(passed_through, **limits)
     gate.service = service or Service()
-    return asyncio.run(exchange(gate, body, headers, method, path))
+    return asyncio.run(exchange(gate, body, headers, method, path, hang_up))
 
 
 def with_length(body: bytes, content_type: str) -> dict[str, str]:
@@ -199,18 +204,25 @@ def test_model_info_is_answered_whatever_the_body():
 # --- the body size, declared or not ------------------------------------------------------------------------
 
 
-def test_a_chunked_body_over_the_limit_is_413_while_it_is_read_and_is_drained():
+@pytest.mark.parametrize("over_by", [1, 150], ids=["in the last chunk", "before the last chunk"])
+def test_a_chunked_body_over_the_limit_is_413_while_it_is_read_and_is_drained(over_by):
     body, _ = json_images(3)
-    limit = len(body) - 1
+    limit = len(body) - over_by
     chunks = [body[i : i + 100] for i in range(0, len(body), 100)]
     service = Service()
     answer = send(chunks, {"content-type": "application/json"}, service, max_body_bytes=limit)  # no Content-Length
     assert (answer.status, answer.body["error"]) == (413, "body_too_large")
     assert f"larger than the limit of {limit} bytes" in answer.body["message"]
-    assert answer.chunks_read == len(chunks)  # read to its end: the client gets the answer, not a reset
+    assert answer.chunks_read == len(chunks)  # read to its end (and no further): the answer, not a reset or a wait
     assert service.batches == []
     within = send(chunks, {"content-type": "application/json"}, max_body_bytes=len(body))
     assert within.status == 200 and len(within.body["predictions"]) == 3
+
+
+def test_a_client_that_hangs_up_mid_body_is_told_so():
+    body, _ = json_images(3)
+    answer = send([body[:100]], {"content-type": "application/json"}, hang_up=True)
+    assert (answer.status, answer.body["error"]) == (400, "incomplete_body")
 
 
 # --- overload: 503 with Retry-After, forced -------------------------------------------------------------
