@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.check_arguments.checks import check_values
-from components.dvc_pull.pull import validate_inputs
+from components.dvc_pull.checks import validate_inputs
 
 
 def check_arguments(pipeline, arguments: dict[str, Any]) -> None:

@@ -131,7 +131,7 @@ class Connection:
         if isinstance(error, KfpError):
             return error
         if isinstance(error, ApiException) and error.status:
-            return self._http_error(error.status, self.redact(_server_message(error)))
+            return self._http_error(error.status, _server_message(error, self.redact))
         return KfpConnectionError(
             f"cannot reach the KFP API at {self.host} (from {self.host_origin}; {_reason(error)}); {PORT_FORWARD_HINT}"
         )
@@ -161,12 +161,15 @@ def _reason(error: Exception) -> str:
     return str(cause).rsplit(": ", 1)[-1] or type(cause).__name__
 
 
-def _server_message(error: ApiException) -> str:
-    """The ``message`` of the server's ``googleRpcStatus`` answer, else the HTTP reason."""
+def _server_message(error: ApiException, redact) -> str:
+    """The ``message`` of the server's ``googleRpcStatus`` answer, else the start of its body or the HTTP reason;
+    ``redact`` runs on the whole body first, so no cut leaves part of a secret unrecognised."""
+    body = error.body or b""  # kfp_server_api hands over the body decoded (str), or bytes
+    text = redact(body.decode(errors="replace") if isinstance(body, bytes) else str(body))
     try:
-        answer = json.loads(error.body or b"{}")
+        answer = json.loads(text or "{}")
     except ValueError:
-        return (error.body or b"")[:200].decode(errors="replace") or str(error.reason)
+        return text[:200] or str(error.reason)
     if not isinstance(answer, dict):
         return str(error.reason)
     return str(answer.get("message") or answer.get("error_message") or error.reason)

@@ -26,7 +26,6 @@ import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from email.message import Message
 
 import numpy as np
 import orjson
@@ -39,8 +38,6 @@ MAX_PIXELS_PER_ARRAY = 4096 * 4096
 # Pixels an upload's header may claim (about 8000 x 5000). Pillow's own bomb check starts at 89M
 # (an error at 179M); this refuses earlier, with a message, before anything is decoded.
 MAX_IMAGE_PIXELS = 40_000_000
-MAX_FILENAME = 1024
-MAX_PART_HEADERS = 16 * 1024
 
 SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -58,6 +55,10 @@ SCALE_RATIO = 8
 SCALE_CHECK_ENV = "KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK"
 # JPEG start-of-frame markers (the ones that carry the image size): C0..CF except DHT, JPG and DAC.
 SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+WHAT_TO_SEND = (
+    'send JSON {"images": [...]} (each image an array of pixel values 0..255) with Content-Type '
+    "application/json, or PNG/JPEG files as multipart/form-data fields named 'files'"
+)
 
 
 class InvalidImages(ValueError):
@@ -219,13 +220,18 @@ def _array_to_input(
     return preprocess(to_array(image, channels), size).transpose(2, 0, 1)
 
 
-def _stdlib_json(body: bytes):
-    """The standard library's reading of a body orjson refused: it takes NaN and big integers (which the
-    checks then name), and its error names the line and column."""
+def parse_json(text: bytes | str, what: str = "the body"):
+    """The JSON value of ``text``, or ``InvalidImages`` (``malformed_json``) naming ``what`` and json's reason."""
     try:
-        return json.loads(body)
+        return orjson.loads(text)  # several times json's speed
+    except ValueError:
+        pass  # what orjson refuses (NaN, huge integers) or json's own message, which names line and column
+    except RecursionError as error:
+        raise InvalidImages(f"{what} is not valid JSON: {error}", code="malformed_json") from None
+    try:
+        return json.loads(text)
     except (ValueError, RecursionError) as error:
-        raise InvalidImages(f"the body is not valid JSON: {error}", code="malformed_json") from None
+        raise InvalidImages(f"{what} is not valid JSON: {error}", code="malformed_json") from None
 
 
 def json_to_batch(
@@ -233,12 +239,9 @@ def json_to_batch(
 ) -> np.ndarray:
     """A JSON request body ``{"images": [...]}`` to the model's batch (run in a worker process: parsing
     megabytes of JSON holds the GIL); ``scale`` as for ``arrays_to_batch``."""
-    try:
-        payload = orjson.loads(body)  # several times json's speed
-    except ValueError:
-        payload = _stdlib_json(body)  # what orjson refuses (NaN, huge integers) or json's own message
-    except RecursionError as error:
-        raise InvalidImages(f"the body is not valid JSON: {error}", code="malformed_json") from None
+    if not body.strip():
+        raise InvalidImages(f"the body is empty: {WHAT_TO_SEND}", code="empty_body")
+    payload = parse_json(body)
     if not isinstance(payload, dict):
         raise InvalidImages(f'the JSON body must be an object {{"images": [...]}}, got {type(payload).__name__}')
     unknown = sorted(set(payload) - {"images"})
@@ -348,110 +351,6 @@ def files_to_batch(
         except Exception as error:  # Pillow raises SyntaxError, struct.error, IndexError... for damaged files
             raise InvalidImages(f"file {describe(name)} is not a readable PNG or JPEG image: {error}") from None
     return np.stack(decoded)
-
-
-# --- multipart/form-data ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Part:
-    field: str
-    filename: str | None
-    content: bytes
-
-
-def _header_params(value: str, header: str = "content-disposition") -> Message:
-    message = Message()
-    message[header] = value
-    return message
-
-
-def malformed(what: str) -> InvalidImages:
-    return InvalidImages(f"malformed multipart body: {what}", code="malformed_multipart")
-
-
-def boundary_of(content_type: str) -> str:
-    boundary = _header_params(content_type, "content-type").get_param("boundary", header="content-type")
-    if not isinstance(boundary, str) or not boundary or len(boundary) > 200:
-        raise InvalidImages("multipart/form-data without a boundary parameter", code="malformed_multipart")
-    return boundary
-
-
-def parse_multipart(body: bytes, content_type: str) -> list[Part]:
-    """The parts of a multipart/form-data body, strictly: any malformation is a 400 that says what."""
-    delimiter = b"--" + boundary_of(content_type).encode("latin-1")
-    segments = (b"\r\n" + body).split(b"\r\n" + delimiter)
-    if len(segments) < 2:
-        raise malformed("the boundary never occurs")
-    parts, closed = [], False
-    for segment in segments[1:]:
-        if segment.startswith(b"--"):
-            closed = True
-            break
-        if not segment.startswith(b"\r\n"):
-            raise malformed("a boundary is not followed by CRLF")
-        end = segment.find(b"\r\n\r\n", 2, MAX_PART_HEADERS)
-        if end < 0:
-            if segment[2:4] == b"\r\n":  # a part without headers
-                end = 0
-            else:
-                raise malformed(f"a part's headers are missing or longer than {MAX_PART_HEADERS} bytes")
-        headers = {}
-        for line in segment[2:end].decode("utf-8", "replace").split("\r\n") if end else []:
-            key, sep, value = line.partition(":")
-            if not sep:
-                raise malformed(f"bad part header {line[:80]!r}")
-            headers[key.strip().lower()] = value.strip()
-        disposition = headers.get("content-disposition")
-        if not disposition:
-            raise malformed("a part has no Content-Disposition")
-        params = _header_params(disposition)
-        field, filename = params.get_param("name", header="content-disposition"), params.get_filename()
-        if not isinstance(field, str):
-            raise malformed("a part has no field name")
-        if filename is not None and len(filename) > MAX_FILENAME:
-            raise InvalidImages(
-                f"file {describe(filename)}: a file name may have at most {MAX_FILENAME} characters, "
-                f"this one has {len(filename)}",
-                code="filename_too_long",
-            )
-        parts.append(Part(field, filename, segment[end + 4 :] if end else segment[4:]))
-    if not closed:
-        raise malformed("the closing boundary is missing")
-    return parts
-
-
-def uploads_of(parts: Sequence[Part]) -> list[tuple[str, bytes]]:
-    """(client's file name, bytes) of every ``files`` upload; any other field is refused by name."""
-    uploads = []
-    for part in parts:
-        if part.field != "files":
-            what = f"file {describe(part.filename)} in field" if part.filename is not None else "field"
-            raise InvalidImages(
-                f"{what} {part.field!r} is not accepted; upload PNG/JPEG images as file fields named 'files'",
-                code="unknown_field",
-            )
-        if part.filename is None:
-            raise InvalidImages(
-                "field 'files' is a text field; upload PNG/JPEG images as files (with a filename), "
-                "or send arrays as JSON 'images'",
-                code="not_a_file",
-            )
-        uploads.append((part.filename, part.content))
-    return uploads
-
-
-def multipart_to_batch(
-    body: bytes,
-    content_type: str,
-    input_shape: Sequence[int],
-    max_batch: int = MAX_BATCH,
-    max_pixels: int = MAX_IMAGE_PIXELS,
-) -> np.ndarray:
-    uploads = uploads_of(parse_multipart(body, content_type))
-    if not uploads:
-        raise InvalidImages("empty batch: send at least one image", code="empty_batch")
-    return files_to_batch(uploads, input_shape, max_batch, max_pixels)
 
 
 _TOKEN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

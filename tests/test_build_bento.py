@@ -109,6 +109,34 @@ def test_an_unknown_accelerator_is_refused_before_anything_is_built(accelerator,
     assert not (tmp_path / "bento").exists()
 
 
+def library_imports(relative: str) -> set[str]:
+    """The library modules (``serving.*``, ``components.*``) a file imports anywhere, as repository paths."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse((REPO / relative).read_text())):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        for name in names:
+            if name.split(".")[0] in ("serving", "components"):
+                path = name.replace(".", "/")
+                found |= {f"{path}.py"} if (REPO / f"{path}.py").is_file() else set()
+                found |= {f"{path}/__init__.py"} if (REPO / path / "__init__.py").is_file() else set()
+    return found
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", "cuda"])
+def test_the_bento_carries_every_library_module_the_service_imports(accelerator):
+    from components.build_bento.packaging import included_files
+
+    carried = set(included_files(accelerator))
+    cuda_only = {"serving/torch_backend.py", "components/common/model.py"}  # imported only when serving on cuda
+    for relative in sorted(carried):
+        missing = library_imports(relative) - carried - (cuda_only if accelerator == "cpu" else set())
+        assert not missing, f"{relative} imports {sorted(missing)}, which the {accelerator} bento does not carry"
+
+
 # --- a real bento, built with the network closed ----------------------------------------------------
 
 

@@ -534,6 +534,62 @@ def test_empty_token_file_names_the_file(secured, training_yaml, tmp_path, monke
     assert secured.requests == []
 
 
+@pytest.fixture
+def echoing_proxy(monkeypatch):
+    """A misbehaving proxy in front of KFP: every answer is an error whose body quotes the request's
+    Authorization header. ``answer`` holds the status and whether the body is JSON or plain text."""
+    import http.server
+    import json
+    import threading
+
+    answer = {"status": 502, "json": True, "padding": 0}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _echo(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(length)
+            quoted = f"upstream refused {self.command} {self.path} with Authorization: {self.headers['Authorization']}"
+            quoted = quoted.rjust(answer["padding"] + len(quoted) - quoted.index("Bearer") - len("Bearer "), ".")
+            text = json.dumps({"error": quoted, "message": quoted}) if answer["json"] else quoted
+            body = text.encode()
+            self.send_response(answer["status"])
+            self.send_header("Content-Type", "application/json" if answer["json"] else "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_DELETE = _echo
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("KFP_HOST", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv("KFP_NAMESPACE", "team-a")
+    monkeypatch.setenv("KFP_TOKEN", TOKEN)
+    yield answer
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 500, 502])
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+def test_a_token_echoed_in_an_error_body_is_never_printed(echoing_proxy, training_yaml, capsys, status, as_json):
+    echoing_proxy.update(status=status, json=as_json)
+    assert main(["upload", str(training_yaml)]) == 1
+    captured = capsys.readouterr()
+    assert TOKEN not in captured.out + captured.err
+    assert "upstream refused" in captured.err and "Authorization: Bearer ***" in captured.err  # the rest is kept
+
+
+def test_a_token_cut_by_the_shortened_error_body_is_not_printed_in_part(echoing_proxy, training_yaml, capsys):
+    echoing_proxy.update(json=False, padding=190)  # the token starts at character 190 of 200 shown
+    assert main(["upload", str(training_yaml)]) == 1
+    err = capsys.readouterr().err
+    assert TOKEN[:10] not in err and "Bearer ***" in err
+
+
 @pytest.mark.parametrize("option", [["--token", TOKEN], [f"--token={TOKEN}"], ["--tok", TOKEN]])
 def test_no_token_on_the_command_line(training_yaml, capsys, option):
     assert main(["upload", str(training_yaml), *option]) == 2

@@ -116,6 +116,33 @@ def test_class_folders_without_splits_are_split_by_hash(tmp_path):
     assert paths(index, "test") == sorted(p for p in everything if hash_fraction("test", p) < 0.2)
 
 
+def test_the_hash_split_is_pinned_by_fixed_assignments(tmp_path):
+    """Fixed expectations, not ones computed with hash_fraction: a change to the rule (the hash, its input,
+    the order of the carve-outs, < or <=) moves files between splits and fails here, as it would move
+    a model's test images away from what evaluate and the served model were checked on."""
+    assert hash_fraction("test", "bread/bread_000.png") == 0.8816617031658778
+    assert hash_fraction("val", "soup/soup_004.png") == 0.008128390862703628
+    root = class_folders(tmp_path, {"bread": 20, "soup": 20})
+    index = index_dataset(root)
+    assert paths(index, "test") == ["bread/bread_002.png", "bread/bread_016.png", "soup/soup_014.png"]
+    assert paths(index, "val") == ["soup/soup_004.png", "soup/soup_008.png", "soup/soup_009.png"]
+    assert len(paths(index, "train")) == 34
+    wider = index_dataset(root, SplitRule(test_fraction=0.5, validation_fraction=0.25))
+    assert paths(wider, "val") == [
+        "bread/bread_000.png",
+        "bread/bread_004.png",
+        "bread/bread_005.png",
+        "bread/bread_015.png",
+    ]
+    assert paths(wider, "test")[:4] == [
+        "bread/bread_002.png",
+        "bread/bread_009.png",
+        "bread/bread_010.png",
+        "bread/bread_011.png",
+    ]
+    assert len(paths(wider, "test")) == 22  # soup_004 is in test: the test carve-out comes first
+
+
 def test_a_file_never_changes_split_when_the_dataset_grows(tmp_path):
     root = class_folders(tmp_path, {"a": 40, "b": 40})
     before = {s: set(paths(index_dataset(root), s)) for s in ("train", "val", "test")}

@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.dvc_pull.pull import DvcPullError, pull, redact_url, validate_inputs
+from components.dvc_pull.checks import validate_inputs
+from components.dvc_pull.errors import DvcPullError, DvcPullInputError
+from components.dvc_pull.pull import pull
+from components.dvc_pull.redaction import redact_url
 from tests.conftest import leftovers
 
 
@@ -61,6 +64,40 @@ def test_pull_by_tag_and_by_commit(digits_repo, tmp_path):
 def test_unknown_revision(digits_repo, tmp_path):
     with pytest.raises(DvcPullError, match=r"unknown revision 'no-such-branch'.*known branches and tags: .*main"):
         pull(digits_repo.repo_url, "no-such-branch", ["data/raw"], tmp_path / "out")
+    assert_no_output(tmp_path / "out")
+
+
+@pytest.fixture(scope="module")
+def plain_git_repo(tmp_path_factory) -> Path:
+    """A git repository with data in data/raw but no DVC at all."""
+    repo = tmp_path_factory.mktemp("no-dvc") / "repo"
+    (repo / "data/raw").mkdir(parents=True)
+    (repo / "data/raw/a.txt").write_text("a\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "data without DVC"]):
+        subprocess.run([*git, *args], cwd=repo, check=True)
+    return repo
+
+
+@pytest.mark.parametrize(
+    "remote_config",
+    [{}, {"url": "http://127.0.0.1:9/store"}],
+    ids=["the direct path", "DVC's path"],  # an http remote would go to DVC's own transfer
+)
+def test_a_repository_without_dvc_is_named_with_how_to_track_the_data(plain_git_repo, tmp_path, remote_config):
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=plain_git_repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    with pytest.raises(DvcPullInputError) as raised:
+        pull(str(plain_git_repo), "main", ["data/raw"], tmp_path / "out", remote_config=remote_config)
+    message = str(raised.value)
+    assert message.startswith(
+        f"{plain_git_repo} at revision 'main' (commit {commit[:12]}) has no .dvc directory at its root: it is not a "
+        "DVC repository, so DVC tracks none of 'data/raw'."
+    )
+    for step in ("`dvc init`", "`dvc remote add -d storage <url>`", "`dvc add data/raw`", "`dvc push`", "`git commit`"):
+        assert step in message
+    assert "NotDvcRepoError" not in message and raised.value.__cause__ is None
     assert_no_output(tmp_path / "out")
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from components.dvc_pull.pull import DvcPullError, pull
+from components.dvc_pull.errors import DvcPullError
+from components.dvc_pull.pull import pull
 from tests.conftest import leftovers
 from tests.test_dvc_pull import same_tree
 

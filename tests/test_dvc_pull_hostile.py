@@ -31,7 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from components.dvc_pull.pull import DvcPullError, pull
+from components.dvc_pull.errors import DvcPullError
+from components.dvc_pull.pull import pull
 from tests.support.hostile_remote import FrozenServer, GcsMediaServer, TokenRefusingServer, refused_port
 from tests.test_dvc_pull import same_tree
 
@@ -437,6 +438,63 @@ def test_garbage_in_the_cache_is_fetched_again(crafted, tmp_path, which):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["a.txt", "sub", "sub/b.txt"]
     assert (out / "a.txt").read_bytes() == b"hello\n"
     assert (out / "sub/b.txt").read_bytes() == b"world\n"
+
+
+def cache_files_are_the_objects_they_name(cache: Path) -> list[Path]:
+    """Every file in a shared cache's ``files/md5``, after checking that its md5 is its name."""
+    files = [p for p in (cache / "files/md5").rglob("*") if p.is_file()] if (cache / "files/md5").exists() else []
+    for path in files:
+        oid = path.parent.name + path.name.removesuffix(".dir")
+        assert md5_of(path.read_bytes()) == oid, f"{path} in the cache is not the object it names"
+    return files
+
+
+@pytest.mark.parametrize("remote_kind", ["local", "gs"])
+def test_a_corrupt_object_never_reaches_the_shared_cache(crafted, tmp_path, tmp_path_factory, request, remote_kind):
+    """The md5 is checked before an object is published anywhere: the output, or a cache that outlives the step."""
+    settings = remote_settings(remote_kind, request)
+    claimed = md5_of(b"what the listing says c.txt holds\n")
+    crafted.put(b"garbage\n", oid=claimed)
+    rev = crafted.branch([entry(crafted.hello, "a.txt"), entry(claimed, "c.txt")])
+    cache = tmp_path_factory.mktemp("shared-cache")  # outside tmp_path, which must stay untouched
+    error = failed_pull(crafted.repo, rev, tmp_path, settings, cache_dir=str(cache))
+    assert "data/raw/c.txt is corrupt on DVC remote 'storage'" in str(error)
+    assert f"expected md5 {claimed}, got {md5_of(b'garbage' + bytes([10]))}" in str(error)
+    cached = cache_files_are_the_objects_they_name(cache)
+    assert not (cache / "files/md5" / claimed[:2] / claimed[2:]).exists()
+    assert cached  # the listing, at least, was kept: the check ran on real entries
+
+
+def test_a_listing_over_one_chunk_leaves_no_partial_file_in_the_shared_cache(crafted, tmp_path):
+    """A listing larger than 1 MiB goes through a temporary file; a successful pull removes it."""
+    from components.dvc_pull.sources import CHUNK_BYTES
+
+    folder = "a-long-folder-name-" * 10
+    manifest = [entry(crafted.hello, f"{folder}/{i:05d}.txt") for i in range(CHUNK_BYTES // 200)]
+    assert len(json.dumps(manifest).encode()) > CHUNK_BYTES
+    rev = crafted.branch(manifest)
+    cache = tmp_path / "shared-cache"
+    result = pull(str(crafted.repo), rev, ["data/raw"], tmp_path / "out", cache_dir=str(cache))
+    assert result.file_count == len(manifest)
+    partial = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob(".dvc-partial-*"))
+    assert partial == [], f"temporary files left behind: {partial}"
+    assert len(cache_files_are_the_objects_they_name(cache)) == 2  # the listing and hello
+
+
+def test_a_missing_object_costs_one_request_and_fails_without_retrying(crafted, tmp_path, caplog):
+    """A 404 is final: no retry, no wait for the object deadline."""
+    absent = md5_of(b"never pushed\n")
+    rev = crafted.branch([entry(crafted.hello, "a.txt"), entry(absent, "gone.txt")])
+    caplog.set_level(logging.DEBUG, logger="components.dvc_pull")
+    with GcsMediaServer(crafted.remote, BUCKET, PREFIX) as server:
+        settings = {"url": f"gs://{BUCKET}/{PREFIX}", "endpointurl": server.url, "allow_anonymous_login": "true"}
+        error = failed_pull(crafted.repo, rev, tmp_path, settings, object_deadline=3600)
+        asked = [request for request in server.requests if absent[2:] in request]
+    assert len(asked) == 1, asked
+    assert "1 object(s) missing from DVC remote 'storage'" in str(error) and f"data/raw/gone.txt (md5 {absent})" in str(
+        error
+    )
+    assert not [r for r in caplog.records if "retrying" in r.getMessage() or "attempt" in r.getMessage()]
 
 
 # --- large files and downloads cut short ---------------------------------------------------------------

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from components.dvc_pull.fast_fetch import BadManifest, Entry, parse_manifest
+from components.dvc_pull.manifests import BadManifest, Entry, parse_manifest
 from components.dvc_pull.redaction import redact_text, redact_url, redacted_logs, url_secrets
 
 GOOD = "0123456789abcdef0123456789abcdef"
@@ -87,6 +87,12 @@ def test_literal_secrets_are_masked_in_every_form():
     assert redact_text("http://example.com/a@b") == "http://example.com/a@b"  # an @ in the path is not user info
 
 
+def test_a_secret_that_contains_another_is_masked_whole():
+    """Longest first: masking 'hunter2' first would leave '***-prod' of 'hunter2-prod'."""
+    assert redact_text("hunter2-prod", {"hunter2", "hunter2-prod"}) == "***"
+    assert redact_text("hunter2-prod and hunter2", ["hunter2", "hunter2-prod"]) == "*** and ***"
+
+
 def test_log_records_of_any_logger_are_redacted_while_a_pull_runs(caplog):
     caplog.set_level(logging.DEBUG)
     library = logging.getLogger("fsspec.http")
@@ -106,7 +112,7 @@ def test_log_records_of_any_logger_are_redacted_while_a_pull_runs(caplog):
 
 
 def test_a_manifest_md5_never_becomes_a_path():
-    from components.dvc_pull.fast_fetch import cache_path, object_key
+    from components.dvc_pull.manifests import cache_path, object_key
 
     for bad in ("..//etc/passwd", "../" + GOOD[3:], GOOD.upper()):
         with pytest.raises(ValueError):

@@ -205,6 +205,95 @@ def test_concurrent_requests_all_succeed(digits_bento):
     assert statuses == [200] * 200
 
 
+# --- BentoML's own clients, through every parameter of every API -----------------------------------
+
+
+def client_calls(digits_dir: Path, workdir: Path) -> dict:
+    """Each way to call the service's APIs with BentoML's clients: (api, args, kwargs), and the file uploads."""
+    index = index_dataset(digits_dir)
+    samples = index.samples("test")[:3]
+    paths = []
+    for sample in samples:  # the client uploads files by path, with their names
+        target = workdir / Path(sample.path).name
+        target.write_bytes((index.root / sample.path).read_bytes())
+        paths.append(target)
+    arrays = np.stack([load_preprocessed(index.root / s.path, 1, (8, 8))[0] for s in samples]).tolist()
+    return {
+        "images": ("predict", (), {"images": arrays}),
+        "images, positional": ("predict", (arrays,), {}),
+        "files": ("predict", (), {"files": paths}),
+        "files, as strings": ("predict", (), {"files": [str(p) for p in paths]}),
+        "files with images=None": ("predict", (), {"images": None, "files": paths}),
+        "model_info": ("model_info", (), {}),
+    }, arrays
+
+
+REFUSED_CALLS = {
+    "images and files": ({"images": [[[0]]], "files": "<png>"}, 400, "invalid_input", "not both"),
+    "neither": ({}, 400, "empty_body", "the body is empty"),
+    "a URL in files": ({"files": ["http://127.0.0.1:9/digit.png"]}, 400, "not_a_file", "text field"),
+    "an empty list": ({"images": []}, 400, "empty_batch", "empty batch"),
+    "another scale": ({"images": [DIGIT_7_0_16.tolist()]}, 400, "unexpected_scale", "0..16 scale"),
+}
+
+
+def refusal(error: Exception) -> tuple[int, dict]:
+    return int(error.error_code), json.loads(error.message)
+
+
+def same_answer(got, expected) -> bool:
+    """The same answer; probabilities to 1e-6 (a batch shared with other requests may round differently)."""
+    if "predictions" not in expected:
+        return got == expected
+    classes = [p["class"] for p in expected["predictions"]]
+    probabilities = [list(p["probabilities"].values()) for p in expected["predictions"]]
+    return (
+        got["model_tag"] == expected["model_tag"]
+        and [p["class"] for p in got["predictions"]] == classes
+        and np.allclose([list(p["probabilities"].values()) for p in got["predictions"]], probabilities, atol=1e-6)
+    )
+
+
+@pytest.mark.slow
+def test_bentomls_sync_and_async_clients_call_every_parameter_of_every_api(digits_bento, digits_dir, tmp_path):
+    import asyncio
+
+    import bentoml
+
+    url = digits_bento["url"]
+    calls, arrays = client_calls(digits_dir, tmp_path)
+    status, by_json = post_json(f"{url}/predict", {"images": arrays})
+    assert status == 200
+    expected = {"predict": by_json, "model_info": post_json(f"{url}/model_info", {})[1]}
+    png_path = calls["files"][2]["files"][0]
+
+    def concrete(kwargs: dict) -> dict:
+        return {k: [png_path] if v == "<png>" else v for k, v in kwargs.items()}
+
+    with bentoml.SyncHTTPClient(url) as client:
+        for name, (api, args, kwargs) in calls.items():
+            assert same_answer(getattr(client, api)(*args, **kwargs), expected[api]), f"SyncHTTPClient: {name}"
+        for name, (kwargs, status, code, message) in REFUSED_CALLS.items():
+            with pytest.raises(bentoml.exceptions.BentoMLException) as refused:
+                client.predict(**concrete(kwargs))
+            got, body = refusal(refused.value)
+            assert (got, body["error"]) == (status, code) and message in body["message"], f"SyncHTTPClient: {name}"
+            assert set(body) == {"error", "message", "request_id"}
+
+    async def with_the_async_client() -> None:
+        async with bentoml.AsyncHTTPClient(url) as client:
+            for name, (api, args, kwargs) in calls.items():
+                answer = await getattr(client, api)(*args, **kwargs)
+                assert same_answer(answer, expected[api]), f"AsyncHTTPClient: {name}"
+            for name, (kwargs, status, code, message) in REFUSED_CALLS.items():
+                with pytest.raises(bentoml.exceptions.BentoMLException) as refused:
+                    await client.predict(**concrete(kwargs))
+                got, body = refusal(refused.value)
+                assert (got, body["error"]) == (status, code) and message in body["message"], f"AsyncHTTPClient: {name}"
+
+    asyncio.run(with_the_async_client())
+
+
 # --- photos of any size: train -> evaluate -> build_bento -> serve ---------------------------------
 
 

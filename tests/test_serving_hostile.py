@@ -140,6 +140,7 @@ BAD = {
     "json-broken": (lambda: (b'{"images": [[[1, 2', "application/json"), 400, "malformed_json", None),
     "json-list": (lambda: (b"[1, 2]", "application/json"), 400, "invalid_input", None),
     "json-empty": (lambda: (b"{}", "application/json"), 400, "invalid_input", None),
+    "json-no-body": (lambda: (b"", "application/json"), 400, "empty_body", None),
     "json-nan": (lambda: (b'{"images": [[[NaN]]]}', "application/json"), 400, "invalid_input", None),
     "json-too-many": (lambda: (json.dumps({"images": [[[0]]] * 300}).encode(), "application/json"), 413, None, None),
     "body-too-large": (lambda: (b" " * (BODY_LIMIT + 1), "application/json"), 413, "body_too_large", None),
@@ -161,6 +162,28 @@ def test_bad_input_gets_one_4xx_shape_naming_the_file_and_the_server_keeps_answe
     if filename:
         assert filename in answer["message"]
     assert "/tmp" not in answer["message"]  # never BentoML's temporary file
+    ok, _, good = send(f"{server['url']}/predict", GOOD_JSON, "application/json")
+    assert ok == 200 and len(good["predictions"]) == 1
+
+
+@pytest.mark.slow
+def test_a_chunked_body_over_the_limit_is_413_while_it_is_read(server):
+    """No Content-Length (chunked transfer encoding): the size is checked while the body is read."""
+    import http.client
+
+    chunk = b" " * (1 << 20)
+    chunks = BODY_LIMIT // len(chunk) + 1
+    connection = http.client.HTTPConnection(*server["url"].removeprefix("http://").split(":"), timeout=120)
+    try:
+        connection.request(
+            "POST", "/predict", body=iter([chunk] * chunks), headers={"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        connection.close()
+    assert (response.status, answer["error"]) == (413, "body_too_large"), answer
+    assert answer["message"].startswith(f"the body is larger than the limit of {BODY_LIMIT} bytes")  # not declared
     ok, _, good = send(f"{server['url']}/predict", GOOD_JSON, "application/json")
     assert ok == 200 and len(good["predictions"]) == 1
 

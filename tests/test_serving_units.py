@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from serving import validation
-from serving.service import MicroBatcher, Overloaded
-from serving.validation import InvalidImages, check_upload, header_size, multipart_to_batch, sniff
+from serving.batching import MicroBatcher, Overloaded
+from serving.forms import multipart_to_batch
+from serving.validation import InvalidImages, check_upload, header_size, sniff
 
 
 def encoded(format_: str, size=(30, 20)) -> bytes:
@@ -242,3 +243,22 @@ def test_the_scale_check_is_on_unless_switched_off(monkeypatch, setting, on):
         monkeypatch.setenv("KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK", setting)
     assert (input_scale_check(DIGITS_RANGE) is not None) is on
     assert input_scale_check({}) is None  # a model trained before the range was recorded
+
+
+# --- what an empty or malformed body is told -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [b"", b" \r\n"])
+def test_an_empty_json_body_is_named_with_what_to_send(body):
+    with pytest.raises(InvalidImages) as caught:
+        validation.json_to_batch(body, [1, 8, 8])
+    assert (caught.value.status, caught.value.code) == (400, "empty_body")
+    message = caught.value.message
+    assert message.startswith('the body is empty: send JSON {"images": [...]}') and "not valid JSON" not in message
+    assert "multipart/form-data fields named 'files'" in message
+
+
+def test_a_body_that_is_not_json_still_gets_jsons_own_reason():
+    with pytest.raises(InvalidImages, match=r"^the body is not valid JSON: Expecting value: line 1 column 1") as caught:
+        validation.json_to_batch(b"images=1", [1, 8, 8])
+    assert caught.value.code == "malformed_json"

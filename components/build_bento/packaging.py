@@ -46,7 +46,8 @@ DESCRIPTOR = "bento.json"
 # the variables stay in the image's environment, where nothing installs packages.
 BUILD_ENV = {"UV_NO_CACHE": "1", "PIP_NO_CACHE_DIR": "1"}
 # What the bento carries: the service and the torch-free modules it imports, nothing else of the library.
-INCLUDE = ["serving/__init__.py", "serving/service.py", "serving/validation.py", "components/__init__.py"]
+INCLUDE = [f"serving/{name}.py" for name in ("__init__", "service", "batching", "gate", "forms", "validation")]
+INCLUDE += ["components/__init__.py"]
 INCLUDE += [f"components/common/{name}.py" for name in ("__init__", "spec", "images", "onnx_model", "resources")]
 # A cuda bento also runs the network in torch: the backend and the model loader (which imports, of the
 # library, only spec; torchvision's architectures need torchvision, pinned with torch).

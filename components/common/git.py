@@ -1,5 +1,8 @@
 """Run git non-interactively: a missing credential fails at once instead of waiting for a prompt.
 
+Also the clone a pull starts from: the repository without a work tree (``clone_at``), the
+few files read straight from git objects (``read_blobs``), and a checkout where one is needed.
+
 Talking to a remote, git's failures are told apart: the network's or the server's (a name that
 does not resolve, a reset, a timeout, HTTP 5xx or 429) are retried with backoff for a bounded time;
 the user's (a repository that does not exist, refused credentials, an unknown revision) fail at
@@ -13,7 +16,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,14 @@ TRANSIENT_FAILURE = re.compile(
     re.IGNORECASE,
 )
 RETRY_DEADLINE_SECONDS = 120.0
+
+
+class GitError(Exception):
+    """git failed; ``transient`` when for the network's or the server's sake (worth retrying), not the user's."""
+
+    def __init__(self, message: str, transient: bool = False):
+        super().__init__(message)
+        self.transient = transient
 
 
 def run_git(*args: str, cwd: Path | None = None, input: bytes | None = None) -> subprocess.CompletedProcess:
@@ -90,3 +101,77 @@ def unknown_revision_message(rev: str, repo: str, known: list[str]) -> str:
         f"unknown revision {rev!r} in {repo}; known branches and tags: {', '.join(known) or '(none)'}, "
         "or give a commit SHA"
     )
+
+
+def clone_at(repo_url: str, rev: str, destination: Path, shown_as: str) -> str:
+    """Clone ``repo_url`` into ``destination`` without a work tree; return the commit SHA of ``rev``.
+
+    A repository behind a URL is cloned without file contents (``--filter=blob:none``, where the
+    server allows it): the few files read later are fetched on demand. ``shown_as`` is how messages
+    name the repository (its URL with any credentials masked). A clone that fails, or a revision
+    the repository does not have, raises ``GitError`` (the latter listing the branches and tags).
+    """
+    options = ["--quiet", "--no-checkout"]
+    if is_local_path(repo_url):
+        repo_url = absolute_if_local(repo_url)  # a relative path: git runs from another directory
+    else:
+        options.append("--filter=blob:none")
+    cloned = run_git_remote(
+        "clone", *options, repo_url, str(destination), cwd=destination.parent, what=f"git clone {shown_as}"
+    )
+    if cloned.returncode != 0:
+        raise GitError(
+            f"cannot clone {shown_as}: {git_message(cloned.stderr)}; check the URL and that "
+            "the repository is reachable from this pod",
+            transient=is_transient(cloned.stderr),
+        )
+    commit = None
+    for candidate in (rev, f"origin/{rev}"):
+        parsed = run_git("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}", cwd=destination)
+        if parsed.returncode == 0:
+            commit = parsed.stdout.strip()
+            break
+    if commit is None and re.fullmatch(r"[0-9a-fA-F]{7,40}", rev):
+        # A commit that no branch or tag advertises can still be fetched by SHA.
+        if run_git("fetch", "--quiet", "origin", rev, cwd=destination).returncode == 0:
+            commit = run_git("rev-parse", "FETCH_HEAD", cwd=destination).stdout.strip()
+    if commit is None:
+        refs = run_git("for-each-ref", "--format=%(refname:short)", "refs/remotes/origin", "refs/tags", cwd=destination)
+        known = sorted(r.removeprefix("origin/") for r in refs.stdout.split() if r != "origin/HEAD" and r != "origin")
+        raise GitError(unknown_revision_message(rev, shown_as, known))
+    return commit
+
+
+def checkout(destination: Path, commit: str) -> None:
+    """Check ``commit`` out in the clone ``destination``; ``GitError`` saying why not."""
+    checked_out = run_git("checkout", "--quiet", "--detach", commit, cwd=destination)
+    if checked_out.returncode != 0:
+        raise GitError(f"cannot check out {commit}: {git_message(checked_out.stderr)}")
+
+
+def is_directory(clone: Path, commit: str, path: str) -> bool:
+    """Whether ``path`` is a directory in the tree of ``commit``, read from git without a checkout."""
+    found = run_git("cat-file", "-t", f"{commit}:{path}", cwd=clone)
+    return found.returncode == 0 and found.stdout.strip() == "tree"
+
+
+def read_blobs(clone: Path, commit: str, names: Sequence[str]) -> dict[str, bytes | None]:
+    """The content of each file at ``commit`` (None where absent), read from git without a checkout."""
+    request = "".join(f"{commit}:{name}\n" for name in names).encode()
+    done = run_git("cat-file", "--batch", cwd=clone, input=request)
+    blobs: dict[str, bytes | None] = dict.fromkeys(names)
+    if done.returncode != 0:
+        return blobs
+    out, position = done.stdout, 0
+    for name in names:
+        end = out.find(b"\n", position)
+        if end < 0:
+            break
+        header = out[position:end].split()
+        position = end + 1
+        if len(header) == 3 and header[2].isdigit():
+            size = int(header[2])
+            if header[1] == b"blob":
+                blobs[name] = out[position : position + size]
+            position += size + 1
+    return blobs

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 
 from components.common.git import absolute_if_local, git_message, is_transient, run_git_remote, unknown_revision_message
-from components.dvc_pull.pull import redact_url, validate_inputs
+from components.dvc_pull.checks import validate_inputs
+from components.dvc_pull.redaction import redact_url
 
 FULL_SHA = re.compile(r"^[0-9a-fA-F]{40}$")
 ABBREVIATED_SHA = re.compile(r"^[0-9a-fA-F]{7,39}$")
