@@ -36,9 +36,6 @@ TASK_STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
 TASK_ENDED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
 KFP_LOCAL_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d+ - [A-Z]+ - ")  # kfp.local's own log lines, not a step's
 FAILED_LINES_SHOWN = 25
-# What a step's bare ``Output`` means, for the summary (evaluate's stays ``Output``: kfp.local resolves no
-# other name in a dsl.If, see components/evaluate/README.md).
-OUTPUT_MEANINGS = {"evaluate": "promote"}
 
 
 class StepProgress(io.TextIOBase):
@@ -144,8 +141,7 @@ def describe_run(run_dir: Path) -> str:
                         if "_epoch_" not in key and isinstance(value, (int, float)) and not isinstance(value, bool):
                             metric_rows.append((task, key, value))
         for name, value in sorted(output.get("parameterValues", {}).items()):
-            meaning = f" ({OUTPUT_MEANINGS[task]})" if name == "Output" and task in OUTPUT_MEANINGS else ""
-            lines.append(f"  {task + '.' + name + meaning:<28} = {value}")
+            lines.append(f"  {task + '.' + name:<28} = {value}")
     lines += ["", "Metrics:", f"  {'step':<18} {'metric':<18} {'value':>10}"]
     lines += [f"  {task:<18} {key:<18} {_number(value)}" for task, key, value in metric_rows]
     return "\n".join(lines)

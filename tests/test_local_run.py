@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import io
-import json
 
-from pipelines.local import StepProgress, describe_run
+from pipelines.local import StepProgress
 
 # What kfp.local writes, colours included (see kfp/local/logging_utils.py and task_dispatcher.py).
 KFP_LOCAL_OUTPUT = """\
@@ -47,12 +46,3 @@ def test_the_terminal_gets_a_line_a_step_and_the_log_gets_everything():
     assert tail[-1].endswith("data/raw/images/0001.png is not a readable PNG or JPEG image")
     assert not any("executor_input" in line or "Streamed logs" in line for line in shown)
     assert log.getvalue() == KFP_LOCAL_OUTPUT
-
-
-def test_the_summary_names_evaluates_output_as_the_promotion_decision(tmp_path):
-    for task, values in {"evaluate": {"Output": False}, "resolve-revision": {"Output": "c0ffee"}}.items():
-        (tmp_path / task).mkdir()
-        (tmp_path / task / "executor_output.json").write_text(json.dumps({"parameterValues": values}))
-    lines = describe_run(tmp_path).splitlines()
-    assert "  evaluate.Output (promote)    = False" in lines
-    assert "  resolve-revision.Output      = c0ffee" in lines
