@@ -231,7 +231,8 @@ def test_names_from_the_run_read_as_text_never_as_markup(tmp_path):
     for row, name in zip(report.per_class, HOSTILE, strict=True):
         row.name = name
     report.worst = [
-        WorstImage(Prediction("<b>x</b>.png", "<i>t</i>", "p|q", 0.9, 0.1), None, problem="<script>alert(2)</script>")
+        WorstImage(Prediction("<b>x</b>.png", "<i>t</i>", "p|q", 0.9, 0.1), None, problem="<script>alert(2)</script>"),
+        WorstImage(Prediction("y.png", "a](javascript:x)", "b", 0.9, 0.1), b"\x89PNG", "image/png"),
     ]
     markdown = render_markdown(report)
     rendered = commonmark(markdown)
@@ -245,6 +246,9 @@ def test_names_from_the_run_read_as_text_never_as_markup(tmp_path):
     for tag in ("<script", "<img src=x", "<b>x</b>", "<i>t</i>"):
         assert tag not in html, tag
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    # A class name cannot end an image's alt text early: the whole picture stays one data: image.
+    (alt,) = re.findall(r"!\[(true [^\]]*)\]\(data:image/png;base64,", markdown)
+    assert alt == "true a  javascript:x , predicted b"
 
 
 # --- the HTML -------------------------------------------------------------------------------------

@@ -30,6 +30,12 @@ def md(text: object) -> str:
     return _SPECIAL.sub(r"\\\1", _CONTROL.sub(" ", str(text))).strip()
 
 
+def alt_text(text: object) -> str:
+    """Text for an image's alt: escaped, and without brackets or parentheses, which the UI's image pattern
+    (markdown-to-jsx's, blind to backslash escapes) would take for the end of the alt text."""
+    return md(re.sub(r"[\[\]()]", " ", str(text)))
+
+
 def table(header: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(cell or " " for cell in row) + " |" for row in rows]
@@ -109,7 +115,7 @@ def _pictures(report: Report, budget: int) -> str:
             if worst.picture is None:
                 cell = md(f"(no picture: {worst.problem})")
             else:
-                alt = f"true {md(p.true_class)}, predicted {md(p.predicted_class)}"
+                alt = alt_text(f"true {p.true_class}, predicted {p.predicted_class}")
                 image = f"![{alt}]({data_uri(worst.mime, worst.picture)})"
                 cell = image if fits(image) else "(left out: see the HTML report)"
                 if cell != image:
@@ -127,4 +133,4 @@ def _pictures(report: Report, budget: int) -> str:
 
 
 def _image(picture: Picture) -> str:
-    return f"![{md(picture.description)}]({data_uri(picture.mime, picture.data)})"
+    return f"![{alt_text(picture.description)}]({data_uri(picture.mime, picture.data)})"
