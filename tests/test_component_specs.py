@@ -22,6 +22,7 @@ LIBRARY = {
     "build_bento",
     "containerize",
     "record_promotion",
+    "report",
 }
 
 

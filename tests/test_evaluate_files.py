@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import random
 import subprocess
@@ -26,6 +27,14 @@ from components.evaluate.predictions import (
     write_predictions,
 )
 from components.evaluate.scores import compare_on_shared, confusion_scores
+from components.evaluate.worst_images import (
+    MIN_SIDE,
+    THUMBNAIL_SIDE,
+    WorstImagesError,
+    read_worst_images,
+    thumbnail,
+    write_worst_images,
+)
 
 
 def synthetic_predictions(classes: int, images: int, seed: int = 0) -> list[Prediction]:
@@ -124,6 +133,60 @@ def test_a_file_that_is_not_gzip_is_named(tmp_path):
         read_predictions(tmp_path / "p")
 
 
+# --- the worst-classified images ----------------------------------------------------------------
+
+
+def test_the_worst_images_are_small_pictures_worst_first_and_an_unreadable_one_is_listed(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    (data / "cat").mkdir(parents=True)
+    photo = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)  # as busy as a photo
+    Image.fromarray(photo).save(data / "cat" / "big.jpg")
+    Image.new("L", (8, 8), 128).save(data / "cat" / "tiny.png")
+    (data / "cat" / "broken.png").write_bytes(b"not a png")
+    rows = [
+        Prediction("cat/big.jpg", "cat", "dog", 0.8, 0.1),
+        Prediction("cat/tiny.png", "cat", "dog", 0.9, 0.05),
+        Prediction("cat/broken.png", "cat", "owl", 0.7, 0.2),
+        Prediction("cat/right.png", "cat", "cat", 0.9, 0.9),  # correct: never among the worst
+    ]
+    assert write_worst_images(tmp_path / "worst", rows, data) == 3
+    tiny, big, broken = read_worst_images(tmp_path / "worst")
+    assert [w.prediction.path for w in (tiny, big, broken)] == ["cat/tiny.png", "cat/big.jpg", "cat/broken.png"]
+    assert Image.open(io.BytesIO(tiny.picture)).size == (MIN_SIDE, MIN_SIDE)  # enlarged without smoothing
+    assert max(Image.open(io.BytesIO(big.picture)).size) == THUMBNAIL_SIDE
+    assert big.mime == "image/jpeg" and tiny.mime == "image/png"  # whichever is smaller
+    assert broken.picture is None and "is not a readable PNG or JPEG image" in broken.problem
+
+
+def test_a_thumbnail_of_a_16_bit_grayscale_image_is_scaled_not_clipped(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)).save(tmp_path / "deep.png")
+    data, mime = thumbnail(tmp_path / "deep.png")
+    assert mime == "image/png" and Image.open(io.BytesIO(data)).getpixel((0, 0)) == 255
+
+
+@pytest.mark.parametrize(
+    "index, message",
+    [
+        ({"path": "a.png"}, r"holds dict, not a list"),
+        ([{"path": "a.png", "true_class": "c", "predicted_class": "d", "probability": 0.9,
+           "true_class_probability": 0.1, "file": "../../etc/passwd"}], r"file '../../etc/passwd' is not a picture"),
+        ([{"path": "../a.png", "true_class": "c", "predicted_class": "d", "probability": 0.9,
+           "true_class_probability": 0.1}], r"path '../a.png' is not"),
+        ([{"path": "a.png", "true_class": 3}], r"path and class names must be text"),
+    ],
+)  # fmt: skip
+def test_a_worst_images_directory_that_is_not_what_evaluate_writes_is_refused(tmp_path, index, message):
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    with pytest.raises(WorstImagesError, match=message):
+        read_worst_images(tmp_path)
+
+
 # --- the comparison file --------------------------------------------------------------------------
 
 
@@ -145,7 +208,18 @@ def comparison(status: str = "compared") -> Comparison:
         else {"baseline": "none"},
         ["cat", "dog", "fox"] if status == "compared" else None,
     )
-    return Comparison(True, "accuracy 0.7500 meets the threshold 0.5000", 0.5, candidate, summary, shared)
+    history = [{"epoch": 1, "train_loss": 0.9, "val_loss": 1.0, "train_accuracy": 0.5, "val_accuracy": 0.4}]
+    model = {
+        "uri": "minio://b/model",
+        "architecture": "small_cnn",
+        "classes": ["cat", "dog", "owl"],
+        "training": {"parameters": {"epochs": 1}, "history": history},
+        "dataset": {"commit": "c0ffee", "file_count": 4},
+        "versions": {"library": "0.1.0"},
+    }
+    baseline_model = dict(model, uri="s3://m", classes=["cat", "dog", "fox"]) if status == "compared" else None
+    models = {"candidate": model, "baseline": baseline_model}
+    return Comparison(True, "accuracy 0.7500 meets the threshold 0.5000", 0.5, candidate, summary, shared, models)
 
 
 @pytest.mark.parametrize("status", ["compared", "none"])
@@ -166,6 +240,10 @@ def test_the_comparison_round_trips(tmp_path, status):
         (lambda r: r["baseline"].update(status="better"), r"baseline.status must be one of"),
         (lambda r: r.update(shared=None), r"shared must be given exactly when baseline.status is 'compared'"),
         (lambda r: r["shared"].update(baseline=r["candidate"]), r"shared.baseline.classes differ from shared.classes"),
+        (lambda r: r["models"].update(candidate=None), r"models.candidate must describe the candidate"),
+        (lambda r: r["models"]["baseline"].pop("uri"), r"models.baseline needs a uri and classes"),
+        (lambda r: r["models"]["baseline"].update(training=[]), r"models.baseline.training must be an object"),
+        (lambda r: r["models"]["candidate"]["training"].update(history=[1]), r"training.history must be a list of"),
     ],
 )
 def test_a_comparison_file_that_is_not_what_evaluate_writes_is_named(tmp_path, change, message):
@@ -181,7 +259,7 @@ def test_the_readers_need_no_torch():
     code = (
         "import sys; sys.modules['torch'] = None\n"
         "import components.evaluate.predictions, components.evaluate.comparison_file, components.evaluate.baseline\n"
-        "import components.evaluate.gate, components.evaluate.metrics_file"
+        "import components.evaluate.gate, components.evaluate.metrics_file, components.evaluate.worst_images"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -13,13 +13,21 @@ and ``pipelines.run_metrics``). One JSON object::
                              "uri": ...},
                   "classes": [...]},                # the baseline's own classes (null without one)
      "shared": {"classes": [...], "candidate_only": [...], "baseline_only": [...],
-                "candidate": {<scores>}, "baseline": {<scores>}}}   # null unless compared
+                "candidate": {<scores>}, "baseline": {<scores>}},   # null unless compared
+     "models": {"candidate": {<model>}, "baseline": {<model>}}}    # baseline null without one
 
 ``<scores>``: ``accuracy``, ``loss`` (null on shared classes), ``macro_f1``, ``per_class_recall``
 (class -> recall), ``confusion_matrix`` (rows: true class, columns: predicted, in ``classes``
 order), ``classes``, ``samples``, ``onnx_max_difference`` (null when not checked) and ``outside``
 (per true class, the files predicted as a class outside ``classes``; empty when none). With the
-same classes on both sides, ``shared.candidate`` equals ``candidate``. Torch-free.
+same classes on both sides, ``shared.candidate`` equals ``candidate``.
+
+``<model>``: what the models' ``spec.json`` say about how they were made, so the report needs
+neither model (a step downloads its input artifacts whole): ``uri``, ``architecture``,
+``classes``, ``training`` (the spec's record: ``parameters``, ``history`` per epoch,
+``pretrained_weights``, ``train_samples``, ...; empty for a custom script's model), ``dataset``
+(repository, commit, md5, file count and bytes where known; the candidate's from the evaluated
+``Dataset``) and ``versions``. Torch-free.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from components.common.artifacts import write_json_atomic
+from components.common.spec import DATASET_LINEAGE_KEYS, ModelSpec
 from components.evaluate.scores import Evaluation, SharedComparison
 
 FORMAT_VERSION = 1
@@ -59,6 +68,7 @@ class Comparison:
     candidate: Evaluation
     baseline: BaselineSummary
     shared: SharedComparison | None
+    models: dict[str, dict[str, Any] | None]  # "candidate", "baseline": see model_summary
 
     def record(self) -> dict[str, Any]:
         return {
@@ -73,7 +83,22 @@ class Comparison:
                 "classes": self.baseline.classes,
             },
             "shared": self.shared.record() if self.shared is not None else None,
+            "models": self.models,
         }
+
+
+def model_summary(spec: ModelSpec, uri: str, dataset_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """How a model was made, from its spec; ``dataset_metadata`` (the evaluated Dataset's) fills in the lineage."""
+    dataset = dict(spec.dataset)
+    dataset.update({key: value for key, value in (dataset_metadata or {}).items() if key in DATASET_LINEAGE_KEYS})
+    return {
+        "uri": uri,
+        "architecture": spec.architecture,
+        "classes": list(spec.classes),
+        "training": spec.training,
+        "dataset": dataset,
+        "versions": spec.versions,
+    }
 
 
 def write_comparison(path: str | Path, comparison: Comparison) -> None:
@@ -98,6 +123,7 @@ def read_comparison(path: str | Path) -> Comparison:
             baseline["status"], baseline["label"], baseline["reason"], dict(baseline["source"]), baseline["classes"]
         ),
         shared=SharedComparison.from_record(record["shared"]) if record["shared"] is not None else None,
+        models={"candidate": record["models"]["candidate"], "baseline": record["models"]["baseline"]},
     )
 
 
@@ -138,6 +164,21 @@ def check_record(record: Any, source: str) -> None:
             _check_scores(shared.get(side), f"shared.{side}", fail)
             if shared[side]["classes"] != shared["classes"]:
                 fail(f"shared.{side}.classes differ from shared.classes")
+    models = record.get("models")
+    if not isinstance(models, dict) or models.get("candidate") is None:
+        fail("models.candidate must describe the candidate")
+    for side in ("candidate", "baseline"):
+        model = models.get(side)
+        if model is None:
+            continue
+        if not isinstance(model, dict) or not _names(model.get("classes")) or not isinstance(model.get("uri"), str):
+            fail(f"models.{side} needs a uri and classes")
+        for part in ("training", "dataset", "versions"):
+            if not isinstance(model.get(part), dict):
+                fail(f"models.{side}.{part} must be an object")
+        history = model["training"].get("history", [])
+        if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+            fail(f"models.{side}.training.history must be a list of epochs")
 
 
 def _check_scores(scores: Any, where: str, fail) -> None:

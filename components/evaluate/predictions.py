@@ -88,7 +88,7 @@ def read_predictions(path: str | Path) -> list[Prediction]:
         raise PredictionsFileError(f"{path}: the header is {found!r}, expected {','.join(COLUMNS)!r}")
     rows, seen = [], set()
     for number, fields in enumerate(lines[1:], start=2):
-        row = _row(fields, f"{path} line {number}")
+        row = parse_row(fields, f"{path} line {number}")
         if row.path in seen:
             raise PredictionsFileError(f"{path} line {number}: {row.path!r} appears twice")
         seen.add(row.path)
@@ -106,7 +106,8 @@ def _number(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _row(fields: list[str], where: str) -> Prediction:
+def parse_row(fields: list[str], where: str) -> Prediction:
+    """One row's fields (text, in ``COLUMNS`` order) as a checked ``Prediction``; ``where`` names it in errors."""
     if len(fields) != len(COLUMNS):
         raise PredictionsFileError(f"{where}: {len(fields)} fields, expected {len(COLUMNS)} ({','.join(COLUMNS)})")
     path, true_class, predicted_class, probability, true_probability = fields
