@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from benchmarks import (
+    cli_refusal,
     ddp_scaling,
     dvc_pull_memory,
     dvc_pull_speed,
@@ -109,6 +110,8 @@ def main() -> None:
     dvc_pull_memory.report(dvc_pull_memory.run(WORKDIR))
 
     launcher_footprint.report(launcher_footprint.run())
+
+    cli_refusal.report(cli_refusal.run())
 
 
 if __name__ == "__main__":
