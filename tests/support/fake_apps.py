@@ -244,6 +244,7 @@ class DeploymentController(AppliedController):
             annotations = obj.body["metadata"].setdefault("annotations", {})
             annotations["deployment.kubernetes.io/revision"] = str(revision)
         sets[template_hash]["labels"] = dict((template.get("metadata") or {}).get("labels") or {})
+        sets[template_hash]["containers"] = template["spec"]["containers"]
         containers = template["spec"]["containers"]
         events.append(
             SpecEvent(
@@ -328,7 +329,8 @@ class DeploymentController(AppliedController):
         for sim in rollout.pods:
             labels = {**sets[sim.template_hash]["labels"], "pod-template-hash": sim.template_hash}
             name = f"{sets[sim.template_hash]['name']}-{_suffix(sim.index)}"
-            pod = self.server.pod(obj, name, labels, ["bento"], sim.image, pod_status(sim, now, "bento"))
+            containers = [c["name"] for c in sets[sim.template_hash]["containers"]]
+            pod = self.server.pod(obj, name, labels, containers, sim.image, pod_status(sim, now, containers[0]))
             found.append(pod)
         return found
 

@@ -23,6 +23,7 @@ source: ``pkg/controller/v1beta1/inferenceservice`` (``controller.go``, ``utils.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from tests.support.fake_apps import (
@@ -44,6 +45,12 @@ def crd(release: str) -> Path:
     return CRDS / f"serving.kserve.io_inferenceservices.v{release}.yaml"
 
 
+@functools.cache
+def served(release: str) -> Resource:
+    """The resource as the release's CRD defines it (read once: the CRD is megabytes of YAML)."""
+    return Resource.from_crd(crd(release), "v1beta1")
+
+
 class KServeController(AppliedController):
     """InferenceServices of one KServe release."""
 
@@ -55,7 +62,7 @@ class KServeController(AppliedController):
         default_mode: str = "Serverless",
     ):
         super().__init__()
-        self.resource = Resource.from_crd(crd(release), "v1beta1")
+        self.resource = served(release)
         self.kserve_release, self.workloads, self.deployments = release, workloads, deployments
         self.default_mode = default_mode
         self.renamed = tuple(int(part) for part in release.split(".")[:2]) >= (0, 17)

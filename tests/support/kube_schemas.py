@@ -49,7 +49,8 @@ def problems(body: dict[str, Any], kserve_release: str = "0.20.0") -> list[str]:
 def kserve_crd(release: str) -> dict:
     if release not in KSERVE_RELEASES:
         raise ValueError(f"no InferenceService CRD of KServe {release}; have {', '.join(KSERVE_RELEASES)}")
-    return yaml.safe_load((CRDS / f"serving.kserve.io_inferenceservices.v{release}.yaml").read_text())
+    text = (CRDS / f"serving.kserve.io_inferenceservices.v{release}.yaml").read_text()
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 @functools.cache

@@ -172,7 +172,10 @@ def update(state: dict, obj: dict, path: Path, value: Any, manager: str, api_ver
     """A controller's update of one field: it takes the field from every other manager."""
     parent = obj
     for segment in path[:-1]:
-        parent = parent.setdefault(segment, {})
+        if isinstance(segment, Key):
+            parent = next(i for i in parent if isinstance(i, dict) and i.get("name") == segment.name)
+        else:
+            parent = parent.setdefault(segment, {})
     parent[path[-1]] = value
     managers = managers_of(state)
     for other in managers:
