@@ -31,7 +31,7 @@ from tests.support.deploy_cluster import (
     request,
 )
 from tests.support.fake_apps import apps_controllers
-from tests.support.fake_kube import Fault, FakeKube
+from tests.support.fake_kube import FakeKube, Fault
 from tests.support.kube_schemas import KSERVE_RELEASES, problems
 
 TARGETS = [
@@ -109,8 +109,9 @@ def test_kserve_settings_are_checked_for_the_mode_and_release():
 
 @pytest.mark.parametrize(
     "version, mode, sent",
-    [("0.15", "standard", "RawDeployment"), ("0.15.2", "knative", "Serverless"), ("0.16.0", "rawdeployment", "RawDeployment"),
-     ("0.17", "standard", "Standard"), ("v0.20.0", "serverless", "Knative"), ("0.20.0", "knative", "Knative")],
+    [("0.15", "standard", "RawDeployment"), ("0.15.2", "knative", "Serverless"),
+     ("0.16.0", "rawdeployment", "RawDeployment"), ("0.17", "standard", "Standard"),
+     ("v0.20.0", "serverless", "Knative"), ("0.20.0", "knative", "Knative")],
 )  # fmt: skip
 def test_the_mode_is_named_as_the_clusters_kserve_release_accepts(version, mode, sent):
     knative = mode in ("knative", "serverless")
