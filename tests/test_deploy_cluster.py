@@ -207,6 +207,7 @@ def test_an_image_that_cannot_be_pulled_is_rolled_back(target_kind, release, set
         message = str(failed.value)
         assert "ImagePullBackOff" in message and UNPULLABLE in message
         assert f"Rolled back to {GOOD}" in message and "healthy again" in message
+        assert failed.value.result.rolled_back and failed.value.result.previous_image == GOOD
         assert target.current().image == GOOD
         again = run_deploy(target, request(target_kind, GOOD, **settings), verify_serves(GOOD), deadline_seconds=10,
                            echo=echo)  # fmt: skip
