@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -463,6 +464,10 @@ def test_the_documented_example_settings_compile(tmp_path):
     example = Path(__file__).resolve().parents[1] / "pipelines/cluster_settings.example.yaml"
     settings = load_settings(example)
     assert settings.steps["train"].memory_limit == "64Gi" and settings.dvc_cache_pvc == "dvc-cache"
+    assert settings.model_registry == "mlflow" and settings.default_baseline == "production"
+    documented = {line.split(":")[0] for line in example.read_text().splitlines() if line and line[0].isalpha()}
+    assert documented <= {f.name for f in dataclasses.fields(ClusterSettings)}
+    assert {f.name for f in dataclasses.fields(ClusterSettings) if f.name.startswith("model_registry")} <= documented
     for path in compile_all(tmp_path, settings=settings):
         parse_strictly(path)
 
