@@ -59,7 +59,8 @@ GCS_STEPS = ("dvc-pull", "pytorchjob-train", "find-baseline")
 # PyTorchJob step reads the model its replicas wrote, and they read the dataset and write the model;
 # find-baseline copies the production model from the URI the registry holds.
 ARTIFACT_STORE_STEPS = ("pytorchjob-train", "find-baseline")
-# Steps that talk to the model registry: they get its settings as environment variables and its Secret.
+# Steps that talk to the model registry: they get its settings as environment variables and its Secret (a
+# deploy step, which marks the version that serves, belongs here too).
 REGISTRY_STEPS = ("find-baseline", "register")
 # Steps whose result must reflect the world as it is now, never a cached one: the branch's commit; the
 # version the registry says serves in production (a cached one would compare with a model that no longer

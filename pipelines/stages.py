@@ -95,7 +95,8 @@ def evaluate_and_gate(
                 registry_auth_file=settings.registry_auth_file,
             )
             configure_step(image.set_display_name("containerize"), "containerize", settings)
-            # A deploy step goes here, after containerize; its output artifact is the report's `deployment`.
+            # A deploy step goes here, after containerize; its output artifact is the report's `deployment`:
+            # write_report({**made, "image": image.output, "deployment": deployed.outputs[...]}, settings).
             write_report({**made, "image": image.output}, settings)
     with dsl.Else(name="held-back"):
         write_report(evaluation, settings)
