@@ -1,4 +1,4 @@
-"""kfp-torch: compile, upload, run and schedule this library's pipelines on Kubeflow Pipelines.
+"""kfp-torch: compile, upload, run and schedule this library's pipelines on Kubeflow Pipelines; print a run's report.
 
 Connection (any command that talks to KFP, through kfp.Client): --host or KFP_HOST (default
 http://127.0.0.1:8080, a port-forwarded ml-pipeline-ui), --namespace or KFP_NAMESPACE (in a Kubeflow
