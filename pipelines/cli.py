@@ -1,4 +1,4 @@
-"""kfp-torch: compile, upload, run and schedule this library's pipelines on Kubeflow Pipelines.
+"""kfp-torch: compile, upload, run and schedule this library's pipelines on Kubeflow Pipelines; print a run's report.
 
 Connection (any command that talks to KFP, through kfp.Client): --host or KFP_HOST (default
 http://127.0.0.1:8080, a port-forwarded ml-pipeline-ui), --namespace or KFP_NAMESPACE (in a Kubeflow
@@ -127,7 +127,28 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--experiment", help="only this experiment's")
     _connection_options(listing)
     _add_runs_command(commands)
+    _add_report_command(commands)
     return parser
+
+
+def _add_report_command(commands) -> None:
+    from pipelines.run_artifacts import MLMD_HOST_ENV
+
+    report = commands.add_parser(
+        "report",
+        help="print a run's report: Markdown to post on a pull request, or the HTML page",
+        description="Fetch the report of a finished run from the artifact store, where KFP recorded it in ML "
+        "Metadata (asked at the host's origin, as the Kubeflow UI does).",
+    )
+    report.add_argument("id", help="run ID")
+    report.add_argument("--format", choices=("markdown", "html"), default="markdown", help="default markdown")
+    report.add_argument("--output", metavar="FILE", help="write it to FILE instead of printing it")
+    report.add_argument(
+        "--mlmd-host",
+        help=f"ML Metadata's gRPC-Web address (env {MLMD_HOST_ENV}; default: the host's origin, where the "
+        "Kubeflow Pipelines UI serves it)",
+    )
+    _connection_options(report)
 
 
 def _add_runs_command(commands) -> None:
@@ -253,6 +274,47 @@ def _runs(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    import os
+
+    from pipelines.metadata_store import MetadataStoreError, for_client
+    from pipelines.run_artifacts import MLMD_HOST_ENV, RunArtifactsError
+    from pipelines.run_report import read_report
+
+    client = _client(args)
+    run = client.get_run(args.id)  # an unknown run is the API's 404, explained
+    try:
+        store = for_client(client, args.mlmd_host or os.environ.get(MLMD_HOST_ENV) or None)
+        text = read_report(store, run.run_id, args.format)
+    except (MetadataStoreError, RunArtifactsError) as error:
+        state = "" if run.state == "SUCCEEDED" else f" (the run is {run.state}: the report is its last step)"
+        raise KfpError(f"{error}{state}") from None
+    if args.output:
+        _write_atomic(args.output, text)
+        print(f"wrote the {args.format} report of run {run.run_id} to {args.output}")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
+
+
+def _write_atomic(path: str, text: str) -> None:
+    """``text`` into ``path``: a reader sees the old file or the whole new one, never a part."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    try:
+        fd, staging = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(staging, target)
+    except OSError as error:
+        if "staging" in locals() and os.path.exists(staging):
+            os.unlink(staging)
+        raise KfpError(f"cannot write --output {path}: {error.strerror or error}") from None
+
+
 def _schedule(args) -> int:
     if args.action == "create":
         # Everything local is checked before the first request.
@@ -313,7 +375,14 @@ def _bad_input(message: str) -> int:
     return EXIT_BAD_INPUT
 
 
-COMMANDS = {"compile": _compile, "upload": _upload, "run": _run, "runs": _runs, "schedule": _schedule}
+COMMANDS = {
+    "compile": _compile,
+    "upload": _upload,
+    "run": _run,
+    "runs": _runs,
+    "schedule": _schedule,
+    "report": _report,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

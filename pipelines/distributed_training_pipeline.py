@@ -1,4 +1,5 @@
-"""DVC pull → distributed training (a Kubeflow PyTorchJob, or torchrun locally) → evaluate → gate."""
+"""DVC pull → distributed training (a Kubeflow PyTorchJob, or torchrun locally) → evaluate against production →
+gate → register, package → report."""
 
 from typing import Dict, List
 
@@ -6,7 +7,7 @@ from kfp import dsl
 
 from components.pytorchjob_train.component import pytorchjob_train
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
-from pipelines.stages import check_first, evaluate_and_gate, pull_data
+from pipelines.stages import check_first, evaluate_and_gate, find_baseline_first, pull_data
 
 PIPELINE_NAME = "pytorch-distributed-training"
 
@@ -15,12 +16,13 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
     """The distributed training pipeline with ``settings`` (compile-time Kubernetes settings) applied."""
     settings = settings or ClusterSettings()
     settings.validate()
+    default_baseline = settings.default_baseline  # production where the cluster has a model registry
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Pull a DVC-versioned image dataset, train with DistributedDataParallel as a Kubeflow "
-        "PyTorchJob (the library's training, or your own image and command), evaluate on the fixed test split and "
-        "record the promotion when it passes the gate.",
+        "PyTorchJob (the library's training, or your own image and command), evaluate on the fixed test split against "
+        "the model in production and, when it passes the gate, register and package it; a report says why.",
     )
     def distributed_training_pipeline(
         repo_url: str,
@@ -69,11 +71,20 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
         workers: int = -1,
         memory_budget: str = "",
         accuracy_threshold: float = 0.95,
+        baseline: str = default_baseline,
         image_repository: str = "",
         serving_base_image: str = "docker.io/library/python:3.11-slim",
         build_image: bool = True,
         push_image: bool = True,
     ):
+        """The distributed training pipeline's parameters (the others are described in the README's Pipelines section).
+
+        Args:
+            baseline: what evaluate compares the new model with: ``production`` (the version the cluster's model
+                registry says serves; the default where the cluster has a registry: a first model, with none in
+                production yet, is compared with nothing and says so), ``none``, or a model's URI (``gs://``,
+                ``s3://``, ``minio://`` or an absolute path to a model directory this library wrote).
+        """
         checked = check_first(dict(locals()), settings, distributed=True)
         pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings, checked)
         trained = pytorchjob_train(
@@ -132,7 +143,15 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
             "build_image": build_image,
             "push_image": push_image,
         }
-        evaluate_and_gate(trained.outputs["model"], pulled.outputs["dataset"], accuracy_threshold, packaging, settings)
+        found = find_baseline_first(baseline, settings, after=checked)
+        evaluate_and_gate(
+            trained.outputs["model"],
+            pulled.outputs["dataset"],
+            found.outputs["baseline_model"],
+            accuracy_threshold,
+            packaging,
+            settings,
+        )
 
     return distributed_training_pipeline
 

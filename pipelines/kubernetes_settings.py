@@ -5,8 +5,9 @@ accelerator type, node selector and tolerations) are pipeline parameters. The
 ones a platform team fixes per cluster live here: resource requests and
 limits, retries with backoff, timeouts and caching per step, pod labels, the
 ``/dev/shm`` size for DataLoader workers, a PVC for the DVC cache, the
-Secrets that hold GCS and registry credentials, and the artifact store
-(KFP's ``mlpipeline-minio-artifact`` Secret and its S3 endpoint). Only Secret
+Secrets that hold GCS and container registry credentials, the artifact store
+(KFP's ``mlpipeline-minio-artifact`` Secret and its S3 endpoint), and the model
+registry (which one, where, and the Secret with its credentials). Only Secret
 *names*, mount paths and endpoints reach the compiled YAML, never their content.
 
 Write a YAML file with the keys of :class:`ClusterSettings` (``steps`` maps a
@@ -28,6 +29,15 @@ from kfp import dsl, kubernetes
 
 from components.common.kube.values import DNS_1123_SUBDOMAIN, is_label_value, is_resource_quantity
 from components.common.storage import S3_CREDENTIALS_DIR_ENV, S3_ENDPOINT_ENV, S3_REGION_ENV
+from components.register.settings import (
+    DEFAULT_EXPERIMENT,
+    DEFAULT_KUBEFLOW_URL,
+    DEFAULT_MODEL_NAME,
+    DEFAULT_SERVING_ENVIRONMENT,
+    REGISTRIES,
+    RegistrySettings,
+    RegistrySettingsError,
+)
 
 STEPS = (
     "check-arguments",
@@ -35,17 +45,31 @@ STEPS = (
     "dvc-pull",
     "train",
     "pytorchjob-train",
+    "find-baseline",
     "evaluate",
-    "record-promotion",
+    "register",
     "build-bento",
     "containerize",
+    "report",
 )
-# Steps that read gs:// themselves (the DVC remote; the PyTorchJob replicas read the dataset by URI).
-GCS_STEPS = ("dvc-pull", "pytorchjob-train")
+# Steps that read gs:// themselves (the DVC remote; the PyTorchJob replicas read the dataset by URI;
+# find-baseline fetches the baseline model by its URI).
+GCS_STEPS = ("dvc-pull", "pytorchjob-train", "find-baseline")
 # Steps whose own code reads or writes artifacts by URI (KFP's launcher moves the others' files): the
-# PyTorchJob step reads the model its replicas wrote, and they read the dataset and write the model.
-ARTIFACT_STORE_STEPS = ("pytorchjob-train",)
-UNCACHED_STEPS = ("resolve-revision",)  # its output must reflect the branch as it is now
+# PyTorchJob step reads the model its replicas wrote, and they read the dataset and write the model;
+# find-baseline copies the production model from the URI the registry holds.
+ARTIFACT_STORE_STEPS = ("pytorchjob-train", "find-baseline")
+# Steps that talk to the model registry: they get its settings as environment variables and its Secret (a
+# deploy step, which marks the version that serves, belongs here too).
+REGISTRY_STEPS = ("find-baseline", "register")
+# Steps whose result must reflect the world as it is now, never a cached one: the branch's commit; the
+# version the registry says serves in production (a cached one would compare with a model that no longer
+# serves; find-baseline's output is a new artifact in every run, so evaluate and the report run anew too).
+UNCACHED_STEPS = ("resolve-revision", "find-baseline")
+UNCACHED_BECAUSE = {
+    "resolve-revision": "a cached resolve-revision would serve an old commit after the branch moved",
+    "find-baseline": "a cached find-baseline would compare with a version that may no longer serve in production",
+}
 DURATION_UNITS = ("s", "m", "h")
 
 
@@ -80,10 +104,16 @@ DEFAULT_STEPS = {
     "train": StepSettings("4", "8", "16Gi", "32Gi", retries=1, timeout_seconds=86400),
     # The launcher pod only creates and follows the job (which has its own timeout); a retry re-attaches.
     "pytorchjob-train": StepSettings("250m", "1", "512Mi", "2Gi", retries=2, timeout_seconds=90000),
+    # Fetches the production model (weights and ONNX export) by URI; retries the registry's errors itself.
+    "find-baseline": StepSettings("250m", "1", "512Mi", "2Gi", timeout_seconds=1800, caching=False),
     "evaluate": StepSettings("2", "4", "4Gi", "8Gi", timeout_seconds=3600),
-    "record-promotion": StepSettings("100m", "500m", "256Mi", "512Mi", timeout_seconds=600),
+    # A few registry calls; a retried step registers nothing twice (see components/register/README.md).
+    # Uncached: a cached register would skip the registration it stands for.
+    "register": StepSettings("100m", "500m", "256Mi", "512Mi", timeout_seconds=600, caching=False),
     "build-bento": StepSettings("1", "2", "2Gi", "4Gi", timeout_seconds=1800),
     "containerize": StepSettings("2", "4", "4Gi", "8Gi", timeout_seconds=7200),
+    # Draws the pictures with Pillow from evaluate's comparison and worst images: small and quick.
+    "report": StepSettings("250m", "1", "512Mi", "1Gi", timeout_seconds=900),
 }
 
 
@@ -116,6 +146,50 @@ class ClusterSettings:
     # minio:// and for AWS's own for s3://.
     artifact_store_endpoint: str = ""
     artifact_store_region: str = ""
+    # The model registry that find-baseline asks which version serves in production and register records
+    # promoted models in (components/register/README.md): none, mlflow or kubeflow. With one set, the
+    # pipelines' baseline parameter defaults to production, else to none.
+    model_registry: str = "none"
+    # The registry's http(s) address ("" for kubeflow: the in-cluster Model Registry service).
+    model_registry_url: str = ""
+    model_registry_model_name: str = DEFAULT_MODEL_NAME
+    # A Secret with the registry's credentials (keys token, or username and password), mounted as files
+    # into the steps that talk to the registry; "" for none (the Kubeflow registry then gets the pod's
+    # ServiceAccount token).
+    model_registry_credentials_secret: str = ""
+    model_registry_credentials_mount_path: str = "/var/secrets/model-registry"
+    # A CA bundle inside the pod for an https registry signed by a private CA, e.g. a ca.crt key of the
+    # credentials Secret: /var/secrets/model-registry/ca.crt. "" for the system's CAs.
+    model_registry_ca_file: str = ""
+    # kubeflow: the ServingEnvironment whose deployed InferenceService is production.
+    model_registry_serving_environment: str = DEFAULT_SERVING_ENVIRONMENT
+    # mlflow: the experiment holding each registration's run.
+    model_registry_experiment: str = DEFAULT_EXPERIMENT
+
+    @property
+    def registry_settings(self) -> RegistrySettings:
+        """The model registry settings the registry steps get, as ``components/register`` reads them."""
+        url = self.model_registry_url or (DEFAULT_KUBEFLOW_URL if self.model_registry == "kubeflow" else "")
+        mounted = self.model_registry_credentials_mount_path if self.model_registry_credentials_secret else ""
+        return RegistrySettings(
+            registry=self.model_registry,
+            url=url.rstrip("/"),
+            model_name=self.model_registry_model_name,
+            credentials_dir=mounted,
+            ca_file=self.model_registry_ca_file,
+            serving_environment=self.model_registry_serving_environment,
+            experiment=self.model_registry_experiment,
+        )
+
+    @property
+    def registry_environment(self) -> dict[str, str]:
+        """The registry steps' environment: which registry, where, where its Secret is; never a credential."""
+        return self.registry_settings.environment()
+
+    @property
+    def default_baseline(self) -> str:
+        """The pipelines' ``baseline`` default: what serves in production where a registry knows it."""
+        return "production" if self.model_registry != "none" else "none"
 
     @property
     def gcs_credentials_path(self) -> str:
@@ -175,7 +249,13 @@ class ClusterSettings:
                 )
         if self.shm_size and not is_resource_quantity(self.shm_size):
             raise SettingsError(f"shm_size must be a quantity like '2Gi', or '' for none, got {self.shm_size!r}")
-        for what in ("dvc_cache_pvc", "gcs_credentials_secret", "registry_secret", "artifact_store_secret"):
+        for what in (
+            "dvc_cache_pvc",
+            "gcs_credentials_secret",
+            "registry_secret",
+            "artifact_store_secret",
+            "model_registry_credentials_secret",
+        ):
             name = getattr(self, what)
             if name and not (len(name) <= 253 and DNS_1123_SUBDOMAIN.match(name)):
                 raise SettingsError(f"{what} {name!r} is not a valid Kubernetes object name")
@@ -184,6 +264,7 @@ class ClusterSettings:
             "gcs_credentials_mount_path",
             "registry_mount_path",
             "artifact_store_mount_path",
+            "model_registry_credentials_mount_path",
         ):
             if not getattr(self, what).startswith("/"):
                 raise SettingsError(f"{what} must be an absolute path, got {getattr(self, what)!r}")
@@ -204,6 +285,38 @@ class ClusterSettings:
             )
         if "/" in self.gcs_credentials_key or not self.gcs_credentials_key:
             raise SettingsError(f"gcs_credentials_key must be a key of the Secret, got {self.gcs_credentials_key!r}")
+        self._validate_model_registry()
+
+    def _validate_model_registry(self) -> None:
+        if self.model_registry not in REGISTRIES:
+            raise SettingsError(f"model_registry must be one of {', '.join(REGISTRIES)}, got {self.model_registry!r}")
+        if self.model_registry_ca_file and not self.model_registry_ca_file.startswith("/"):
+            raise SettingsError(
+                f"model_registry_ca_file must be an absolute path inside the pod, got {self.model_registry_ca_file!r}"
+            )
+        mounts = {self.gcs_credentials_mount_path, self.artifact_store_mount_path, self.registry_mount_path}
+        if self.model_registry_credentials_secret and self.model_registry_credentials_mount_path in mounts:
+            raise SettingsError("model_registry_credentials_mount_path must differ from the other Secrets' mount paths")
+        settings = self.registry_settings
+        try:  # the CA file is a path in the pod: it exists there, not where the pipeline is compiled
+            dataclasses.replace(settings, ca_file="").validate()
+        except RegistrySettingsError as error:
+            raise SettingsError(f"model registry: {_setting_names(str(error))}") from None
+
+
+def _setting_names(message: str) -> str:
+    """A message of ``components.register.settings`` with its variable names spelled as these settings' keys."""
+    from components.register import settings as registry
+
+    names = {
+        registry.REGISTRY_ENV: "model_registry",
+        registry.URL_ENV: "model_registry_url",
+        registry.MODEL_NAME_ENV: "model_registry_model_name",
+        registry.CREDENTIALS_DIR_ENV: "model_registry_credentials_secret",
+    }
+    for variable in sorted(names, key=len, reverse=True):
+        message = re.sub(rf"\b{variable}\b", names[variable], message)
+    return message
 
 
 def _validate_step(step: str, settings: StepSettings) -> None:
@@ -228,9 +341,7 @@ def _validate_step(step: str, settings: StepSettings) -> None:
     if not isinstance(settings.caching, bool):
         raise SettingsError(f"steps.{step}.caching must be true or false, got {settings.caching!r}")
     if settings.caching and step in UNCACHED_STEPS:
-        raise SettingsError(
-            f"steps.{step}.caching cannot be true: a cached {step} would serve an old commit after the branch moved"
-        )
+        raise SettingsError(f"steps.{step}.caching cannot be true: {UNCACHED_BECAUSE[step]}")
 
 
 def settings_from_dict(data: dict[str, Any]) -> ClusterSettings:
@@ -305,6 +416,13 @@ def configure_step(task: dsl.PipelineTask, step: str, settings: ClusterSettings)
             kubernetes.use_secret_as_volume(task, secret, mount_path, optional=True)
         for name, value in settings.artifact_store_environment.items():
             task.set_env_variable(name, value)
+    if step in REGISTRY_STEPS:
+        for name, value in sorted(settings.registry_environment.items()):
+            task.set_env_variable(name, value)
+        if settings.model_registry_credentials_secret:
+            kubernetes.use_secret_as_volume(
+                task, settings.model_registry_credentials_secret, settings.model_registry_credentials_mount_path
+            )
     if settings.registry_secret and step == "containerize":
         kubernetes.use_secret_as_volume(task, settings.registry_secret, settings.registry_mount_path)
     if settings.dvc_cache_pvc and step == "dvc-pull":

@@ -9,9 +9,10 @@ The data is one of:
 
 The pipeline's parameters are flags of the same names (``--image-size``, ``--pretrained-weights``,
 ...), typed and checked before anything runs. The run goes through kfp.local's SubprocessRunner
-(DVC pull → train → evaluate → promotion gate → bento); the terminal gets a line per step, the
-files that were written and the metrics. A failed run ends with the failing step's own error.
-The compiled YAML a user would upload to Kubeflow is written too.
+(DVC pull → train → evaluate → promotion gate → bento → report); the terminal gets a line per step,
+the files that were written and the metrics, and the run report is copied into the run's directory
+as ``report.html`` and ``report.md``. A failed run ends with the failing step's own error. The
+compiled YAML a user would upload to Kubeflow is written too.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from pipelines.training_pipeline import training_pipeline
 
 DEFAULT_WORKDIR = Path(".local")
 LOG_FILE = "run.log"
+REPORT_FILES = {"html": "report.html", "markdown": "report.md"}  # the report step's outputs, as copied
 LOCAL_IMAGE_REPOSITORY = "localhost/kfp-torch-lifecycle/image-classifier"  # buildah's local storage
 SERVE_URL = "http://127.0.0.1:3000"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -212,6 +214,14 @@ def plan(args: argparse.Namespace) -> LocalRun:
     arguments["push_image"] = False  # a local run has no registry to push to
     if repo_given and not is_remote(arguments["repo_url"]) and Path(arguments["repo_url"]).expanduser().is_dir():
         arguments["repo_url"] = str(Path(arguments["repo_url"]).expanduser().resolve())
+    baseline = arguments.get("baseline", "")
+    if baseline and baseline not in ("production", "none") and not is_remote(baseline):
+        if not Path(baseline).expanduser().is_dir():
+            raise LocalInputError(
+                f"--baseline {baseline}: give none, production, or a model directory of this library (an earlier "
+                "run's train/model); it does not exist"
+            )
+        arguments["baseline"] = str(Path(baseline).expanduser().resolve())
     if arguments.get("pretrained_weights") and not is_remote(arguments["pretrained_weights"]):
         weights = Path(arguments["pretrained_weights"]).expanduser()
         if not weights.exists():
@@ -417,6 +427,25 @@ def describe_run(run_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def copy_report(run_dir: Path) -> list[Path]:
+    """The run report, from the report step that ran, copied into the run's directory (``report.html``,
+    ``report.md``), so a browser opens it by name; the copies' paths ([] when no report was written)."""
+    from pipelines.run_report import REPORT_TASKS
+
+    copied = []
+    for task, output in executor_outputs(run_dir).items():
+        if not REPORT_TASKS.fullmatch(task):
+            continue
+        for name, file_name in REPORT_FILES.items():
+            for artifact in output.get("artifacts", {}).get(name, {}).get("artifacts", []):
+                source = Path(artifact.get("uri", ""))
+                if source.is_file():
+                    target = run_dir / file_name
+                    target.write_bytes(source.read_bytes())
+                    copied.append(target)
+    return copied
+
+
 def _value(value, table: bool = False) -> str:
     """Numbers to four decimals (two significant digits for the very small: the ONNX difference, ~1e-7),
     whole numbers as they are, true/false, text as it is."""
@@ -525,6 +554,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(describe_run(run_dir))
     print(f"\nFull logs of every step: {log_path}")
+    for path in copy_report(run_dir):
+        print(f"Report: {path}" + (" (open it in a browser)" if path.suffix == ".html" else ""))
     print()
     for path in compile_all(args.compile_dir):
         print(f"Compiled pipeline (upload this in the Kubeflow UI): {path}")

@@ -9,12 +9,15 @@ from components.check_arguments.component import check_arguments
 from components.containerize.component import containerize
 from components.dvc_pull.component import dvc_pull
 from components.evaluate.component import evaluate
-from components.promotion.component import record_promotion
+from components.find_baseline.component import find_baseline
+from components.register.component import register
+from components.report.component import report
 from components.resolve_revision.component import resolve_revision
 from components.train.config import TrainConfig
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
 
 TRAINING_ARGUMENTS = tuple(item.name for item in fields(TrainConfig))
+REPORT_TASK = "report"  # the report tasks' name, suffixed by KFP's compiler: report, report-2, ...
 
 
 def training_arguments(values: dict) -> dict:
@@ -46,23 +49,44 @@ def pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs,
     return configure_step(pulled, "dvc-pull", settings)
 
 
-def evaluate_and_gate(model, dataset, accuracy_threshold, packaging, settings: ClusterSettings) -> dsl.PipelineTask:
-    """evaluate on the test split; only if it says promote: record the promotion, build the bento
-    and (when ``packaging["build_image"]``) its container image."""
-    evaluated = evaluate(model=model, dataset=dataset, accuracy_threshold=accuracy_threshold).set_display_name(
-        "evaluate"
-    )
+def find_baseline_first(baseline, settings: ClusterSettings, after) -> dsl.PipelineTask:
+    """The model evaluate compares with: what the registry says serves in production, none, or a model by URI.
+
+    Uncached (see ``UNCACHED_STEPS``): production changes between runs."""
+    found = find_baseline(baseline=baseline).set_display_name("find baseline").after(after)
+    return configure_step(found, "find-baseline", settings)
+
+
+def evaluate_and_gate(
+    model, dataset, baseline_model, accuracy_threshold, packaging, settings: ClusterSettings
+) -> dsl.PipelineTask:
+    """evaluate on the test split against the baseline; only if it says promote: register the model, build the
+    bento and (when ``packaging["build_image"]`` and an image repository is given) its container image. The
+    report comes last on every path, with what that path made (see :func:`write_report`)."""
+    evaluated = evaluate(
+        model=model, dataset=dataset, accuracy_threshold=accuracy_threshold, baseline_model=baseline_model
+    ).set_display_name("evaluate")
     configure_step(evaluated, "evaluate", settings)
     promote = evaluated.outputs["Output"]  # evaluate's promotion decision (see components/evaluate/README.md)
+    evaluation = {"comparison": evaluated.outputs["comparison"], "worst_images": evaluated.outputs["worst_images"]}
     with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 (KFP condition)
-        recorded = record_promotion(model=model, evaluation=evaluated.outputs["metrics"])
-        configure_step(recorded.set_display_name("record promotion"), "record-promotion", settings)
+        registered = register(
+            model=model,
+            evaluation=evaluated.outputs["metrics"],
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        )
+        configure_step(registered.set_display_name("register"), "register", settings)
         bento = build_bento(model=model, evaluation=evaluated.outputs["metrics"], base_image=packaging["base_image"])
         configure_step(bento.set_display_name("build bento"), "build-bento", settings)
-        with (
-            dsl.If(packaging["build_image"] == True, name="image-build"),  # noqa: E712 (KFP condition)
-            dsl.If(packaging["image_repository"] != "", name="registry-given"),
-        ):
+        made = {**evaluation, "bento": bento.outputs["bento"], "registration": registered.outputs["registered"]}
+        # One branch runs: a task outside a condition cannot take the image built inside it, so each way
+        # through the packaging has its own report.
+        with dsl.If(packaging["build_image"] == False, name="image-build-off"):  # noqa: E712 (KFP condition)
+            write_report(made, settings)
+        with dsl.Elif(packaging["image_repository"] == "", name="no-image-repository"):
+            write_report(made, settings)
+        with dsl.Else(name="image-build"):
             image = containerize(
                 bento=bento.outputs["bento"],
                 image_repository=packaging["image_repository"],
@@ -71,4 +95,19 @@ def evaluate_and_gate(model, dataset, accuracy_threshold, packaging, settings: C
                 registry_auth_file=settings.registry_auth_file,
             )
             configure_step(image.set_display_name("containerize"), "containerize", settings)
+            # A deploy step goes here, after containerize; its output artifact is the report's `deployment`:
+            # write_report({**made, "image": image.output, "deployment": deployed.outputs[...]}, settings).
+            write_report({**made, "image": image.output}, settings)
+    with dsl.Else(name="held-back"):
+        write_report(evaluation, settings)
     return evaluated
+
+
+def write_report(inputs: dict, settings: ClusterSettings) -> dsl.PipelineTask:
+    """The run report (HTML and Markdown for the Kubeflow UI) from evaluate's ``comparison`` and ``worst_images``
+    and whatever this way through the pipeline made: ``bento``, ``registration``, ``image``, ``deployment``.
+
+    Every way through the pipeline ends in one of these; their task names are ``report``, ``report-2``, ...
+    (:data:`REPORT_TASK`), which ``pipelines.run_report`` looks for."""
+    task = report(**inputs).set_display_name(REPORT_TASK)
+    return configure_step(task, "report", settings)

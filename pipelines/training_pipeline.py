@@ -1,4 +1,5 @@
-"""resolve data revision → DVC pull → train (on a GPU node) → evaluate → (if promoted) record, package."""
+"""resolve data revision → DVC pull → train (on a GPU node) → evaluate against production → (if promoted)
+register, package → report."""
 
 from typing import Dict, List
 
@@ -7,7 +8,7 @@ from kfp import dsl
 from components.check_arguments.checks import GPU_NODE_SELECTOR, GPU_TOLERATIONS
 from components.train.component import train
 from pipelines.kubernetes_settings import ClusterSettings, configure_accelerator, configure_step
-from pipelines.stages import check_first, evaluate_and_gate, pull_data, training_arguments
+from pipelines.stages import check_first, evaluate_and_gate, find_baseline_first, pull_data, training_arguments
 
 PIPELINE_NAME = "pytorch-training"
 
@@ -16,13 +17,14 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
     """The training pipeline with ``settings`` (compile-time Kubernetes settings) applied to its steps."""
     settings = settings or ClusterSettings()
     settings.validate()
+    default_baseline = settings.default_baseline  # production where the cluster has a model registry
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
         description="Pull a DVC-versioned image dataset, train a PyTorch classifier (small_cnn, a torchvision "
         "architecture, optionally fine-tuned from pretrained weights, or your own model_factory) on a GPU, evaluate "
-        "it and its ONNX export on the fixed test split and, when it passes the gate, record its promotion and "
-        "package it as a BentoML service image.",
+        "it and its ONNX export on the fixed test split against the model in production and, when it passes the gate, "
+        "register it in the model registry and package it as a BentoML service image; a report says why.",
     )
     def training_pipeline(
         repo_url: str,
@@ -60,11 +62,20 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
         node_selector: Dict[str, str] = GPU_NODE_SELECTOR,
         tolerations: List[dict] = GPU_TOLERATIONS,
         accuracy_threshold: float = 0.95,
+        baseline: str = default_baseline,
         image_repository: str = "",
         serving_base_image: str = "docker.io/library/python:3.11-slim",
         build_image: bool = True,
         push_image: bool = True,
     ):
+        """The training pipeline's parameters (the others are described in the README's Pipelines section).
+
+        Args:
+            baseline: what evaluate compares the new model with: ``production`` (the version the cluster's model
+                registry says serves; the default where the cluster has a registry: a first model, with none in
+                production yet, is compared with nothing and says so), ``none``, or a model's URI (``gs://``,
+                ``s3://``, ``minio://`` or an absolute path to a model directory this library wrote).
+        """
         values = dict(locals())
         checked = check_first(values, settings)
         pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings, checked)
@@ -80,7 +91,15 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
             "build_image": build_image,
             "push_image": push_image,
         }
-        evaluate_and_gate(trained.outputs["model"], pulled.outputs["dataset"], accuracy_threshold, packaging, settings)
+        found = find_baseline_first(baseline, settings, after=checked)
+        evaluate_and_gate(
+            trained.outputs["model"],
+            pulled.outputs["dataset"],
+            found.outputs["baseline_model"],
+            accuracy_threshold,
+            packaging,
+            settings,
+        )
 
     return training_pipeline
 

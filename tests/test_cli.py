@@ -772,6 +772,21 @@ def test_local_missing_pretrained_weights_are_refused_naming_the_flag(local_with
     assert err.count("\n") == 1 and not (tmp_path / "work").exists()
 
 
+def test_local_baseline_is_a_model_directory_made_absolute_or_refused(local_without_data, capsys, tmp_path):
+    from pipelines.local import parse_args, plan
+
+    model = tmp_path / "earlier" / "train" / "model"
+    model.mkdir(parents=True)
+    assert plan(parse_args(["--baseline", str(model)])).arguments["baseline"] == str(model)
+    assert plan(parse_args(["--baseline", "none"])).arguments["baseline"] == "none"
+    missing = tmp_path / "no-model"
+    assert main(["local", *local_without_data, "--baseline", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"kfp-torch: error: --baseline {missing}: give none, production, or a model directory")
+    assert main(["local", *local_without_data, "--baseline", "latest"]) == 2
+    assert "give none, production, or a model directory" in capsys.readouterr().err
+
+
 def test_local_flags_are_the_pipelines_inputs_by_name():
     """One source: every pipeline input a local run can use is a flag, typed and defaulted by the pipeline."""
     from dataclasses import fields

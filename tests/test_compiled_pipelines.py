@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +37,9 @@ shm_size: 8Gi
 dvc_cache_pvc: dvc-cache
 gcs_credentials_secret: gcs-reader
 registry_secret: registry-push
+model_registry: mlflow
+model_registry_url: https://mlflow.example.com
+model_registry_credentials_secret: mlflow-credentials
 steps:
   train:
     cpu_request: "6"
@@ -155,6 +160,11 @@ def test_the_cache_key_of_dvc_pull_and_after_holds_the_resolved_commit(default_y
     assert tasks["train"].inputs.artifacts["dataset"].task_output_artifact.producer_task == "dvc-pull"
 
 
+def step_of(executor: str) -> str:
+    """The step an executor runs: ``exec-report-3`` (a step used on several paths) runs ``report``."""
+    return re.sub(r"-\d+$", "", executor.removeprefix("exec-"))
+
+
 def test_default_settings_give_every_step_its_own_resources_retries_timeout_and_labels(default_yaml):
     """Each step gets exactly its own defaults: one step given another's CPU, memory, timeout or retries fails."""
     seen = set()
@@ -162,7 +172,7 @@ def test_default_settings_give_every_step_its_own_resources_retries_timeout_and_
         spec, executors = parse_strictly(default_yaml[name])
         tasks = _all_tasks(spec)
         for executor, config in executors.items():
-            step = executor.removeprefix("exec-")
+            task, step = executor.removeprefix("exec-"), step_of(executor)
             own = DEFAULT_STEPS[step]
             seen.add(step)
             assert config["podMetadata"]["labels"] == {
@@ -179,17 +189,21 @@ def test_default_settings_give_every_step_its_own_resources_retries_timeout_and_
             ) == (own.cpu_request, own.cpu_limit, own.memory_request, own.memory_limit), step
             # Only the artifact store's Secret by default, and only where artifacts are read by URI.
             secrets = [volume["secretName"] for volume in config.get("secretAsVolume", [])]
-            assert secrets == (["mlpipeline-minio-artifact"] if step == "pytorchjob-train" else []), step
+            by_uri = step in ("pytorchjob-train", "find-baseline")
+            assert secrets == (["mlpipeline-minio-artifact"] if by_uri else []), step
             assert "pvcMount" not in config
-            retry = tasks[step].retry_policy
+            retry = tasks[task].retry_policy
             assert retry.max_retry_count == own.retries, step
             if own.retries:
                 assert f"{retry.backoff_duration.seconds}s" == own.backoff_duration, step
                 assert retry.backoff_factor == own.backoff_factor, step
-            assert tasks[step].caching_options.enable_cache is own.caching, step
+            assert tasks[task].caching_options.enable_cache is own.caching, step
     assert seen == set(DEFAULT_STEPS)
     # Retried by KFP only where a lost pod can fail them; the others retry the system's errors themselves.
     assert {step for step, own in DEFAULT_STEPS.items() if own.retries} == {"train", "pytorchjob-train"}
+    # Never from KFP's cache: the branch's commit, the version in production, a registration in the registry.
+    uncached = {step for step, own in DEFAULT_STEPS.items() if not own.caching}
+    assert uncached == {"resolve-revision", "find-baseline", "register"}
 
 
 def _all_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, pipeline_spec_pb2.PipelineTaskSpec]:
@@ -215,7 +229,10 @@ def test_cluster_settings_land_exactly_on_the_steps_they_are_for(cluster_yaml):
     }
     assert secrets["exec-dvc-pull"] == ["gcs-reader"]
     assert secrets["exec-containerize"] == ["registry-push"]
-    assert all(not names for name, names in secrets.items() if name not in ("exec-dvc-pull", "exec-containerize"))
+    assert secrets["exec-register"] == ["mlflow-credentials"]
+    assert sorted(secrets["exec-find-baseline"]) == ["gcs-reader", "mlflow-credentials", "mlpipeline-minio-artifact"]
+    elsewhere = ("exec-dvc-pull", "exec-containerize", "exec-register", "exec-find-baseline")
+    assert all(not names for name, names in secrets.items() if name not in elsewhere)
     assert [m for n, c in executors.items() for m in c.get("pvcMount", []) if n != "exec-dvc-pull"] == []
     assert executors["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "8Gi"
     assert executors["exec-train"]["activeDeadlineSeconds"] == "7200"
@@ -223,6 +240,26 @@ def test_cluster_settings_land_exactly_on_the_steps_they_are_for(cluster_yaml):
     deployment = json_format.MessageToDict(spec.deployment_spec)["executors"]
     pull_env = {e["name"]: e["value"] for e in deployment["exec-dvc-pull"]["container"].get("env", [])}
     assert pull_env == {"GOOGLE_APPLICATION_CREDENTIALS": "/var/secrets/gcs/key.json"}
+    registry_env = {
+        "KFP_TORCH_REGISTRY": "mlflow",
+        "KFP_TORCH_REGISTRY_URL": "https://mlflow.example.com",
+        "KFP_TORCH_REGISTRY_MODEL_NAME": "image-classifier",
+        "KFP_TORCH_REGISTRY_CREDENTIALS_DIR": "/var/secrets/model-registry",
+        "KFP_TORCH_REGISTRY_SERVING_ENVIRONMENT": "production",
+        "KFP_TORCH_REGISTRY_EXPERIMENT": "kfp-torch-lifecycle",
+    }
+    for step in ("find-baseline", "register"):
+        env = {e["name"]: e["value"] for e in deployment[f"exec-{step}"]["container"]["env"]}
+        assert {name: value for name, value in env.items() if name.startswith("KFP_TORCH_REGISTRY")} == registry_env
+    registry_steps = {
+        name
+        for name, executor in deployment.items()
+        for e in executor["container"].get("env", [])
+        if e["name"] == "KFP_TORCH_REGISTRY"
+    }
+    assert registry_steps == {"exec-find-baseline", "exec-register"}
+    inputs = spec.root.input_definitions.parameters
+    assert inputs["baseline"].default_value.string_value == "production"  # the cluster has a registry
     train = deployment["exec-train"]["container"]["resources"]
     assert train["resourceCpuRequest"] == "6" and train["resourceMemoryLimit"] == "48Gi"
 
@@ -271,7 +308,8 @@ def test_the_artifact_stores_secret_reaches_the_pytorchjob_step_and_its_replicas
     assert step_env == replica_env == expected_env
     assert optional == {"mlpipeline-minio-artifact": "/var/secrets/artifact-store"}
     only_there = {n for n, c in executors.items() if c.get("secretAsVolume")}
-    assert only_there == {"exec-pytorchjob-train"}
+    assert only_there == {"exec-pytorchjob-train", "exec-find-baseline"}  # find-baseline copies a model by URI
+    assert executors["exec-find-baseline"]["secretAsVolume"] == [mounted]
 
 
 def test_the_artifact_store_settings_set_the_endpoint_and_region_or_nothing(tmp_path):
@@ -322,12 +360,22 @@ def test_no_secret_value_or_credential_file_content_reaches_the_yaml(tmp_path, m
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
     monkeypatch.setenv("KFP_TOKEN", SECRET_SENTINEL)
+    # The model registry's credentials, in every place the registry steps may find them at run time.
+    mounted = tmp_path / "model-registry"
+    mounted.mkdir()
+    (mounted / "token").write_text(SECRET_SENTINEL)
+    monkeypatch.setenv("KFP_TORCH_REGISTRY_CREDENTIALS_DIR", str(mounted))
+    for variable in ("KFP_TORCH_REGISTRY_TOKEN", "KFP_TORCH_REGISTRY_PASSWORD", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.setenv(variable, SECRET_SENTINEL)
     settings = tmp_path / "cluster.yaml"
     settings.write_text(CLUSTER_SETTINGS)
-    for path in [*compile_all(tmp_path / "default"), *compile_all(tmp_path / "cluster", settings_path=settings)]:
+    compiled = [*compile_all(tmp_path / "default"), *compile_all(tmp_path / "cluster", settings_path=settings)]
+    for path in compiled:
         text = path.read_text()
-        for secret in ("sentinel", "BEGIN PRIVATE KEY", "dXNlcjpodW50ZXIy", str(key), str(auth)):
+        for secret in ("sentinel", "BEGIN PRIVATE KEY", "dXNlcjpodW50ZXIy", str(key), str(auth), str(mounted)):
             assert secret not in text, f"{secret} leaked into {path}"
+    # The registry's Secret reaches the YAML by name and mount path only.
+    assert "mlflow-credentials" in compiled[-1].read_text() and "/var/secrets/model-registry" in text
 
 
 @pytest.mark.parametrize(
@@ -356,6 +404,22 @@ def test_no_secret_value_or_credential_file_content_reaches_the_yaml(tmp_path, m
         ({"artifact_store_endpoint": "minio-service:9000"}, r"artifact_store_endpoint must be an http\(s\) URL"),
         ({"artifact_store_endpoint": "http://user:pw@minio:9000"}, r"without credentials"),
         ({"artifact_store_region": "US East"}, r"artifact_store_region must be a region name.*'US East'"),
+        ({"steps": {"find-baseline": {"caching": True}}}, r"may no longer serve in production"),
+        ({"steps": {"record-promotion": {}}}, r"unknown step 'record-promotion'; the steps are .*register"),
+        ({"model_registry": "wandb"}, r"model_registry must be one of none, mlflow, kubeflow, got 'wandb'"),
+        ({"model_registry": "mlflow"}, r"model_registry=mlflow needs model_registry_url"),
+        (
+            {"model_registry": "mlflow", "model_registry_url": "https://u:pw@mlflow.example.com"},
+            r"model_registry_url carries a user or password \(https://\*\*\*@mlflow.example.com\)",
+        ),
+        ({"model_registry": "mlflow", "model_registry_url": "mlflow:5000"}, r"give the registry's http:// or https://"),
+        ({"model_registry_model_name": "my model"}, r"model_registry_model_name='my model'"),
+        ({"model_registry_credentials_secret": "MLflow"}, r"model_registry_credentials_secret 'MLflow' is not a valid"),
+        ({"model_registry_ca_file": "ca.crt"}, r"model_registry_ca_file must be an absolute path inside the pod"),
+        (
+            {"model_registry_credentials_secret": "c", "model_registry_credentials_mount_path": "/var/secrets/gcs"},
+            r"model_registry_credentials_mount_path must differ",
+        ),
     ],
 )
 def test_bad_settings_fail_at_compile_time_naming_the_value(settings, message):
@@ -384,6 +448,8 @@ def test_defaults_are_valid_and_cover_every_step():
         ({"accelerator_type": "gpu"}, r"accelerator_type must be an extended resource name like 'nvidia.com/gpu'"),
         ({"node_selector": {"gpu": 1}}, r"node_selector"),
         ({"tolerations": [{"operator": "Sometimes"}]}, r"tolerations\[0\].operator must be one of Exists, Equal"),
+        ({"baseline": "latest"}, r"baseline='latest': give 'production' .*, 'none', or a model's URI"),
+        ({"baseline": "models/m"}, r"baseline='models/m'"),  # a relative path means nothing in a pod
     ],
 )
 def test_bad_gpu_placement_arguments_fail_before_submission(arguments, message):
@@ -398,6 +464,10 @@ def test_the_documented_example_settings_compile(tmp_path):
     example = Path(__file__).resolve().parents[1] / "pipelines/cluster_settings.example.yaml"
     settings = load_settings(example)
     assert settings.steps["train"].memory_limit == "64Gi" and settings.dvc_cache_pvc == "dvc-cache"
+    assert settings.model_registry == "mlflow" and settings.default_baseline == "production"
+    documented = {line.split(":")[0] for line in example.read_text().splitlines() if line and line[0].isalpha()}
+    assert documented <= {f.name for f in dataclasses.fields(ClusterSettings)}
+    assert {f.name for f in dataclasses.fields(ClusterSettings) if f.name.startswith("model_registry")} <= documented
     for path in compile_all(tmp_path, settings=settings):
         parse_strictly(path)
 
@@ -438,3 +508,77 @@ def test_every_step_of_both_pipelines_runs_after_the_argument_check(default_yaml
         tasks = spec.root.dag.tasks
         assert list(tasks["resolve-revision"].dependent_tasks) == ["check-arguments"]
         assert not tasks["check-arguments"].dependent_tasks
+
+
+def test_the_baseline_is_found_after_the_argument_check_and_handed_to_evaluate(default_yaml):
+    for name in BUILDERS:
+        spec, _ = parse_strictly(default_yaml[name])
+        tasks = spec.root.dag.tasks
+        assert list(tasks["find-baseline"].dependent_tasks) == ["check-arguments"]
+        assert tasks["find-baseline"].inputs.parameters["baseline"].component_input_parameter == "baseline"
+        assert tasks["check-arguments"].inputs.parameters["baseline"].component_input_parameter == "baseline"
+        given = tasks["evaluate"].inputs.artifacts["baseline_model"].task_output_artifact
+        assert (given.producer_task, given.output_artifact_key) == ("find-baseline", "baseline_model")
+        # Without a model registry there is no production version to find: the default compares with nothing.
+        assert spec.root.input_definitions.parameters["baseline"].default_value.string_value == "none"
+        assert spec.root.input_definitions.parameters["baseline"].description.startswith("what evaluate compares")
+
+
+def test_a_kubeflow_registry_without_a_secret_gets_its_address_and_no_volume(tmp_path):
+    from pipelines.training_pipeline import build_training_pipeline
+
+    path = tmp_path / "kubeflow.yaml"
+    compiler.Compiler().compile(build_training_pipeline(settings_from_dict({"model_registry": "kubeflow"})), str(path))
+    spec, executors = parse_strictly(path)
+    env = {
+        e["name"]: e["value"]
+        for e in json_format.MessageToDict(spec.deployment_spec)["executors"]["exec-register"]["container"]["env"]
+    }
+    assert env["KFP_TORCH_REGISTRY"] == "kubeflow"
+    assert env["KFP_TORCH_REGISTRY_URL"] == "http://model-registry-service.kubeflow.svc.cluster.local:8080"
+    assert "KFP_TORCH_REGISTRY_CREDENTIALS_DIR" not in env  # the pod's ServiceAccount token is used
+    assert "secretAsVolume" not in executors["exec-register"]
+    assert spec.root.input_definitions.parameters["baseline"].default_value.string_value == "production"
+
+
+def _paths(spec, component: str, conditions: tuple = ()) -> list[tuple[tuple, list[str]]]:
+    """Every way through a DAG's conditions: the conditions taken and the tasks run, in the compiled spec."""
+    tasks = spec.components[component].dag.tasks if component != "root" else spec.root.dag.tasks
+    plain = sorted(name for name, task in tasks.items() if not task.component_ref.name.startswith("comp-condition"))
+    nested = [task for task in tasks.values() if task.component_ref.name.startswith("comp-condition")]
+    ways = [(conditions, plain)]
+    for task in nested:
+        if task.component_ref.name.startswith("comp-condition-branches"):  # If/Elif/Else: exactly one branch runs
+            branches = spec.components[task.component_ref.name].dag.tasks.values()
+            options = []
+            for branch in branches:
+                taken = (*conditions, branch.trigger_policy.condition)
+                options += _paths(spec, branch.component_ref.name, taken)
+            ways = [(c + o_c[len(c) :], t + o_t) for c, t in ways for o_c, o_t in options]
+        else:
+            raise AssertionError(f"a bare dsl.If without an Else: {task.component_ref.name}")
+    return ways
+
+
+def test_every_way_through_the_gate_ends_in_one_report_with_what_that_way_made(default_yaml):
+    for name in BUILDERS:
+        spec, _ = parse_strictly(default_yaml[name])
+        tasks = _all_tasks(spec)
+        ways = _paths(spec, "root")
+        assert len(ways) == 4  # held back; promoted without an image (build off, or no repository); image built
+        for conditions, ran in ways:
+            [report] = [task for task in ran if step_of(task) == "report"]
+            inputs = tasks[report].inputs
+            promoted = "registered" in str(inputs.artifacts)
+            assert sorted(inputs.artifacts) == (
+                ["bento", "comparison", "registration", "worst_images"] if promoted else ["comparison", "worst_images"]
+            ), conditions
+            built = "containerize" in ran
+            assert ("image" in inputs.parameters) is built, conditions
+            if built:
+                image = inputs.parameters["image"].task_output_parameter
+                assert (image.producer_task, image.output_parameter_key) == ("containerize", "Output")
+            assert ("register" in ran) is promoted and ("build-bento" in ran) is promoted, conditions
+            assert tasks[report].task_info.name == "report"
+        reports = sorted(task for task in tasks if step_of(task) == "report")
+        assert reports == ["report", "report-2", "report-3", "report-4"]

@@ -21,7 +21,8 @@ LIBRARY = {
     "pytorchjob_train",
     "build_bento",
     "containerize",
-    "record_promotion",
+    "find_baseline",
+    "register",
     "report",
 }
 

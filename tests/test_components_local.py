@@ -43,7 +43,13 @@ def test_failing_dvc_pull_component_fails_the_task_and_leaves_no_dataset(digits_
 
 
 def promotion_record(run_dir: Path) -> Path:
-    return run_dir / "record-promotion" / "record" / "promotion.json"
+    """What register writes without a model registry (kfp.local's runs have none)."""
+    return run_dir / "register" / "registered" / "promotion.json"
+
+
+def reports(run_dir: Path) -> list[Path]:
+    """The report tasks that ran: exactly one per run, whichever way it went through the gate."""
+    return sorted(path.parent for path in run_dir.glob("report*/markdown"))
 
 
 @pytest.mark.slow
@@ -60,6 +66,15 @@ def test_training_pipeline_promotes_a_good_model(digits_repo, tmp_path):
     bento = json.loads((run_dir / "build-bento" / "bento" / "bento.json").read_text())
     assert bento["bento_tag"].startswith("image-classifier:") and bento["size_bytes"] > 0
     assert (run_dir / "build-bento" / "bento" / bento["archive"]).is_file()
+    baseline = json.loads((run_dir / "find-baseline" / "executor_output.json").read_text())
+    (found,) = baseline["artifacts"]["baseline_model"]["artifacts"]
+    assert found["metadata"]["baseline"] == "none"  # the default without a registry
+    [report] = reports(run_dir)
+    assert report.name == "report"  # promoted, image build off
+    markdown = (report / "markdown").read_text()
+    assert markdown.startswith("# Promoted:") and "not registered in this run" not in markdown
+    assert "no image built in this run" in markdown
+    assert (report / "html").read_text().startswith("<!DOCTYPE html>")
     description = describe_run(run_dir)
     assert "evaluate.metrics" in description and "accuracy" in description
 
@@ -71,6 +86,9 @@ def test_training_pipeline_gate_holds_back_a_model_below_threshold(digits_repo, 
     assert evaluate_output["parameterValues"]["Output"] is False
     assert not promotion_record(run_dir).exists()
     assert not (run_dir / "build-bento").exists()
+    [report] = reports(run_dir)  # the held-back path's own report: the decision and the comparison
+    assert (report / "markdown").read_text().startswith("# Not promoted:")
+    assert "not registered in this run" in (report / "markdown").read_text()
 
 
 @pytest.mark.parametrize(

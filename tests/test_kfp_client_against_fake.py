@@ -77,7 +77,8 @@ def test_kfp_client_uploads_runs_waits_and_schedules(fake, package):
     )
     run = client.wait_for_run_completion(result.run_id, timeout=60, sleep_duration=0)
     assert run.state == "SUCCEEDED" and run.runtime_config.parameters == {"name": "kubeflow"}
-    assert [task.display_name for task in run.run_details.task_details] == ["greet"]
+    # The Argo nodes KFP 2.17 reports for a container task: its driver, its own node, its executor pod.
+    assert [task.display_name for task in run.run_details.task_details] == ["greet-driver", "greet", "executor"]
     experiment = client.get_experiment(experiment_id=run.experiment_id)
     assert experiment.display_name == "demo"
     from_function = client.create_run_from_pipeline_func(greeting, experiment_name="demo")

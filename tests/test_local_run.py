@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.local import StepProgress, describe_run, exception_message, next_step
+from pipelines.local import StepProgress, copy_report, describe_run, exception_message, next_step
 
 # What kfp.local writes, colours included (see kfp/local/logging_utils.py and task_dispatcher.py).
 KFP_LOCAL_OUTPUT = """\
@@ -183,6 +183,21 @@ def test_the_summary_lists_only_files_that_exist_and_shows_the_metrics_as_values
     assert rows[("evaluate", "reason")] == "accuracy 0.9833 meets the threshold 0.9500"
     assert ("train", "train_loss_epoch_1") not in rows and rows[("train", "train_loss")] == "0.2193"
     assert "evaluate.Output" in summary.split("Outputs:\n")[1].split("\n\n")[0]
+
+
+def test_the_report_that_ran_is_copied_into_the_run_directory_by_name(finished_run):
+    assert copy_report(finished_run) == []  # a run without a report step
+    outputs = artifact(finished_run, "report-3", "html") | artifact(finished_run, "report-3", "markdown")
+    write_task(finished_run, "report-3", {"artifacts": outputs})
+    (finished_run / "report-3" / "html").write_text("<!DOCTYPE html><html></html>")
+    (finished_run / "report-3" / "markdown").write_text("# Promoted: accuracy 0.9833\n")
+    write_task(finished_run, "reporter", {"artifacts": artifact(finished_run, "reporter", "html")})  # not a report
+    (finished_run / "reporter" / "html").write_text("<p>another step's</p>")
+    assert copy_report(finished_run) == [finished_run / "report.html", finished_run / "report.md"]
+    assert (finished_run / "report.html").read_text() == "<!DOCTYPE html><html></html>"
+    assert (finished_run / "report.md").read_text() == "# Promoted: accuracy 0.9833\n"
+    files = describe_run(finished_run).split("Files:\n")[1].split("\n\n")[0]
+    assert "report-3.html" in files and "report-3.markdown" in files  # the step's own outputs, listed as any
 
 
 def test_after_a_bento_the_next_step_is_make_serve(finished_run, monkeypatch, tmp_path):

@@ -34,6 +34,10 @@ def outputs_text(notebook: nbformat.NotebookNode) -> str:
     return "".join(texts)
 
 
+def markdown_outputs(notebook: nbformat.NotebookNode) -> list:
+    return [o for cell in notebook.cells for o in cell.get("outputs", []) if "text/markdown" in o.get("data", {})]
+
+
 def has_image(cell) -> bool:
     return any("image/png" in output.get("data", {}) for output in cell.get("outputs", []))
 
@@ -45,10 +49,13 @@ def test_quickstart_runs_the_pipeline_and_draws_its_metrics(tmp_path, monkeypatc
     notebook = execute("quickstart.ipynb")
     assert sum(has_image(cell) for cell in notebook.cells) == 2  # learning curves, confusion matrix
     assert "promoted: True" in outputs_text(notebook)
+    [report] = [output["data"]["text/markdown"] for output in markdown_outputs(notebook)]
+    assert report.startswith("# Promoted:") and "## Pictures" in report and "](data:image/" in report
+    assert list(tmp_path.glob("pipeline-root/pytorch-training-*/report.html"))
     assert list(tmp_path.glob("pipeline-root/pytorch-training-*/build-bento/bento"))
 
 
-CLUSTER_CELLS = 5  # the cells that talk to KFP: connect, run the function, read the run, its scores, schedule
+CLUSTER_CELLS = 6  # the cells that talk to KFP: connect, run the function, read the run, scores, report, schedule
 
 
 @pytest.fixture
@@ -75,11 +82,11 @@ def test_cluster_notebook_runs_waits_reads_and_schedules_with_kfp_client(noteboo
     root = notebook_env / "pipeline-root"  # the artifact store, where the fake backend leaves evaluate's file
     evaluation = {"accuracy": 0.973214, "loss": 0.0912, "macro_f1": 0.971877, "test_samples": 359}
     evaluation |= {"recall_0": 1.0, "recall_1": 0.944444, "promote": True, "reason": "accuracy 0.9732 meets 0.9500"}
-    artifacts = {("evaluate", "metrics"): json.dumps(evaluation).encode()}
+    report = "# Promoted: accuracy 0.9732 meets 0.9500\n\nCompared with nothing: no registry is set.\n"
+    artifacts = {("evaluate", "metrics"): json.dumps(evaluation).encode(), ("report-2", "markdown"): report.encode()}
     with FakeKfp(token="notebook-token-sentinel", run_progress=(), pipeline_root=root, task_artifacts=artifacts) as kfp:
         monkeypatch.setenv("KFP_HOST", kfp.url)
         monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token))
-        monkeypatch.setenv("KFP_PIPELINE_ROOT", str(root))
         notebook = execute("cluster.ipynb")
     assert kfp.violations == []
     text = outputs_text(notebook)
@@ -102,6 +109,8 @@ def test_cluster_notebook_runs_waits_reads_and_schedules_with_kfp_client(noteboo
     assert "accuracy 0.9732, macro F1 0.9719\n" in text
     assert "promote: True (accuracy 0.9732 meets 0.9500)\n" in text
     assert "  recall of 0          1.0000\n  recall of 1          0.9444\n" in text
+    # the report of the run it waited for, shown as the UI shows it
+    assert [output["data"]["text/markdown"] for output in markdown_outputs(notebook)] == [report]
     [schedule] = kfp.recurring_runs.values()
     assert schedule["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
     assert schedule["max_concurrency"] == "1" and schedule["no_catchup"] is True

@@ -207,7 +207,7 @@ def test_distributed_pipeline_under_kfp_local(digits_repo, tmp_path):
     )
     spec = load_spec(run_dir / "pytorchjob-train" / "model")
     assert spec.training["world_size"] == 2
-    assert (run_dir / "record-promotion" / "record" / "promotion.json").is_file()
+    assert (run_dir / "register" / "registered" / "promotion.json").is_file()
 
 
 def test_distributed_pipeline_rejects_bad_arguments_before_running(digits_repo, tmp_path):

@@ -121,17 +121,21 @@ def test_a_directory_that_is_no_model_is_refused_before_any_registry_call(tmp_pa
 # --- no registry -------------------------------------------------------------------------------------------
 
 
-def test_without_a_registry_register_writes_what_record_promotion_wrote(tmp_path):
-    record = pytest.importorskip("components.promotion.record")
+def test_without_a_registry_register_writes_the_promotion_record(tmp_path):
     model = synthetic_model(tmp_path / "model", "m")
     scores = evaluation(0.9)
     version = register(model, "minio://b/run/model", scores, tmp_path / "new", "run-1", "", RegistrySettings(), NOW)
-    expected = record.record_promotion(
-        model, "minio://b/run/model", {k: v for k, v in scores.items() if k != "display_name"}, tmp_path / "old", NOW
-    )
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["promotion.json"]
-    assert (tmp_path / "new" / "promotion.json").read_bytes() == (tmp_path / "old" / "promotion.json").read_bytes()
-    assert json.loads((tmp_path / "new" / "promotion.json").read_text()) == expected
+    spec = json.loads((model / "spec.json").read_text())
+    assert json.loads((tmp_path / "new" / "promotion.json").read_text()) == {
+        "promoted_at": "2026-06-01T03:00:00+00:00",
+        "model_uri": "minio://b/run/model",
+        "architecture": spec["architecture"],
+        "classes": spec["classes"],
+        "dataset": spec["dataset"],
+        "library_version": spec["versions"]["library"],
+        "evaluation": {k: v for k, v in scores.items() if k != "display_name"},
+    }
     assert version == RegisteredVersion("none", "", "image-classifier", "", "", "minio://b/run/model")
 
 

@@ -1,4 +1,5 @@
-"""A run's scores read back from the artifact store, laid out as KFP lays it out, and the file evaluate writes there."""
+"""A run's scores read back where KFP recorded evaluate's output for that run (cached or not), and the file evaluate
+writes there."""
 
 from __future__ import annotations
 
@@ -17,17 +18,16 @@ from components.evaluate.scores import Evaluation, SharedComparison
 from pipelines.distributed_training_pipeline import PIPELINE_NAME as DISTRIBUTED_PIPELINE_NAME
 from pipelines.distributed_training_pipeline import distributed_training_pipeline
 from pipelines.run_metrics import (
-    DEFAULT_PIPELINE_ROOT,
+    EVALUATE_TASK,
+    METRICS_OUTPUT,
     RunMetricsError,
-    find_output_files,
     read_all_run_metrics,
     read_run_metrics,
 )
 from pipelines.training_pipeline import PIPELINE_NAME, training_pipeline
-from tests.support.fake_kfp import FakeKfp
+from tests.support.fake_kfp import DEFAULT_PIPELINE_ROOT, FakeKfp
+from tests.support.fake_mlmd import RecordedOutput
 
-RUN_ID = "8f1d2c3b-0000-4000-8000-00000000c0de"
-SALT = "2b6a7a61-9c1e-4f5e-a0a4-0d4b1e2f3a4c"  # the driver's outputURISalt (newer KFP)
 SCORES = {
     "accuracy": 0.973214,
     "loss": 0.0912,
@@ -39,25 +39,6 @@ SCORES = {
     "promote": True,
     "reason": "accuracy 0.9732 meets the threshold 0.9500",
 }
-LAYOUTS = {
-    "unsalted": "{task}/{output}",  # <root>/<pipeline>/<run>/<task>/<output>
-    "salted": "{task}/" + SALT + "/{output}",  # <root>/<pipeline>/<run>/<task>/<salt>/<output>
-}
-
-
-def seed(root: Path, layout: str, pipeline: str = PIPELINE_NAME, run_id: str = RUN_ID, scores: dict = SCORES) -> None:
-    """What a finished run leaves under a local pipeline root: evaluate's files and some of its neighbours'."""
-    run = root / pipeline / run_id
-    for task, output, content in (
-        ("evaluate", "metrics", json.dumps(scores)),
-        ("evaluate", "confusion", "{}"),
-        ("evaluate", "executor-logs", "INFO evaluate: promote=True"),
-        ("evaluate-2", "metrics", json.dumps(scores | {"accuracy": 0.1})),  # another task, not ours
-        ("train", "model", "weights"),
-    ):
-        path = run / LAYOUTS[layout].format(task=task, output=output)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
 
 
 # --- the file ---------------------------------------------------------------------------------------
@@ -124,99 +105,14 @@ def test_nothing_malformed_is_written(tmp_path):
     assert not (tmp_path / "metrics").exists()
 
 
-# --- finding it under a pipeline root ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_scores_are_read_from_a_local_pipeline_root_in_either_layout(tmp_path, layout):
-    seed(tmp_path, layout)
-    assert read_run_metrics(RUN_ID, pipeline_root=str(tmp_path)) == SCORES
-    assert read_run_metrics(RUN_ID, pipeline_root=f"file://{tmp_path}/") == SCORES
-    [uri] = find_output_files(RUN_ID, pipeline_root=str(tmp_path))
-    assert uri == f"{tmp_path}/{PIPELINE_NAME}/{RUN_ID}/" + LAYOUTS[layout].format(task="evaluate", output="metrics")
-    assert read_run_metrics(RUN_ID, pipeline_root=str(tmp_path), task_name="evaluate-2")["accuracy"] == 0.1
-
-
-def test_a_file_inside_some_artifact_directory_is_not_the_output(tmp_path):
-    seed(tmp_path, "salted")
-    nested = tmp_path / PIPELINE_NAME / RUN_ID / "evaluate" / SALT / "confusion-dir" / "metrics"
-    nested.parent.mkdir(parents=True)
-    nested.write_text("{}")
-    assert read_run_metrics(RUN_ID, pipeline_root=str(tmp_path)) == SCORES
-
-
-def test_the_default_pipeline_root_and_names_are_kfps_and_the_compiled_pipelines():
-    assert DEFAULT_PIPELINE_ROOT == "minio://mlpipeline/v2/artifacts"
-    for pipeline, name in (
-        (training_pipeline, PIPELINE_NAME),
-        (distributed_training_pipeline, DISTRIBUTED_PIPELINE_NAME),
-    ):
-        spec = pipeline.pipeline_spec
-        assert spec.pipeline_info.name == name
-        assert spec.root.dag.tasks["evaluate"].component_ref.name == "comp-evaluate"
-        assert "metrics" in spec.components["comp-evaluate"].output_definitions.artifacts
-
-
-@pytest.mark.parametrize("layout", LAYOUTS)
-def test_scores_are_read_from_minio_in_either_layout(kfp_minio, tmp_path, layout):
-    run_id = f"run-{layout}"
-    seed(tmp_path / "store", layout, run_id=run_id)
-    publish(tmp_path / "store", "minio://mlpipeline/v2/artifacts")  # as KFP's launcher uploaded them
-    assert read_run_metrics(run_id) == SCORES  # KFP's default pipeline root
-    searched = f"under minio://mlpipeline/v2/artifacts/{PIPELINE_NAME}/{run_id}0/evaluate/:"  # not run-…'s
-    with pytest.raises(RunMetricsError, match=re.escape(searched)):
-        read_run_metrics(f"{run_id}0")
-
-
-def test_no_scores_says_where_it_looked_and_why_there_may_be_none(tmp_path):
-    seed(tmp_path, "salted")
-    prefix = f"{tmp_path}/{PIPELINE_NAME}/another-run/evaluate/"
-    with pytest.raises(RunMetricsError) as raised:
-        read_run_metrics("another-run", pipeline_root=str(tmp_path))
-    message = str(raised.value)
-    assert f"no 'metrics' output of task 'evaluate' under {prefix}:" in message
-    assert "may not have reached evaluate" in message and "KFP's cache" in message
-    with pytest.raises(RunMetricsError, match=rf"/{DISTRIBUTED_PIPELINE_NAME}/{RUN_ID}/evaluate/: "):
-        read_run_metrics(RUN_ID, pipeline_name=DISTRIBUTED_PIPELINE_NAME, pipeline_root=str(tmp_path))
-
-
-def test_a_task_run_once_per_parallelfor_iteration_is_not_picked_at_random(tmp_path):
-    seed(tmp_path, "salted")
-    second = tmp_path / PIPELINE_NAME / RUN_ID / "evaluate" / "another-salt" / "metrics"
-    second.parent.mkdir()
-    second.write_text(json.dumps(SCORES | {"accuracy": 0.5}))
-    with pytest.raises(
-        RunMetricsError,
-        match=rf"wrote 2 'metrics' outputs .*ParallelFor.*{SALT}/metrics, .*another-salt/metrics; read_all_run_metrics",
-    ):
-        read_run_metrics(RUN_ID, pipeline_root=str(tmp_path))
-    every = read_all_run_metrics(RUN_ID, pipeline_root=str(tmp_path))
-    assert sorted(scores["accuracy"] for scores in every.values()) == [0.5, SCORES["accuracy"]]
-    assert str(second) in every
-
-
-def test_a_malformed_file_is_named(tmp_path):
-    seed(tmp_path, "salted", scores={"accuracy": 0.9})
-    uri = f"{tmp_path}/{PIPELINE_NAME}/{RUN_ID}/evaluate/{SALT}/metrics"
-    with pytest.raises(RunMetricsError, match=rf"^{uri}: no 'promote' .*expected what evaluate writes"):
-        read_run_metrics(RUN_ID, pipeline_root=str(tmp_path))
-
-
-@pytest.mark.parametrize("bad", ["", "a/b"])
-def test_names_that_would_change_the_prefix_are_refused(tmp_path, bad):
-    with pytest.raises(ValueError, match=r"run_id must be a non-empty name without '/'"):
-        read_run_metrics(bad, pipeline_root=str(tmp_path))
-    with pytest.raises(ValueError, match=r"pipeline_root must name a directory or bucket, got ''"):
-        read_run_metrics(RUN_ID, pipeline_root="")
-
-
-# --- a run through kfp.Client, the backend faked -------------------------------------------------------
+# --- a run through kfp.Client, the backend faked: ML Metadata says where evaluate's output is -------------
 
 
 @pytest.fixture
 def client_for(monkeypatch, tmp_path):
     monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "kfp" / "context.json"))
     monkeypatch.setattr(kfp.Client, "_NAMESPACE_PATH", str(tmp_path / "no-pod-namespace"))
+    monkeypatch.delenv("KFP_MLMD_HOST", raising=False)
 
     def client(server: FakeKfp) -> kfp.Client:
         with warnings.catch_warnings():
@@ -228,39 +124,145 @@ def client_for(monkeypatch, tmp_path):
     return client
 
 
-def test_a_finished_runs_scores_are_read_where_the_backend_left_them(client_for, tmp_path):
-    """The fake backend writes evaluate's file under the compiled pipeline's own name and task name."""
+ARGUMENTS = {"repo_url": "https://example.com/data.git"}
+
+
+def finished_run(client: kfp.Client, pipeline=None) -> str:
+    run = client.create_run_from_pipeline_func(pipeline or training_pipeline, arguments=ARGUMENTS, experiment_name="m")
+    assert client.wait_for_run_completion(run.run_id, 60, sleep_duration=0).state in ("SUCCEEDED", "FAILED")
+    return run.run_id
+
+
+def evaluate_metrics(server: FakeKfp) -> list:
+    """The artifacts ML Metadata holds for evaluate's metrics output."""
+    return [a for a in server.metadata.artifacts.values() if re.search(r"/evaluate/[^/]+/metrics$", a.uri)]
+
+
+def test_a_finished_runs_scores_are_read_where_ml_metadata_says_they_are(client_for, tmp_path):
     root = tmp_path / "pipeline-root"
     artifacts = {("evaluate", "metrics"): json.dumps(SCORES).encode()}
     with FakeKfp(run_progress=("RUNNING",), pipeline_root=root, task_artifacts=artifacts) as server:
         client = client_for(server)
-        arguments = {"repo_url": "https://example.com/data.git"}
         for pipeline, name in (
             (training_pipeline, PIPELINE_NAME),
             (distributed_training_pipeline, DISTRIBUTED_PIPELINE_NAME),
         ):
-            run = client.create_run_from_pipeline_func(pipeline, arguments=arguments, experiment_name="metrics")
-            with pytest.raises(RunMetricsError, match=r"the run may not have reached evaluate \(still running"):
-                read_run_metrics(run.run_id, pipeline_name=name, pipeline_root=str(root))
+            run = client.create_run_from_pipeline_func(pipeline, arguments=ARGUMENTS, experiment_name="metrics")
+            with pytest.raises(RunMetricsError, match=r"has no finished task 'evaluate': the run has not reached it"):
+                read_run_metrics(client, run.run_id)
             assert client.wait_for_run_completion(run.run_id, 60, sleep_duration=0).state == "SUCCEEDED"
-            assert read_run_metrics(run.run_id, pipeline_name=name, pipeline_root=str(root)) == SCORES
-        server.outcome = "FAILED"  # train fails: evaluate never runs, and the backend leaves no file of it
-        failed = client.create_run_from_pipeline_func(training_pipeline, arguments=arguments, experiment_name="metrics")
-        assert client.wait_for_run_completion(failed.run_id, 60, sleep_duration=0).state == "FAILED"
-        with pytest.raises(RunMetricsError, match=r"the run may not have reached evaluate"):
-            read_run_metrics(failed.run_id, pipeline_root=str(root))
-        assert sorted(path.relative_to(root).parts[0] for path in root.rglob("metrics")) == [
-            DISTRIBUTED_PIPELINE_NAME,
-            PIPELINE_NAME,
-        ]
+            assert read_run_metrics(client, run.run_id) == SCORES
+            [uri] = read_all_run_metrics(client, run.run_id)
+            assert uri.startswith(f"{root}/{name}/{run.run_id}/evaluate/") and uri.endswith("/metrics")
+        server.outcome = "FAILED"  # train fails: evaluate never runs
+        failed = finished_run(client)
+        with pytest.raises(RunMetricsError, match=r"no finished task 'evaluate': the run has not reached it, failed"):
+            read_run_metrics(client, failed)
     assert server.violations == []
+
+
+def test_a_cached_evaluates_scores_are_those_of_the_run_that_computed_them(client_for, tmp_path):
+    """The bug: a cached evaluate leaves its outputs under the run that computed them, and looking under this
+    run's directory found nothing. KFP records, for this run, a CACHED execution linked to those outputs."""
+    root = tmp_path / "pipeline-root"
+    artifacts = {("evaluate", "metrics"): json.dumps(SCORES).encode()}
+    with FakeKfp(run_progress=(), pipeline_root=root, task_artifacts=artifacts) as server:
+        client = client_for(server)
+        first = finished_run(client)
+        server.task_artifacts = {("evaluate", "metrics"): json.dumps(SCORES | {"accuracy": 0.5}).encode()}
+        server.cache_hits = {"evaluate"}
+        second = finished_run(client)
+        assert not list(root.glob(f"{PIPELINE_NAME}/{second}/evaluate/*/metrics"))  # nothing under this run
+        assert read_run_metrics(client, second) == SCORES  # the first run's file, as ML Metadata links it
+        [uri] = read_all_run_metrics(client, second)
+        assert f"/{first}/evaluate/" in uri
+        # What the REST API says of it: the task succeeded, its executor pod was skipped; no artifact, no id.
+        details = client.get_run(second).run_details.task_details
+        assert [d.state for d in details if d.display_name == "evaluate"] == ["SUCCEEDED"]
+        skipped = [d for d in details if d.state == "SKIPPED"]
+        assert [d.display_name for d in skipped] == ["executor"]  # evaluate's pod: the only task from the cache
+        [evaluate] = [d for d in details if d.display_name == "evaluate"]
+        assert skipped[0].pod_name.rsplit("-", 1)[1] == evaluate.child_tasks[0].pod_name.rsplit("-", 1)[1]
+        assert all(not d.outputs and not d.execution_id for d in details)
+        server.cache_hits = set()
+        third = finished_run(client)  # computed again: its own file, under its own run
+        assert read_run_metrics(client, third)["accuracy"] == 0.5
+    assert server.violations == []
+
+
+def test_a_task_run_once_per_parallelfor_iteration_is_not_picked_at_random(client_for, tmp_path):
+    with FakeKfp(run_progress=(), pipeline_root=tmp_path) as server:
+        client = client_for(server)
+        run_id = finished_run(client)
+        context = server.metadata.record_run(run_id, PIPELINE_NAME, str(tmp_path))  # the run's own, found again
+        uris = []
+        for accuracy in (0.5, 0.25):
+            uri = tmp_path / f"iteration-{accuracy}" / "metrics"
+            uri.parent.mkdir()
+            uri.write_text(json.dumps(SCORES | {"accuracy": accuracy}))
+            server.metadata.record_task(context, "evaluate-2", {"metrics": RecordedOutput(str(uri), "system.Metrics")})
+            uris.append(str(uri))
+        with pytest.raises(RunMetricsError, match=r"has 2 'metrics' outputs .*ParallelFor.*; read_all_run_metrics"):
+            read_run_metrics(client, run_id, task_name="evaluate-2")
+        every = read_all_run_metrics(client, run_id, task_name="evaluate-2")
+        assert sorted(scores["accuracy"] for scores in every.values()) == [0.25, 0.5] and sorted(every) == sorted(uris)
+    assert server.violations == []
+
+
+def test_a_malformed_or_missing_file_is_named(client_for, tmp_path):
+    artifacts = {("evaluate", "metrics"): json.dumps({"accuracy": 0.9}).encode()}
+    with FakeKfp(run_progress=(), pipeline_root=tmp_path, task_artifacts=artifacts) as server:
+        client = client_for(server)
+        run_id = finished_run(client)
+        [uri] = [str(path) for path in tmp_path.glob(f"{PIPELINE_NAME}/{run_id}/evaluate/*/metrics")]
+        with pytest.raises(RunMetricsError, match=rf"^{re.escape(uri)}: no 'promote' .*expected what evaluate writes"):
+            read_run_metrics(client, run_id)
+        Path(uri).unlink()  # recorded in ML Metadata, gone from the store
+        with pytest.raises(RunMetricsError, match=r"cannot read evaluate's 'metrics' \(artifact \d+\): cannot read"):
+            read_run_metrics(client, run_id)
+
+
+def test_a_run_ml_metadata_does_not_know_is_named(client_for):
+    with FakeKfp() as server:
+        client = client_for(server)
+        with pytest.raises(RunMetricsError, match=rf"ML Metadata at {re.escape(server.url)} has no run no-such-run"):
+            read_run_metrics(client, "no-such-run")
+        for bad in ("", "a/b", "../x"):
+            with pytest.raises(ValueError, match=r"run_id must be a run's id"):
+                read_run_metrics(client, bad)
+
+
+def test_the_default_names_are_the_compiled_pipelines(tmp_path):
+    for pipeline, name in (
+        (training_pipeline, PIPELINE_NAME),
+        (distributed_training_pipeline, DISTRIBUTED_PIPELINE_NAME),
+    ):
+        spec = pipeline.pipeline_spec
+        assert spec.pipeline_info.name == name
+        assert spec.root.dag.tasks[EVALUATE_TASK].component_ref.name == "comp-evaluate"
+        assert METRICS_OUTPUT in spec.components["comp-evaluate"].output_definitions.artifacts
+
+
+def test_scores_are_read_from_minio_where_ml_metadata_says(client_for, kfp_minio, tmp_path):
+    with FakeKfp(run_progress=()) as server:  # the pipeline root: KFP's default, minio://mlpipeline/v2/artifacts
+        client = client_for(server)
+        run_id = finished_run(client)
+        [artifact] = evaluate_metrics(server)
+        assert artifact.uri.startswith(f"{DEFAULT_PIPELINE_ROOT}/{PIPELINE_NAME}/{run_id}/evaluate/")
+        store = tmp_path / "store"
+        (store / "metrics").parent.mkdir(parents=True)
+        (store / "metrics").write_text(json.dumps(SCORES))
+        publish(store, artifact.uri.rsplit("/", 1)[0])  # as KFP's launcher uploaded it
+        assert read_run_metrics(client, run_id) == SCORES
 
 
 # --- what the evaluate component itself writes -----------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_the_file_evaluate_writes_is_what_it_logs_and_read_back_from_the_store(digits_dir, tmp_path, kfp_minio):
+def test_the_file_evaluate_writes_is_what_it_logs_and_read_back_from_the_store(
+    digits_dir, tmp_path, kfp_minio, client_for
+):
     """evaluate run by kfp.local; its metrics file uploaded where KFP's launcher would put it, then read."""
     from kfp import local
 
@@ -282,8 +284,12 @@ def test_the_file_evaluate_writes_is_what_it_logs_and_read_back_from_the_store(d
     assert scores["promote"] is True and "not worse than the baseline" in scores["reason"]
     assert sorted(name for name in scores if name.startswith("recall_")) == sorted(f"recall_{i}" for i in range(10))
 
-    store = tmp_path / "upload" / "evaluate" / SALT
-    store.mkdir(parents=True)
-    (store / "metrics").write_bytes(written.read_bytes())
-    publish(tmp_path / "upload", f"{DEFAULT_PIPELINE_ROOT}/{PIPELINE_NAME}/run-from-kfp-local")
-    assert read_run_metrics("run-from-kfp-local") == scores
+    with FakeKfp(run_progress=()) as server:
+        client = client_for(server)
+        run_id = finished_run(client)
+        [artifact] = evaluate_metrics(server)
+        upload = tmp_path / "upload"
+        upload.mkdir()
+        (upload / "metrics").write_bytes(written.read_bytes())
+        publish(upload, artifact.uri.rsplit("/", 1)[0])
+        assert read_run_metrics(client, run_id) == scores

@@ -16,6 +16,7 @@ from typing import Any
 
 from components.containerize.buildah import validate_image
 from components.evaluate.gate import validate_threshold
+from components.find_baseline.choices import baseline_kind
 from components.pytorchjob_train.manifest import PyTorchJobConfig
 from components.pytorchjob_train.step import LAUNCHERS, check_command, script_hyperparameters
 from components.train.config import TrainConfig
@@ -44,6 +45,8 @@ def check_values(values: Mapping[str, Any]) -> None:
         check_command(values["command"], script_hyperparameters(config, values.get("script_hyperparameters") or {}))
     if "accuracy_threshold" in values:
         validate_threshold(values["accuracy_threshold"])
+    if "baseline" in values:
+        baseline_kind(values["baseline"])
     if values.get("build_image", True) and values.get("image_repository"):
         validate_image(values["image_repository"] + ":tag", "image_repository")
     if values.get("build_image", True) and values.get("image_repository") and values.get("serving_base_image"):

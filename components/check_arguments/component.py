@@ -40,6 +40,7 @@ def check_arguments(
     image_repository: str = "",
     serving_base_image: str = "",
     build_image: bool = True,
+    baseline: str = "none",
     distributed: bool = False,
     launcher: str = "kubeflow",
     num_workers: int = 1,
@@ -57,6 +58,7 @@ def check_arguments(
         accuracy_threshold: the promotion gate's threshold, in [0, 1].
         gpus, accelerator_type, node_selector, tolerations: where training runs.
         image_repository, serving_base_image, build_image: the serving image (checked when one is built).
+        baseline: what evaluate compares with: ``production``, ``none`` or a model's URI.
         distributed: true in the distributed pipeline, whose PyTorchJob settings follow
             (launcher, num_workers, nproc_per_node, cpu, memory, shm_size, command,
             script_hyperparameters).

@@ -20,30 +20,10 @@ from pathlib import Path
 
 from components.common.artifacts import atomic_directory
 from components.common.spec import ModelFormatError, load_spec
-from components.common.storage import SCHEMES, StorageError, local_copy
+from components.common.storage import StorageError, local_copy
+from components.find_baseline.choices import NONE, PRODUCTION, URI, BaselineError, baseline_kind
 from components.register.registry import RegisteredVersion, open_registry
 from components.register.settings import RegistrySettings
-
-PRODUCTION, NONE, URI = "production", "none", "uri"
-CHOICES = (PRODUCTION, NONE)
-
-
-class BaselineError(ValueError):
-    """A baseline that cannot be found or read; the message says which and what would be valid."""
-
-
-def baseline_kind(baseline: str) -> str:
-    """``production``, ``none`` or ``uri`` for a valid ``baseline``, else ``BaselineError``."""
-    value = (baseline or "").strip()
-    if value in CHOICES:
-        return value
-    scheme = value.split("://", 1)[0] if "://" in value else ""
-    if scheme in (*SCHEMES, "file") or (not scheme and value.startswith("/")):
-        return URI
-    raise BaselineError(
-        f"baseline={baseline!r}: give 'production' (the version the registry says is serving), 'none', or a "
-        f"model's URI ({', '.join(f'{s}://' for s in SCHEMES)}, or an absolute path)"
-    )
 
 
 def find_baseline(baseline: str, output_dir: str | Path, settings: RegistrySettings | None = None) -> dict[str, str]:

@@ -48,7 +48,7 @@ def register(
         run_name=pipeline_run_name,
     )
     registered.metadata.update(version.metadata())
-    if version.registry == "none":  # what record_promotion's artifact carried
+    if version.registry == "none":  # the promotion record's URI and time, as metadata too
         import json
         from pathlib import Path
 

@@ -16,12 +16,23 @@ It keeps pipelines, versions, experiments, runs and recurring runs in memory; a 
 ``Authorization: Bearer <token>`` (health checks excepted, as on the real server): 401 without one, 403
 for another token or a namespace outside ``namespaces``.
 
-With ``pipeline_root`` (a local directory: the cluster's default pipeline root) it also stands in for the
-backend's artifact store: when a run succeeds, each root task that declares an output artifact named in
-``task_artifacts`` (``{(task, output): content}``) gets that content as the artifact's file, where KFP's
-driver puts it: ``<pipeline root>/<pipeline name>/<run id>/<task>/<salt>/<output>``. The run's own
-``runtime_config.pipeline_root``, else the spec's ``defaultPipelineRoot``, comes first, as on the real
-backend; the fake writes only to a local one.
+It also holds ML Metadata as KFP's driver and launcher fill it (:mod:`tests.support.fake_mlmd`), served
+over gRPC-Web at ``/ml_metadata.MetadataStoreService/`` as the KFP UI server proxies it: a run's context
+when the run is created; when it succeeds, an execution for each task that ran (every task of the root
+DAG, and every task named in ``task_artifacts``, which may sit in a condition) with its output artifacts
+at the URIs KFP's driver gives them, ``<pipeline root>/<pipeline name>/<run id>/<task>/<salt>/<output>``.
+The run's own ``runtime_config.pipeline_root``, else the spec's ``defaultPipelineRoot``, else
+``pipeline_root``, else KFP's default ``minio://mlpipeline/v2/artifacts``, as on the real backend. With a
+local ``pipeline_root`` it also stands in for the artifact store: each output named in ``task_artifacts``
+(``{(task, output): content}``) gets that content as its file.
+
+A task named in :attr:`FakeKfp.cache_hits` is taken from KFP's cache when an earlier run of the same pipeline
+computed it: as on the real backend, its execution in this run is CACHED and linked to the earlier run's
+artifacts (no file is written under this run), and in the REST API's ``task_details`` (which KFP 2.17 builds
+from the Argo workflow's nodes, with neither outputs nor an execution id) its ``executor`` node is SKIPPED
+while the task's own node SUCCEEDED. A succeeded run's ``task_details`` have the three nodes KFP's Argo
+compiler makes for a container task: ``<task>-driver``, ``<task>``, and its ``executor`` pod (a failed run's
+keep one node per task, carrying its error).
 """
 
 from __future__ import annotations
@@ -43,6 +54,8 @@ from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 import jsonschema
 import yaml
+
+from tests.support.fake_mlmd import FakeMetadataStore, RecordedOutput
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPEC_DIR = REPO_ROOT.parent / "shared" / "reference" / "kfp-api"
@@ -83,6 +96,8 @@ RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{
 GO_BOOLEANS = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True}
 GO_BOOLEANS |= {"0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 FINAL_STATES = ("SUCCEEDED", "SKIPPED", "FAILED", "CANCELED")
+DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"  # a standard install's, from the kfp-launcher ConfigMap
+MLMD_PATH = "/ml_metadata."  # what the KFP UI server proxies to ML Metadata's Envoy (frontend/server/app.ts)
 
 
 class ApiError(Exception):
@@ -435,13 +450,19 @@ def _spec_struct(text: str):
     return documents[0]
 
 
-def _artifact_outputs(spec: dict) -> dict[str, set[str]]:
-    """Each root task's output artifact names, from its component's outputDefinitions."""
+def _artifact_outputs(spec: dict) -> dict[str, dict[str, str]]:
+    """Each container task's output artifacts (name -> KFP class, ``system.Model``, ...), in every DAG of the spec:
+    the root's and the conditions'."""
     components = spec.get("components", {})
+    dags = [spec.get("root", {}).get("dag", {})] + [c["dag"] for c in components.values() if "dag" in c]
     outputs = {}
-    for name, task in spec.get("root", {}).get("dag", {}).get("tasks", {}).items():
-        component = components.get(task.get("componentRef", {}).get("name", ""), {})
-        outputs[name] = set(component.get("outputDefinitions", {}).get("artifacts", {}))
+    for dag in dags:
+        for name, task in dag.get("tasks", {}).items():
+            component = components.get(task.get("componentRef", {}).get("name", ""), {})
+            if "dag" in component:
+                continue  # a condition: its tasks are listed with its own DAG
+            declared = component.get("outputDefinitions", {}).get("artifacts", {})
+            outputs[name] = {output: d.get("artifactType", {}).get("schemaTitle", "") for output, d in declared.items()}
     return outputs
 
 
@@ -506,6 +527,7 @@ class FakeKfp:
         self.spec = Spec()
         self.pipeline_root = str(pipeline_root) if pipeline_root is not None else None
         self.task_artifacts = dict(task_artifacts or {})  # (task, output artifact) -> its file, on success
+        self.cache_hits: set[str] = set()  # tasks new runs take from the cache when an earlier run computed them
         self.token = token
         self.namespaces = namespaces
         self.run_progress = run_progress  # the states each new run shows, one per GET, before its outcome
@@ -513,6 +535,7 @@ class FakeKfp:
         self.fail_uploads = False  # UploadPipelineVersion answers 500, as on a full database
         self.requests: list[dict] = []  # every request: method, path, query, body (in canonical form)
         self.violations: list[str] = []  # requests that break the spec, answers that break it
+        self.metadata = FakeMetadataStore(self.violations)  # ML Metadata, as the backend fills it
         self.log: list[str] = []
         self.pipelines: dict[str, dict] = {}
         self.versions: dict[str, dict] = {}
@@ -561,6 +584,9 @@ class FakeKfp:
         raw = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
         record = {"method": handler.command, "path": split.path, "query": query, "body": None}
         self.requests.append(record)
+        if split.path.startswith(MLMD_PATH):
+            self._metadata(handler, split.path, raw)
+            return
         try:
             operation, path_params = self.spec.operation(handler.command, split.path)
             params = self.spec.read_query(operation, query)
@@ -582,6 +608,23 @@ class FakeKfp:
             if error.code == INVALID_ARGUMENT:
                 self.violations.append(f"{handler.command} {handler.path}: {error.message}")
             self._send(handler, HTTP_STATUS[error.code], {"code": error.code, "message": error.message, "details": []})
+
+    def _metadata(self, handler: BaseHTTPRequestHandler, path: str, raw: bytes) -> None:
+        """The UI server's ``/ml_metadata.*`` proxy: the same credentials as the API, then ML Metadata's answer."""
+        try:
+            self._authenticate(handler.headers.get("Authorization"))
+        except ApiError as error:
+            self._send(handler, HTTP_STATUS[error.code], {"code": error.code, "message": error.message})
+            return
+        if handler.command != "POST":
+            status, headers, body = 405, {"Content-Type": "text/plain"}, b"gRPC-Web calls are POSTs"
+        else:
+            status, headers, body = self.metadata.handle(path, handler.headers, raw)
+        handler.send_response(status)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            handler.send_header(name, value)
+        handler.end_headers()
+        handler.wfile.write(body)
 
     @staticmethod
     def _send(handler, status: int, answer) -> None:
@@ -816,23 +859,58 @@ class FakeKfp:
         run["_artifact_outputs"] = _artifact_outputs(spec)
         run["_pipeline_name"] = spec.get("pipelineInfo", {}).get("name", "")
         runtime_root = (body.get("runtime_config") or {}).get("pipeline_root")
-        run["_pipeline_root"] = runtime_root or spec.get("defaultPipelineRoot") or self.pipeline_root
+        run["_pipeline_root"] = (
+            runtime_root or spec.get("defaultPipelineRoot") or self.pipeline_root or DEFAULT_PIPELINE_ROOT
+        )
+        # The root DAG's driver makes the run's context in ML Metadata as the run starts.
+        run["_context"] = self.metadata.record_run(run["run_id"], run["_pipeline_name"], str(run["_pipeline_root"]))
+        run["_cached"] = set()
         return self._public(run)
 
-    def _write_artifacts(self, run: dict) -> None:
-        """What the backend leaves in the artifact store after a run succeeded: its tasks' output files."""
-        if self.pipeline_root is None or not self.task_artifacts:
-            return
-        root = run["_pipeline_root"]
-        if "://" in root:
-            self.log.append(f"run {run['run_id']}: pipeline root {root} is not a local directory; no artifacts")
-            return
-        for (task, output), content in self.task_artifacts.items():
-            if output in run["_artifact_outputs"].get(task, ()):
+    def _ran(self, run: dict) -> list[str]:
+        """The container tasks a succeeded run ran: the root DAG's, and those in conditions that made outputs."""
+        given = {task for task, _ in self.task_artifacts}
+        return [task for task in run["_artifact_outputs"] if task in run["_tasks"] or task in given]
+
+    def _record_tasks(self, run: dict) -> None:
+        """What the backend leaves after a run succeeded: each task's execution and outputs in ML Metadata, and
+        their files in the artifact store (a local pipeline root only); a cache hit reuses an earlier run's."""
+        root = str(run["_pipeline_root"])
+        for task in self._ran(run):
+            earlier = self._computed_before(run, task) if task in self.cache_hits else None
+            if earlier is not None:
+                self.metadata.record_cached_task(run["_context"], task, earlier)
+                run["_cached"].add(task)
+                continue
+            outputs = {}
+            for output, schema_title in run["_artifact_outputs"][task].items():
                 salt = str(uuid.uuid4())  # the driver's outputURISalt
-                path = Path(root, run["_pipeline_name"], run["run_id"], task, salt, output)
+                uri = f"{root.rstrip('/')}/{run['_pipeline_name']}/{run['run_id']}/{task}/{salt}/{output}"
+                outputs[output] = RecordedOutput(uri, schema_title or "system.Artifact")
+                content = self.task_artifacts.get((task, output))
+                if content is None:
+                    continue
+                if "://" in root:
+                    self.log.append(f"run {run['run_id']}: pipeline root {root} is not a local directory; no files")
+                    continue
+                path = Path(uri)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
+            self.metadata.record_task(run["_context"], task, outputs)
+
+    def _computed_before(self, run: dict, task: str) -> int | None:
+        """The execution of an earlier succeeded run of the same pipeline that computed ``task``: the cache entry."""
+        for earlier in self.runs.values():
+            if (
+                earlier is run
+                or earlier.get("state") != "SUCCEEDED"
+                or earlier["_pipeline_name"] != run["_pipeline_name"]
+            ):
+                continue
+            execution = self.metadata.execution_of(earlier["run_id"], task)
+            if execution is not None:
+                return execution.id
+        return None
 
     @staticmethod
     def _public(run: dict) -> dict:
@@ -850,15 +928,19 @@ class FakeKfp:
         entry = {"update_time": now, "state": state}
         if state == "FAILED":
             entry["error"] = {"code": 2, "message": "task train failed: exit code 1"}
+        if state == "SUCCEEDED":
+            self._record_tasks(run)
+        if state == "FAILED":
+            self.metadata.record_failed_task(run["_context"], "train")  # the launcher publishes the failure
         if state in FINAL_STATES:
             run["finished_at"] = now
             run["run_details"] = {"task_details": self._task_details(run, state, now)}
-        if state == "SUCCEEDED":
-            self._write_artifacts(run)
         run["state"] = state
         run["state_history"].append(entry)
 
     def _task_details(self, run: dict, outcome: str, now: str) -> list[dict]:
+        if outcome == "SUCCEEDED":
+            return self._succeeded_nodes(run, now)
         details = []
         for task in run["_tasks"]:
             failed = outcome == "FAILED" and task == "train"
@@ -884,6 +966,42 @@ class FakeKfp:
                     "error": {"code": 2, "message": "CUDA out of memory"},
                 }
             )
+        return details
+
+    def _succeeded_nodes(self, run: dict, now: str) -> list[dict]:
+        """The Argo nodes of a succeeded run's container tasks, as KFP 2.17 reports them: no outputs, no execution
+        id; a task taken from the cache succeeded, its executor pod skipped (argocompiler/container.go: the
+        executor runs ``when: cached-decision != true``)."""
+        workflow = f"{run['_pipeline_name']}-{run['run_id'][:5]}"
+        details = []
+        for index, task in enumerate(self._ran(run)):
+            times = {"create_time": run["created_at"], "start_time": run["created_at"], "end_time": now}
+            common = {"run_id": run["run_id"], **times}
+            executor_node = f"{workflow}-{3 * index + 3}"
+            details += [
+                {
+                    **common,
+                    "task_id": f"{task}-driver-{run['run_id'][:8]}",
+                    "display_name": f"{task}-driver",
+                    "pod_name": f"{workflow}-system-container-driver-{3 * index + 1}",
+                    "state": "SUCCEEDED",
+                },
+                {
+                    **common,
+                    "task_id": f"{task}-{run['run_id'][:8]}",
+                    "display_name": task,
+                    "pod_name": f"{workflow}-system-container-executor-{3 * index + 2}",
+                    "state": "SUCCEEDED",
+                    "child_tasks": [{"pod_name": executor_node}],
+                },
+                {
+                    **common,
+                    "task_id": f"{task}-executor-{run['run_id'][:8]}",
+                    "display_name": "executor",
+                    "pod_name": f"{workflow}-system-container-impl-{3 * index + 3}",
+                    "state": "SKIPPED" if task in run["_cached"] else "SUCCEEDED",
+                },
+            ]
         return details
 
     def _RunService_GetRun(self, path, params, body):
