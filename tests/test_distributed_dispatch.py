@@ -14,6 +14,8 @@ from components.common.kube.jobs import KubernetesJobClient
 from components.distributed_train.dispatch import NoJobKind, resolve_launcher, run
 from components.train.config import TrainConfig
 from components.train.trainer import train
+from pipelines.distributed_training_pipeline import build_distributed_training_pipeline
+from pipelines.kubernetes_settings import SettingsError, settings_from_dict
 from tests.support.fake_kube import FakeKube
 from tests.support.fake_pytorchjob import TrainingOperator
 from tests.support.fake_trainjob import KubeflowTrainer
@@ -113,3 +115,38 @@ def test_bad_launcher_values_fail_in_check_arguments(values, message):
 @pytest.mark.parametrize("launcher", ["auto", "trainjob", "pytorchjob", "kubeflow", "local"])
 def test_every_launcher_passes_check_arguments(launcher):
     check_values({"launcher": launcher, "queue_name": "gpu-queue", "queue_timeout_seconds": 60})
+
+
+# --- the Trainer release and runtime are cluster settings -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"trainer_release": "2.0"}, r"trainer_release must be one of 2.3, 2.1"),
+        ({"trainjob_runtime": "Torch"}, r"trainjob_runtime must be a runtime's name"),
+        ({"trainjob_runtime_kind": "JobSet"}, r"trainjob_runtime_kind must be one of ClusterTrainingRuntime"),
+    ],
+)
+def test_bad_trainer_settings_fail_at_compile_time(data, message):
+    with pytest.raises(SettingsError, match=message):
+        settings_from_dict(data)
+
+
+def test_settings_files_for_the_steps_earlier_name_still_work():
+    settings = settings_from_dict({"steps": {"pytorchjob-train": {"retries": 5}}})
+    assert settings.steps["distributed-train"].retries == 5
+
+
+def test_the_compiled_pipeline_hands_the_step_the_clusters_trainer_settings():
+    settings = settings_from_dict({"trainer_release": "2.1", "trainjob_runtime": "team-torch",
+                                   "trainjob_runtime_kind": "TrainingRuntime"})  # fmt: skip
+    spec = build_distributed_training_pipeline(settings).pipeline_spec
+    parameters = spec.root.dag.tasks["distributed-train"].inputs.parameters
+    constants = {
+        name: parameters[name].runtime_value.constant.string_value
+        for name in ("trainer_release", "runtime", "runtime_kind")
+    }
+    assert constants == {"trainer_release": "2.1", "runtime": "team-torch", "runtime_kind": "TrainingRuntime"}
+    assert parameters["launcher"].component_input_parameter == "launcher"
+    assert spec.root.input_definitions.parameters["launcher"].default_value.string_value == "auto"
