@@ -8,6 +8,7 @@ from pathlib import Path
 from benchmarks import (
     cli_refusal,
     ddp_scaling,
+    distributed_kinds,
     dvc_pull_memory,
     dvc_pull_speed,
     input_pipeline,
@@ -96,6 +97,7 @@ def main() -> None:
     print(f"  ratio 2/1               {ddp['scaling']:10.3f}")
     print(f"  launch to first step    {ddp['seconds_to_first_step_1']:10.2f} s (1 process)")
     print(f"  launch to first step    {ddp['seconds_to_first_step_2']:10.2f} s (2 processes)")
+    distributed_kinds.report(distributed_kinds.run(dataset_dir))
 
     serving.report(serving.run(dataset_dir))
 

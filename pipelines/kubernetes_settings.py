@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 import yaml
 from kfp import dsl, kubernetes
 
-from components.common.kube.values import DNS_1123_SUBDOMAIN, is_label_value, is_resource_quantity
+from components.common.kube.values import DNS_1123_LABEL, DNS_1123_SUBDOMAIN, is_label_value, is_resource_quantity
 from components.common.storage import S3_CREDENTIALS_DIR_ENV, S3_ENDPOINT_ENV, S3_REGION_ENV
 from components.register.settings import (
     DEFAULT_EXPERIMENT,
@@ -38,13 +38,14 @@ from components.register.settings import (
     RegistrySettings,
     RegistrySettingsError,
 )
+from components.trainjob_train.manifest import DEFAULT_RUNTIME, RUNTIME_KINDS, TRAINER_RELEASES
 
 STEPS = (
     "check-arguments",
     "resolve-revision",
     "dvc-pull",
     "train",
-    "pytorchjob-train",
+    "distributed-train",
     "find-baseline",
     "evaluate",
     "register",
@@ -52,13 +53,15 @@ STEPS = (
     "containerize",
     "report",
 )
-# Steps that read gs:// themselves (the DVC remote; the PyTorchJob replicas read the dataset by URI;
+# The distributed training step's earlier name, still accepted in settings files written for it.
+STEP_ALIASES = {"pytorchjob-train": "distributed-train"}
+# Steps that read gs:// themselves (the DVC remote; the distributed job's pods read the dataset by URI;
 # find-baseline fetches the baseline model by its URI).
-GCS_STEPS = ("dvc-pull", "pytorchjob-train", "find-baseline")
+GCS_STEPS = ("dvc-pull", "distributed-train", "find-baseline")
 # Steps whose own code reads or writes artifacts by URI (KFP's launcher moves the others' files): the
-# PyTorchJob step reads the model its replicas wrote, and they read the dataset and write the model;
+# distributed step reads the model its job's pods wrote, and they read the dataset and write the model;
 # find-baseline copies the production model from the URI the registry holds.
-ARTIFACT_STORE_STEPS = ("pytorchjob-train", "find-baseline")
+ARTIFACT_STORE_STEPS = ("distributed-train", "find-baseline")
 # Steps that talk to the model registry: they get its settings as environment variables and its Secret (a
 # deploy step, which marks the version that serves, belongs here too).
 REGISTRY_STEPS = ("find-baseline", "register")
@@ -103,7 +106,7 @@ DEFAULT_STEPS = {
     # A preempted GPU node loses the pod; the retry resumes from the last epoch's checkpoint.
     "train": StepSettings("4", "8", "16Gi", "32Gi", retries=1, timeout_seconds=86400),
     # The launcher pod only creates and follows the job (which has its own timeout); a retry re-attaches.
-    "pytorchjob-train": StepSettings("250m", "1", "512Mi", "2Gi", retries=2, timeout_seconds=90000),
+    "distributed-train": StepSettings("250m", "1", "512Mi", "2Gi", retries=2, timeout_seconds=90000),
     # Fetches the production model (weights and ONNX export) by URI; retries the registry's errors itself.
     "find-baseline": StepSettings("250m", "1", "512Mi", "2Gi", timeout_seconds=1800, caching=False),
     "evaluate": StepSettings("2", "4", "4Gi", "8Gi", timeout_seconds=3600),
@@ -137,7 +140,7 @@ class ClusterSettings:
     registry_secret: str = ""
     registry_mount_path: str = "/var/secrets/registry"
     # The artifact store, for the steps that read and write artifacts by URI (ARTIFACT_STORE_STEPS and the
-    # PyTorchJob's replicas) when the pipeline root is minio:// or s3://. The Secret is KFP's own (keys
+    # distributed job's pods) when the pipeline root is minio:// or s3://. The Secret is KFP's own (keys
     # accesskey and secretkey; a standard install has it in every profile namespace); it is mounted
     # optionally, so a gs:// root or pods with their own credentials (IRSA) need nothing. "" for none.
     artifact_store_secret: str = "mlpipeline-minio-artifact"
@@ -190,6 +193,12 @@ class ClusterSettings:
     def default_baseline(self) -> str:
         """The pipelines' ``baseline`` default: what serves in production where a registry knows it."""
         return "production" if self.model_registry != "none" else "none"
+    # Kubeflow Trainer, for the distributed step's TrainJobs: the release the cluster runs (it decides the field that
+    # carries placement and mounts), and the training runtime they refer to: a ClusterTrainingRuntime, or a
+    # TrainingRuntime in the namespace where the jobs run.
+    trainer_release: str = TRAINER_RELEASES[0]
+    trainjob_runtime: str = DEFAULT_RUNTIME
+    trainjob_runtime_kind: str = RUNTIME_KINDS[0]
 
     @property
     def gcs_credentials_path(self) -> str:
@@ -221,7 +230,7 @@ class ClusterSettings:
 
     @property
     def replica_environment(self) -> dict[str, str]:
-        """The PyTorchJob replicas' environment: GCS credentials and the artifact store, no secret values."""
+        """The distributed job's pods' environment: GCS credentials and the artifact store, no secret values."""
         return {**self.gcs_environment, **self.artifact_store_environment}
 
     @property
@@ -282,6 +291,18 @@ class ClusterSettings:
             raise SettingsError(
                 "artifact_store_region must be a region name such as us-east-1 or minio, "
                 f"got {self.artifact_store_region!r}"
+            )
+        if self.trainer_release not in TRAINER_RELEASES:
+            raise SettingsError(
+                f"trainer_release must be one of {', '.join(TRAINER_RELEASES)} (the Kubeflow Trainer release the "
+                f"cluster runs), got {self.trainer_release!r}"
+            )
+        if not (isinstance(self.trainjob_runtime, str) and DNS_1123_LABEL.match(self.trainjob_runtime)):
+            raise SettingsError(f"trainjob_runtime must be a runtime's name such as torch-distributed, got "
+                                f"{self.trainjob_runtime!r}")  # fmt: skip
+        if self.trainjob_runtime_kind not in RUNTIME_KINDS:
+            raise SettingsError(
+                f"trainjob_runtime_kind must be one of {', '.join(RUNTIME_KINDS)}, got {self.trainjob_runtime_kind!r}"
             )
         if "/" in self.gcs_credentials_key or not self.gcs_credentials_key:
             raise SettingsError(f"gcs_credentials_key must be a key of the Secret, got {self.gcs_credentials_key!r}")
@@ -355,6 +376,7 @@ def settings_from_dict(data: dict[str, Any]) -> ClusterSettings:
     steps = dict(DEFAULT_STEPS)
     step_fields = {f.name for f in dataclasses.fields(StepSettings)}
     for step, overrides in (data.get("steps") or {}).items():
+        step = STEP_ALIASES.get(step, step)
         if step not in STEPS:
             raise SettingsError(f"unknown step {step!r}; the steps are {', '.join(STEPS)}")
         if not isinstance(overrides, dict) or set(overrides) - step_fields:

@@ -115,7 +115,7 @@ def can_i(kubectl: str, verb: str, group: str, resource: str, user: str, namespa
 def test_the_steps_service_account_may_do_what_the_launcher_does():
     """Every (verb, resource) the launcher sends (tests/support/launcher_traffic.py derives them) is allowed to the
     ServiceAccount the pipeline's steps run as. On "no":
-    kubectl apply -n <namespace> -f components/pytorchjob_train/rbac.yaml."""
+    kubectl apply -n <namespace> -f components/distributed_train/rbac.yaml."""
     namespace, kubectl = SETTINGS["namespace"], shutil.which("kubectl")
     if not namespace or not kubectl:
         pytest.skip("set KFP_TORCH_LIFECYCLE_CLUSTER_NAMESPACE and put kubectl on PATH to check the RBAC grants")
@@ -131,5 +131,5 @@ def test_the_steps_service_account_may_do_what_the_launcher_does():
             denied.append(f"{verb} {resource}" + (f".{group}" if group else "") + f" ({said})")
     assert not denied, (
         f"{user} may not: {'; '.join(denied)}. Apply the Role: "
-        f"kubectl apply -n {namespace} -f components/pytorchjob_train/rbac.yaml"
+        f"kubectl apply -n {namespace} -f components/distributed_train/rbac.yaml"
     )

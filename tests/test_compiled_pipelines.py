@@ -189,7 +189,7 @@ def test_default_settings_give_every_step_its_own_resources_retries_timeout_and_
             ) == (own.cpu_request, own.cpu_limit, own.memory_request, own.memory_limit), step
             # Only the artifact store's Secret by default, and only where artifacts are read by URI.
             secrets = [volume["secretName"] for volume in config.get("secretAsVolume", [])]
-            by_uri = step in ("pytorchjob-train", "find-baseline")
+            by_uri = step in ("distributed-train", "find-baseline")
             assert secrets == (["mlpipeline-minio-artifact"] if by_uri else []), step
             assert "pvcMount" not in config
             retry = tasks[task].retry_policy
@@ -200,7 +200,7 @@ def test_default_settings_give_every_step_its_own_resources_retries_timeout_and_
             assert tasks[task].caching_options.enable_cache is own.caching, step
     assert seen == set(DEFAULT_STEPS)
     # Retried by KFP only where a lost pod can fail them; the others retry the system's errors themselves.
-    assert {step for step, own in DEFAULT_STEPS.items() if own.retries} == {"train", "pytorchjob-train"}
+    assert {step for step, own in DEFAULT_STEPS.items() if own.retries} == {"train", "distributed-train"}
     # Never from KFP's cache: the branch's commit, the version in production, a registration in the registry.
     uncached = {step for step, own in DEFAULT_STEPS.items() if not own.caching}
     assert uncached == {"resolve-revision", "find-baseline", "register"}
@@ -275,19 +275,19 @@ def test_cluster_settings_land_exactly_on_the_steps_they_are_for(cluster_yaml):
 
 def test_the_distributed_pipeline_hands_the_gcs_secret_to_the_pytorchjob_replicas(cluster_yaml):
     spec, executors = parse_strictly(cluster_yaml["distributed_training_pipeline"])
-    mounted = {v["secretName"]: v for v in executors["exec-pytorchjob-train"]["secretAsVolume"]}
+    mounted = {v["secretName"]: v for v in executors["exec-distributed-train"]["secretAsVolume"]}
     assert sorted(mounted) == ["gcs-reader", "mlpipeline-minio-artifact"]
     assert mounted["gcs-reader"].get("optional", False) is False
-    task = _all_tasks(spec)["pytorchjob-train"]
+    task = _all_tasks(spec)["distributed-train"]
     secret_volumes = json_format.MessageToDict(task.inputs.parameters["secret_volumes"].runtime_value.constant)
     assert secret_volumes == {"gcs-reader": "/var/secrets/gcs"}
 
 
 def _replica_settings(spec) -> tuple[dict, dict, dict]:
-    """The pytorchjob-train step's own environment, and the env and optional Secrets it gives its replicas."""
+    """The distributed-train step's own environment, and the env and optional Secrets it gives its replicas."""
     deployment = json_format.MessageToDict(spec.deployment_spec)["executors"]
-    step_env = {e["name"]: e["value"] for e in deployment["exec-pytorchjob-train"]["container"].get("env", [])}
-    parameters = _all_tasks(spec)["pytorchjob-train"].inputs.parameters
+    step_env = {e["name"]: e["value"] for e in deployment["exec-distributed-train"]["container"].get("env", [])}
+    parameters = _all_tasks(spec)["distributed-train"].inputs.parameters
     replica_env = json_format.MessageToDict(parameters["env"].runtime_value.constant)
     optional = json_format.MessageToDict(parameters["optional_secret_volumes"].runtime_value.constant)
     return step_env, replica_env, optional
@@ -295,7 +295,7 @@ def _replica_settings(spec) -> tuple[dict, dict, dict]:
 
 def test_the_artifact_stores_secret_reaches_the_pytorchjob_step_and_its_replicas_by_name_only(default_yaml):
     spec, executors = parse_strictly(default_yaml["distributed_training_pipeline"])
-    [mounted] = executors["exec-pytorchjob-train"]["secretAsVolume"]
+    [mounted] = executors["exec-distributed-train"]["secretAsVolume"]
     # Optional: a namespace without KFP's Secret (a gs:// root, IRSA) still starts the pod.
     assert mounted == {
         "secretName": "mlpipeline-minio-artifact",
@@ -308,7 +308,7 @@ def test_the_artifact_stores_secret_reaches_the_pytorchjob_step_and_its_replicas
     assert step_env == replica_env == expected_env
     assert optional == {"mlpipeline-minio-artifact": "/var/secrets/artifact-store"}
     only_there = {n for n, c in executors.items() if c.get("secretAsVolume")}
-    assert only_there == {"exec-pytorchjob-train", "exec-find-baseline"}  # find-baseline copies a model by URI
+    assert only_there == {"exec-distributed-train", "exec-find-baseline"}  # find-baseline copies a model by URI
     assert executors["exec-find-baseline"]["secretAsVolume"] == [mounted]
 
 
@@ -337,7 +337,7 @@ def test_the_artifact_store_settings_set_the_endpoint_and_region_or_nothing(tmp_
         build_distributed_training_pipeline(settings_from_dict({"artifact_store_secret": ""})), str(path)
     )
     spec, executors = parse_strictly(path)
-    assert "secretAsVolume" not in executors["exec-pytorchjob-train"]
+    assert "secretAsVolume" not in executors["exec-distributed-train"]
     assert _replica_settings(spec) == ({}, {}, {})
 
 

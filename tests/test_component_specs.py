@@ -19,6 +19,8 @@ LIBRARY = {
     "train",
     "evaluate",
     "pytorchjob_train",
+    "trainjob_train",
+    "distributed_train",
     "build_bento",
     "containerize",
     "find_baseline",

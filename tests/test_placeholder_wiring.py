@@ -1,4 +1,4 @@
-"""The distributed pipeline hands the pytorchjob-train step KFP's run id, task name and task id, filled in at run time.
+"""The distributed pipeline hands the distributed-train step KFP's run id, task name and task id, filled in at run time.
 
 The job's name derives from them (launcher.job_name): a constant in their place would give every run, and every
 iteration of a ParallelFor, the same PyTorchJob name, and a retried step could no longer find its own job.
@@ -12,7 +12,7 @@ from kfp import compiler
 
 from pipelines.distributed_training_pipeline import build_distributed_training_pipeline
 
-TASK = "pytorchjob-train"
+TASK = "distributed-train"
 # What the KFP backend (and kfp.local) substitutes at run time; written out here, not taken from kfp.dsl, so that a
 # change of KFP's placeholders is noticed too.
 PLACEHOLDERS = {
@@ -40,7 +40,7 @@ def find_task(spec: dict, name: str) -> dict:
 @pytest.mark.parametrize("parameter", sorted(PLACEHOLDERS))
 def test_the_pytorchjob_step_gets_kfps_run_time_ids(pipeline_spec, parameter):
     task = find_task(pipeline_spec, TASK)
-    assert task["componentRef"]["name"] == "comp-pytorchjob-train"
+    assert task["componentRef"]["name"] == "comp-distributed-train"
     given = task["inputs"]["parameters"].get(parameter)
     assert given == {"runtimeValue": {"constant": PLACEHOLDERS[parameter]}}, (
         f"{TASK}'s {parameter} must be KFP's {PLACEHOLDERS[parameter]}, filled in at run time; got {given}"

@@ -12,7 +12,7 @@ import pytest
 
 from components.common.kube.api import KubernetesApiError, RetryPolicy
 from components.common.kube.jobs import KubernetesJobClient
-from components.common.kube.runner import JobFailed, JobNotStarted, JobTimedOut, job_name, run_job
+from components.common.kube.runner import JobFailed, JobNotStarted, JobQueued, JobTimedOut, job_name, run_job
 from components.common.kube.values import validate_name
 from components.pytorchjob_train.kind import PYTORCHJOB
 from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
@@ -394,3 +394,60 @@ def test_after_a_signal_a_job_that_appeared_after_the_delete_is_deleted_too(kube
     output = process.communicate(timeout=30)[0]
     assert "which appeared after the first delete" in output
     assert kube.count("DELETE", JOB) == 2 and operator.objects[("team-a", "train-abc123")].deleted, output
+
+
+def test_a_cluster_without_the_kind_is_told_so_with_the_alternative():
+    """A fresh Kubeflow install serves TrainJob, not PyTorchJob: the API server answers the POST 404."""
+    server = FakeKube([]).start()
+    try:
+        with pytest.raises(KubernetesApiError) as raised:
+            launch(server)
+    finally:
+        server.stop()
+    message = str(raised.value)
+    assert message.startswith("could not create pytorchjobs.kubeflow.org in namespace team-a: this cluster serves no ")
+    assert "PyTorchJob (kubeflow.org/v1), so the Training Operator is not installed" in message
+    assert "launcher=trainjob" in message and "launcher=auto" in message
+    assert "HTTP 404" not in message
+
+
+def test_a_failure_carries_the_warning_events_about_the_job_and_its_pods(kube, operator):
+    operator.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.4, "Failed", "Failed", "master failed")]
+    involved = {"kind": "Pod", "namespace": "team-a", "name": "train-abc123-master-0", "uid": "u"}
+    kube.record_event(involved, "BackOff", "Back-off restarting failed container pytorch", type="Warning")
+    kube.record_event(involved, "Pulled", "Container image already present on machine")  # Normal: left out
+    kube.record_event({**involved, "name": "someone-else"}, "BackOff", "not ours", type="Warning")
+    with pytest.raises(JobFailed) as raised:
+        launch(kube)
+    message = str(raised.value)
+    assert (
+        "Warning Events:\n  Pod train-abc123-master-0: BackOff: Back-off restarting failed container pytorch" in message
+    )
+    assert "already present" not in message and "not ours" not in message
+
+
+def test_a_job_suspended_in_a_kueue_queue_is_said_to_wait_there(kube, operator):
+    operator.script = [Step(0, "Created"), Step(0.05, "Suspended"), Step(0.5, "Running"), Step(0.7, "Succeeded")]
+    queued = manifest()
+    queued["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "gpu-queue"
+    lines = []
+    run_job(
+        KubernetesJobClient(kube.api_client(), PYTORCHJOB, retry=FAST_RETRY),
+        queued,
+        timeout_seconds=30,
+        poll_seconds=0.05,
+        echo=lines.append,
+        queue_timeout_seconds=5,
+    )
+    (suspended,) = [line for line in lines if line.startswith("PyTorchJob train-abc123: Suspended")]
+    assert "waiting in Kueue's queue 'gpu-queue': it has not failed and is not stuck" in suspended
+
+
+def test_a_job_held_in_the_queue_past_the_queue_timeout_fails_naming_the_queue(kube, operator):
+    operator.script = [Step(0, "Created"), Step(0.05, "Suspended")]  # never admitted
+    queued = manifest()
+    queued["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "gpu-queue"
+    client = KubernetesJobClient(kube.api_client(), PYTORCHJOB, retry=FAST_RETRY)
+    with pytest.raises(JobQueued, match=r"still suspended after queue_timeout_seconds=0.3, waiting in Kueue's "):
+        run_job(client, queued, timeout_seconds=30, poll_seconds=0.05, echo=lambda _: None, queue_timeout_seconds=0.3)
+    assert operator.objects[("team-a", "train-abc123")].deleted

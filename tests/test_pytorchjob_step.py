@@ -101,7 +101,7 @@ def test_kubeflow_launcher_collects_the_model_rank_0_wrote(digits_dir, tmp_path)
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"launcher": "slurm"}, r"launcher must be one of kubeflow, local, got 'slurm'"),
+        ({"launcher": "slurm"}, r"launcher must be one of pytorchjob, kubeflow, local, got 'slurm'"),
         ({"timeout_seconds": 0}, r"timeout_seconds must be > 0"),
         ({"scheduling_timeout_seconds": -1}, r"scheduling_timeout_seconds must be > 0 seconds, got -1"),
         ({"job": default_job_config("img", 1, num_workers=0)}, r"num_workers must be an integer >= 1, got 0"),
@@ -205,7 +205,7 @@ def test_distributed_pipeline_under_kfp_local(digits_repo, tmp_path):
         tmp_path / "root",
         distributed=True,
     )
-    spec = load_spec(run_dir / "pytorchjob-train" / "model")
+    spec = load_spec(run_dir / "distributed-train" / "model")
     assert spec.training["world_size"] == 2
     assert (run_dir / "register" / "registered" / "promotion.json").is_file()
 
@@ -213,5 +213,5 @@ def test_distributed_pipeline_under_kfp_local(digits_repo, tmp_path):
 def test_distributed_pipeline_rejects_bad_arguments_before_running(digits_repo, tmp_path):
     with pytest.raises(ValueError, match=r"num_workers must be an integer >= 1, got 0"):
         run_local({"repo_url": digits_repo.repo_url, "num_workers": 0}, tmp_path / "root", distributed=True)
-    with pytest.raises(ValueError, match=r"launcher must be one of kubeflow, local"):
+    with pytest.raises(ValueError, match=r"launcher must be one of auto, trainjob, pytorchjob, local, kubeflow"):
         run_local({"repo_url": digits_repo.repo_url, "launcher": "ssh"}, tmp_path / "root", distributed=True)

@@ -1,5 +1,5 @@
-"""components/pytorchjob_train/rbac.yaml grants the step's ServiceAccount what the launcher uses, and nothing else
-but a few read-only verbs for people following a run.
+"""components/distributed_train/rbac.yaml grants the distributed steps' ServiceAccount what the launcher uses, for
+PyTorchJobs and TrainJobs, and nothing else but a few read-only verbs for people following a run.
 
 What the launcher uses is not written down here: the launcher runs against the fake API server
 (tests/support/launcher_traffic.py) through the scenarios that reach every Kubernetes API method it calls
@@ -28,16 +28,18 @@ from tests.support.launcher_traffic import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-RBAC_YAML = ROOT / "components" / "pytorchjob_train" / "rbac.yaml"
-README = ROOT / "components" / "pytorchjob_train" / "README.md"
-APPLY = "kubectl apply -n <profile-namespace> -f components/pytorchjob_train/rbac.yaml"
+RBAC_YAML = ROOT / "components" / "distributed_train" / "rbac.yaml"
+README = ROOT / "components" / "distributed_train" / "README.md"
+APPLY = "kubectl apply -n <profile-namespace> -f components/distributed_train/rbac.yaml"
 RBAC_API = "rbac.authorization.k8s.io/v1"
 SERVICE_ACCOUNT = "default-editor"
-# Read-only, for people following a run (`kubectl get pytorchjobs -w`, `kubectl describe pod`; pods/log list as
-# Kubernetes' own view role has it). The launcher sends none of these.
+# Read-only, for people following a run (`kubectl get pytorchjobs -w`, `kubectl get trainjobs -w`, `kubectl describe
+# pod`; pods/log list as Kubernetes' own view role has it). The launcher sends none of these.
 FOR_PEOPLE: set[Permission] = {
     ("kubeflow.org", "pytorchjobs", "list"),
     ("kubeflow.org", "pytorchjobs", "watch"),
+    ("trainer.kubeflow.org", "trainjobs", "list"),
+    ("trainer.kubeflow.org", "trainjobs", "watch"),
     ("", "pods", "get"),
     ("", "pods/log", "list"),
 }

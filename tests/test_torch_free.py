@@ -11,7 +11,8 @@ import pytest
 
 from tests.support.fake_kube import FakeKube
 from tests.support.fake_pytorchjob import TrainingOperator
-from tests.support.launcher_pod import HEAVY_MODULES, LAUNCHER_POD, prepare
+from tests.support.fake_trainjob import KubeflowTrainer
+from tests.support.launcher_pod import HEAVY_MODULES, LAUNCHER_POD, NAMESPACE, launcher_pod, prepare
 
 REPORT = f"import sys; print(sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules))"
 
@@ -34,6 +35,10 @@ def heavy_modules_after(code: str, *args: str) -> list[str]:
         "components.check_arguments.checks",
         "components.pytorchjob_train.component",
         "components.pytorchjob_train.step",
+        "components.trainjob_train.component",
+        "components.trainjob_train.step",
+        "components.distributed_train.component",
+        "components.distributed_train.dispatch",
         "components.train.config",
     ],
 )
@@ -78,3 +83,22 @@ def test_the_launcher_pod_runs_a_pytorchjob_without_torch(tmp_path):
     (job,) = operator.created
     assert job.namespace == "team-a" and job.deleted
     assert json.loads((tmp_path / "job").read_text())["name"] == job.name
+
+
+def test_the_distributed_step_finds_trainer_and_runs_a_trainjob_without_torch(tmp_path):
+    trainer = KubeflowTrainer()
+    kube = FakeKube([trainer, TrainingOperator()]).start()
+    pod = launcher_pod("components.distributed_train.component", "distributed_train", launcher="auto",
+                       namespace=NAMESPACE)  # fmt: skip
+    try:
+        environment = prepare(tmp_path, kube)
+        done = subprocess.run([sys.executable, "-c", pod, str(tmp_path)], capture_output=True, text=True,
+                              env=environment, timeout=300)  # fmt: skip
+    finally:
+        kube.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["heavy_modules"] == [] and report["metrics"]["train_loss"] == 0.9
+    (job,) = trainer.created
+    assert job.namespace == NAMESPACE and job.deleted
+    assert json.loads((tmp_path / "job").read_text())["kind"] == "TrainJob"

@@ -14,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from components.common.distributed_step import check_command, script_hyperparameters
+from components.common.kube.values import is_label_value
 from components.containerize.buildah import validate_image
+from components.distributed_train.dispatch import LAUNCHERS
 from components.evaluate.gate import validate_threshold
 from components.find_baseline.choices import baseline_kind
 from components.pytorchjob_train.manifest import PyTorchJobConfig
-from components.pytorchjob_train.step import LAUNCHERS, check_command, script_hyperparameters
 from components.train.config import TrainConfig
 
 GPU_NODE_SELECTOR = {"nvidia.com/gpu.present": "true"}  # the label NVIDIA's GPU feature discovery sets
@@ -51,9 +53,17 @@ def check_values(values: Mapping[str, Any]) -> None:
         validate_image(values["image_repository"] + ":tag", "image_repository")
     if values.get("build_image", True) and values.get("image_repository") and values.get("serving_base_image"):
         validate_image(values["serving_base_image"], "serving_base_image")
-    if "launcher" in values:  # the distributed pipeline: the PyTorchJob's replicas
+    if "launcher" in values:  # the distributed pipeline: its job's pods, whichever kind runs them
         if values["launcher"] not in LAUNCHERS:
-            raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {values['launcher']!r}")
+            raise ValueError(
+                f"launcher must be one of {', '.join(LAUNCHERS)} (kubeflow: pytorchjob's earlier name), "
+                f"got {values['launcher']!r}"
+            )
+        if not is_label_value(values.get("queue_name", "")):
+            raise ValueError(f"queue_name must be a Kueue LocalQueue's name, got {values['queue_name']!r}")
+        queue_timeout = values.get("queue_timeout_seconds", 1)
+        if not isinstance(queue_timeout, int) or isinstance(queue_timeout, bool) or queue_timeout <= 0:
+            raise ValueError(f"queue_timeout_seconds must be > 0 seconds, got {queue_timeout!r}")
         settings = {name: values[name] for name in JOB_SETTINGS if name in values}
     else:  # the single-node train step: its placement takes the same checks as a PyTorchJob replica's
         settings = {name: values[name] for name in TRAIN_STEP_PLACEMENT if name in values}

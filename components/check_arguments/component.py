@@ -42,7 +42,7 @@ def check_arguments(
     build_image: bool = True,
     baseline: str = "none",
     distributed: bool = False,
-    launcher: str = "kubeflow",
+    launcher: str = "auto",
     num_workers: int = 1,
     nproc_per_node: int = 1,
     cpu: str = "1",
@@ -50,6 +50,8 @@ def check_arguments(
     shm_size: str = "",
     command: list = [],
     script_hyperparameters: dict = {},
+    queue_name: str = "",
+    queue_timeout_seconds: int = 21600,
 ) -> NamedTuple("Placement", node_selector=dict, tolerations=list):
     """Checks every argument a later step would fail on, before any data is pulled.
 
@@ -59,9 +61,12 @@ def check_arguments(
         gpus, accelerator_type, node_selector, tolerations: where training runs.
         image_repository, serving_base_image, build_image: the serving image (checked when one is built).
         baseline: what evaluate compares with: ``production``, ``none`` or a model's URI.
-        distributed: true in the distributed pipeline, whose PyTorchJob settings follow
+        distributed: true in the distributed pipeline, whose job settings follow
             (launcher, num_workers, nproc_per_node, cpu, memory, shm_size, command,
-            script_hyperparameters).
+            script_hyperparameters, queue_name, queue_timeout_seconds).
+        launcher: The distributed pipeline's launcher: auto, trainjob, pytorchjob (kubeflow), or local.
+        queue_name: The Kueue LocalQueue the distributed job is queued in (a label value); empty for none.
+        queue_timeout_seconds: How long the distributed job may wait suspended in its queue; > 0.
 
     Returns:
         node_selector, tolerations: the train step's placement; with ``gpus=0`` the GPU node
@@ -74,7 +79,8 @@ def check_arguments(
 
     values = dict(locals())
     if not values.pop("distributed"):
-        for name in ("launcher", "num_workers", "nproc_per_node", "cpu", "memory", "shm_size"):
+        for name in ("launcher", "num_workers", "nproc_per_node", "cpu", "memory", "shm_size", "queue_name",
+                     "queue_timeout_seconds"):  # fmt: skip
             values.pop(name)
     check_values(values)
     placement = namedtuple("Placement", ["node_selector", "tolerations"])

@@ -81,8 +81,8 @@ def pytorchjob_train(
             ``dsl.PIPELINE_TASK_NAME_PLACEHOLDER`` and ``dsl.PIPELINE_TASK_ID_PLACEHOLDER``; the
             job's name derives from them at run time, so recurring runs and the iterations of a
             ParallelFor never collide, and a retried step re-attaches.
-        launcher: "kubeflow" (a PyTorchJob) or "local" (``torchrun`` on this machine, with
-            num_workers x nproc_per_node processes: what ``kfp.local`` uses).
+        launcher: "pytorchjob" (a PyTorchJob; "kubeflow", its earlier name, too) or "local" (``torchrun`` on
+            this machine, with num_workers x nproc_per_node processes: what ``kfp.local`` uses).
         image: the replicas' image; empty for this library's CUDA training image.
         command: empty for the library's training; else your own command, run on every
             replica under torchrun in ``image`` (which must hold this library: its
@@ -109,10 +109,10 @@ def pytorchjob_train(
     """
     import logging
 
+    from components.common.step_outputs import publish_outputs
     from components.images import TRAINING_IMAGE
     from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
     from components.train.config import TrainConfig
-    from components.train.metrics import metric_values
 
     parameters = dict(locals())
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -156,24 +156,4 @@ def pytorchjob_train(
         hyperparameters=script_hyperparameters,
         pretrained_weights=pretrained_weights,
     )
-    spec = result.spec
-    values = metric_values(spec.training.get("history", [])) if spec is not None else {}
-    for name, value in {**values, **result.metrics}.items():
-        metrics.log_metric(name, value)
-    lineage = {"dataset_" + key: value for key, value in dataset_info.items() if key != "md5"}
-    model.metadata.update(lineage)
-    if command:
-        model.metadata.update({"command": " ".join(command), "image": image or TRAINING_IMAGE})
-    if spec is None:
-        model.metadata["format"] = "custom: not the library's format (no spec.json); evaluate and serving need it"
-        return
-    model.metadata.update(
-        {
-            "format": "kfp-torch-lifecycle",
-            "architecture": spec.architecture,
-            "classes": spec.classes,
-            "input_shape": spec.input_shape,
-            "world_size": spec.training.get("world_size", 1),
-            "dataset_commit": spec.dataset.get("commit", ""),
-        }
-    )
+    publish_outputs(result, model, metrics, dataset_info, command, image or TRAINING_IMAGE)

@@ -16,4 +16,9 @@ PYTORCHJOB = JobKind(
     pods_selector="training.kubeflow.org/job-name={name}",
     log_container=CONTAINER_NAME,
     controller="the Training Operator",
+    install_hint=(
+        "Current Kubeflow installs Kubeflow Trainer v2 instead: use launcher=trainjob (a TrainJob) or "
+        "launcher=auto (whichever kind the cluster serves), or install the Training Operator v1 (kubeflow/trainer "
+        "release-1.9, its manifests/overlays/standalone)"
+    ),
 )

@@ -32,10 +32,15 @@ def own_command(command: Sequence[str]) -> list[str]:
     return ["--no-python", *command]
 
 
-def torchrun_command(nproc_per_node: int, program: Sequence[str], rendezvous: Sequence[str] = ("--standalone",)):
-    """``python -m torch.distributed.run`` for ``program``; by default a private rendezvous on a free port."""
-    if not isinstance(nproc_per_node, int) or nproc_per_node < 1:
-        raise ValueError(f"nproc_per_node must be an integer >= 1, got {nproc_per_node!r}")
+def torchrun_command(
+    nproc_per_node: int | str, program: Sequence[str], rendezvous: Sequence[str] = ("--standalone",)
+) -> list[str]:
+    """``python -m torch.distributed.run`` for ``program``; by default a private rendezvous on a free port.
+    ``nproc_per_node`` is a number, or a word torchrun takes (auto, cpu, gpu), as a job's controller may set it."""
+    words = ("auto", "cpu", "gpu")
+    valid = nproc_per_node in words if isinstance(nproc_per_node, str) else isinstance(nproc_per_node, int)
+    if not valid or (isinstance(nproc_per_node, int) and nproc_per_node < 1):
+        raise ValueError(f"nproc_per_node must be an integer >= 1 or one of {', '.join(words)}, got {nproc_per_node!r}")
     return [
         sys.executable,
         "-m",
@@ -47,7 +52,7 @@ def torchrun_command(nproc_per_node: int, program: Sequence[str], rendezvous: Se
 
 
 def run_torchrun(
-    nproc_per_node: int,
+    nproc_per_node: int | str,
     program: Sequence[str],
     timeout_seconds: float,
     echo: Callable[[str], None] = print,
@@ -63,7 +68,8 @@ def run_torchrun(
     from components.common.resources import usable_cpus
 
     # Share the pod's CPUs between the processes rather than oversubscribe them (torchrun's default is 1 each).
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, usable_cpus() // nproc_per_node))
+    processes = nproc_per_node if isinstance(nproc_per_node, int) else 1  # torchrun's word: it decides
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, usable_cpus() // processes))
     env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
     # "python" in a command means this environment's interpreter, as it does in the images.
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])

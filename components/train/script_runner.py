@@ -1,7 +1,7 @@
 """The step's side of the custom-script contract (``components.train.contract``).
 
 Locally (``launcher="local"``) the step calls ``run_script`` itself. In a
-distributed job (a PyTorchJob) every replica runs this module as its command, in
+distributed job (a PyTorchJob, a TrainJob) every replica runs this module as its command, in
 the user's image (which holds this library, as KFP's own launcher rides along in
 every step):
 
@@ -73,7 +73,7 @@ def run_script(
     output_dir: str,
     hyperparameters: dict[str, Any],
     dataset_info: dict[str, Any],
-    nproc_per_node: int,
+    nproc_per_node: int | str,
     timeout_seconds: float,
     rendezvous: Sequence[str] = ("--standalone",),
     echo: Callable[[str], None] = print,

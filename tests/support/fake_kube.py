@@ -285,8 +285,10 @@ class Controller:
         self.created: list[StoredObject] = []
         self.server: FakeKube | None = None
 
-    def admit(self, body: dict) -> list[str]:
-        """Why the controller's admission webhooks refuse ``body`` (422); empty when they admit it."""
+    def admit(self, body: dict) -> list[str] | Refusal:
+        """Why the controller's admission webhooks refuse ``body`` (422, with the generic webhook message); empty when
+        they admit it. A ``Refusal`` is answered as it says (the API server's own schema errors, a webhook that
+        answers 403)."""
         return []
 
     def on_create(self, obj: StoredObject) -> None:
@@ -333,6 +335,15 @@ class Controller:
 def unsupported_patch_message(accepted: tuple[str, ...]) -> str:
     listed = ", ".join(accepted) if accepted else "none"
     return f"the body of the request was in an unknown format - accepted media types include: {listed}"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A create refused before it is stored, answered with ``code`` and ``message`` as a Status."""
+
+    code: int
+    message: str
+    reason: str = ""
 
 
 @dataclass
@@ -901,6 +912,8 @@ def _handler(server: FakeKube) -> type[BaseHTTPRequestHandler]:
                 message = "the namespace of the provided object does not match the namespace sent on the request"
                 return 400, status_body(400, message)
             violations = controller.admit(body)
+            if isinstance(violations, Refusal):
+                return violations.code, status_body(violations.code, violations.message, violations.reason)
             if violations:
                 message = "admission webhook denied the request: " + "; ".join(violations)
                 return 422, status_body(422, message)

@@ -1,7 +1,8 @@
-"""The pytorchjob_train launcher pod, run as a process of its own against the fake API server.
+"""A distributed training step's launcher pod, run as a process of its own against the fake API server.
 
-``LAUNCHER_POD`` is what KFP's executor does in the small launcher pod: it imports the component's module and
-calls the component's function with its artifacts, ``launcher="kubeflow"``. The function creates a PyTorchJob
+``LAUNCHER_POD`` (pytorchjob_train's; ``launcher_pod`` makes another component's) is what KFP's executor does in
+the small launcher pod: it imports the component's module and calls the component's function with its artifacts,
+``launcher="kubeflow"``. The function creates a PyTorchJob
 through the kubeconfig ``prepare`` writes (a pod loads its credentials the same way), follows it to Succeeded
 and collects the model that "rank 0" wrote (``prepare`` writes it beforehand, as the replicas would have). The
 process prints one JSON line: which of torch, torchvision and onnx it imported, the seconds its imports took
@@ -19,29 +20,34 @@ from tests.support.fake_kube import FakeKube
 HEAVY_MODULES = ("torch", "torchvision", "onnx")
 NAMESPACE = "team-a"
 
-LAUNCHER_POD = f"""
+
+def launcher_pod(module: str, function: str, **arguments: str) -> str:
+    """The launcher pod's program for the component ``function`` of ``module`` (with extra ``arguments``)."""
+    extra = "".join(f"    {name}={value!r},\n" for name, value in arguments.items())
+    return f"""
 import json, sys, time
 began = time.perf_counter()
-import components.pytorchjob_train.component as component
-import components.pytorchjob_train.step
+import {module} as component
 imports = time.perf_counter() - began
 from kfp.dsl import Artifact, Dataset, Metrics, Model
 
 root = sys.argv[1]
 metrics = Metrics(uri=root + "/metrics")
-component.pytorchjob_train.python_func(
+component.{function}.python_func(
     dataset=Dataset(uri=root + "/dataset", metadata={{"commit": "abc"}}),
     model=Model(uri=root + "/model"),
     metrics=metrics,
     job=Artifact(uri=root + "/job"),
     run_id="run-1",
-    task_name="pytorchjob-train",
-    namespace="{NAMESPACE}",
+    task_name="{function.replace("_", "-")}",
     image="registry.example.com/train:1",
-)
+{extra})
 heavy = sorted(name for name in {HEAVY_MODULES!r} if name in sys.modules)
 print(json.dumps({{"heavy_modules": heavy, "import_seconds": imports, "metrics": metrics.metadata}}))
 """
+
+
+LAUNCHER_POD = launcher_pod("components.pytorchjob_train.component", "pytorchjob_train", namespace=NAMESPACE)
 
 
 def prepare(root: Path, kube: FakeKube) -> dict[str, str]:

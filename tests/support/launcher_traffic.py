@@ -1,9 +1,10 @@
-"""The requests the PyTorchJob launcher sends to a Kubernetes API server, as its RBAC authorizer checks them.
+"""The requests the distributed training launcher sends to a Kubernetes API server, as its RBAC authorizer checks
+them, for PyTorchJobs and TrainJobs.
 
 The launcher (``components/common/kube/``) runs against the fake API server with the Training Operator's
-controller through scenarios that reach every Kubernetes API method its source calls; every request is recorded
-with the permission it needs. ``tests/test_rbac.py`` checks ``rbac.yaml`` and the README against them, and the
-opt-in ``tests/test_cluster_pytorchjob.py`` asks a real cluster whether the step's ServiceAccount has them.
+controller and with Kubeflow Trainer's, through scenarios that reach every Kubernetes API method its source calls;
+every request is recorded with the permission it needs. ``tests/test_rbac.py`` checks ``rbac.yaml`` and the README
+against them, and the opt-in cluster tests ask a real cluster whether the step's ServiceAccount has them.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from components.common.kube import api, jobs, logs, pods, runner, signals
+from components.common.kube import api, events, jobs, logs, pods, runner, signals
 from components.common.kube.api import RetryPolicy
 from components.common.kube.jobs import KubernetesJobClient
-from components.common.kube.runner import JobNotStarted, run_job
+from components.common.kube.runner import JobFailed, JobNotStarted, run_job
 from components.pytorchjob_train.kind import PYTORCHJOB
 from components.pytorchjob_train.manifest import PyTorchJobConfig, build_manifest, training_command
+from components.trainjob_train import manifest as trainjob_manifest
+from components.trainjob_train.kind import TRAINJOB
 from tests.support.fake_jobs import Step
 from tests.support.fake_kube import FakeKube, Request, unschedulable
 from tests.support.fake_pytorchjob import TrainingOperator
+from tests.support.fake_trainjob import KubeflowTrainer
 
 NAMESPACE = "team-a"
 FAST_RETRY = RetryPolicy(budget_seconds=5, first_delay_seconds=0.01, max_delay_seconds=0.05)
@@ -46,7 +50,7 @@ class _Recorded:
 
 def launcher_nodes() -> list[ast.AST]:
     """Every node of the launcher's modules: the step's flow, its API client, its log follower, its reports."""
-    modules = (api, jobs, logs, pods, runner, signals)
+    modules = (api, events, jobs, logs, pods, runner, signals)
     return [node for module in modules for node in ast.walk(ast.parse(Path(module.__file__).read_text()))]
 
 
@@ -76,42 +80,62 @@ def api_methods_in_source() -> set[tuple[str, str]]:
     }
 
 
-def _manifest() -> dict:
+def _manifest(kind=PYTORCHJOB) -> dict:
+    if kind is TRAINJOB:
+        config = trainjob_manifest.TrainJobConfig(image="registry.example.com/train:0.1.0",
+                                                  command=trainjob_manifest.training_command())  # fmt: skip
+        return trainjob_manifest.build_manifest(config, "train-abc123", NAMESPACE, ["--epochs", "1"])
     config = PyTorchJobConfig(image="registry.example.com/train:0.1.0", command=training_command(1))
     return build_manifest(config, "train-abc123", NAMESPACE, ["--epochs", "1"])
 
 
-def _launch(kube: FakeKube, used: set[tuple[str, str]], **kwargs) -> list[str]:
-    job_client = KubernetesJobClient(kube.api_client(), PYTORCHJOB, retry=FAST_RETRY)
+def _kind(controller) -> object:
+    return TRAINJOB if isinstance(controller, KubeflowTrainer) else PYTORCHJOB
+
+
+def _launch(kube: FakeKube, used: set[tuple[str, str]], kind=PYTORCHJOB, **kwargs) -> list[str]:
+    job_client = KubernetesJobClient(kube.api_client(), kind, retry=FAST_RETRY)
     for attribute in api_attributes():
         setattr(job_client, attribute, _Recorded(attribute, getattr(job_client, attribute), used))
     lines: list[str] = []
-    run_job(job_client, _manifest(), timeout_seconds=30, poll_seconds=0.05, echo=lines.append, **kwargs)
+    run_job(job_client, _manifest(kind), timeout_seconds=30, poll_seconds=0.05, echo=lines.append, **kwargs)
     return lines
 
 
-def _succeeds(kube: FakeKube, operator: TrainingOperator, used: set) -> None:
-    lines = _launch(kube, used)
-    assert "[train-abc123-master-0] training finished" in lines  # the log was followed
+def _succeeds(kube: FakeKube, operator, used: set) -> None:
+    lines = _launch(kube, used, _kind(operator))
+    assert any(line.endswith("] training finished") for line in lines)  # the log was followed
 
 
-def _replaces_a_failed_job_of_an_earlier_attempt(kube: FakeKube, operator: TrainingOperator, used: set) -> None:
-    operator.script = [Step(0, "Created"), Step(0, "Failed", "OOMKilled", "the earlier attempt's failure")]
-    KubernetesJobClient(kube.api_client(), PYTORCHJOB).create(_manifest())
+def _replaces_a_failed_job_of_an_earlier_attempt(kube: FakeKube, operator, used: set) -> None:
+    operator.script = [Step(0, operator.initial), Step(0, "Failed", "OOMKilled", "the earlier attempt's failure")]
+    KubernetesJobClient(kube.api_client(), _kind(operator)).create(_manifest(_kind(operator)))
     kube.requests.clear()  # the earlier attempt's requests are not the launcher's
-    operator.script = [Step(0, "Created"), Step(0.1, "Running"), Step(0.3, "Succeeded")]
-    lines = _launch(kube, used)
+    operator.script = [Step(0, operator.initial), Step(0.1, "Running"), Step(0.3, operator.finished[0])]
+    lines = _launch(kube, used, _kind(operator))
     assert any("of an earlier attempt Failed" in line for line in lines)
 
 
-def _reports_pods_that_never_start(kube: FakeKube, operator: TrainingOperator, used: set) -> None:
-    operator.script = [Step(0, "Created")]
-    operator.pending_pods = {"master": unschedulable()}
+def _reports_pods_that_never_start(kube: FakeKube, operator, used: set) -> None:
+    operator.script = [Step(0, operator.initial)]
+    operator.pending_pods = {"master": unschedulable(), "node": unschedulable()}
     with pytest.raises(JobNotStarted, match="Unschedulable"):  # the pods were listed for their reasons
-        _launch(kube, used, scheduling_timeout_seconds=0.3)
+        _launch(kube, used, _kind(operator), scheduling_timeout_seconds=0.3)
 
 
-SCENARIOS = (_succeeds, _replaces_a_failed_job_of_an_earlier_attempt, _reports_pods_that_never_start)
+def _reports_a_failure_with_its_events(kube: FakeKube, operator, used: set) -> None:
+    operator.script = [Step(0, operator.initial), Step(0.1, "Running"), Step(0.3, "Failed")]
+    with pytest.raises(JobFailed):  # the Events about it were listed for the message
+        _launch(kube, used, _kind(operator))
+
+
+SCENARIOS = (
+    _succeeds,
+    _replaces_a_failed_job_of_an_earlier_attempt,
+    _reports_pods_that_never_start,
+    _reports_a_failure_with_its_events,
+)
+CONTROLLERS = (TrainingOperator, KubeflowTrainer)
 
 
 @dataclass(frozen=True)
@@ -124,8 +148,8 @@ class Traffic:
 def launcher_traffic() -> Traffic:
     requests: list[Request] = []
     used: set[tuple[str, str]] = set()
-    for scenario in SCENARIOS:
-        operator = TrainingOperator()
+    for controller, scenario in [(controller, scenario) for controller in CONTROLLERS for scenario in SCENARIOS]:
+        operator = controller()
         kube = FakeKube([operator]).start()
         try:
             scenario(kube, operator, used)

@@ -87,11 +87,7 @@ def describe(error: BaseException) -> str:
     status = http_status(error)
     if status is None:
         return f"{type(error).__name__}: {error}"
-    message = ""
-    try:
-        message = json.loads(error.body or "{}").get("message", "")
-    except (ValueError, AttributeError):
-        pass
+    message = server_message(error)
     return f"HTTP {status} {error.reason}" + (f": {message}" if message else "")
 
 
@@ -160,8 +156,24 @@ class KubernetesApi:
                 delay = min(delay * 2, self.retry.max_delay_seconds)
 
 
+def server_message(error: BaseException) -> str:
+    """The API server's own message in a refusal (the ``message`` of its Status), or ""."""
+    try:
+        return str(json.loads(getattr(error, "body", None) or "{}").get("message", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def is_webhook_refusal(error: BaseException) -> bool:
+    """An admission webhook refused the request. A validating webhook built on controller-runtime (Kubeflow
+    Trainer's) refuses with 403 Forbidden, like RBAC does: only the message tells them apart."""
+    return http_status(error) is not None and server_message(error).startswith("admission webhook")
+
+
 def persistent_message(what: str, verb: str, resource: str, namespace: str, error: BaseException) -> str:
-    """What failed, in the API server's words; for a 403, the RBAC rule that would allow it."""
+    """What failed, in the API server's words; for a 403 from RBAC, the rule that would allow it."""
+    if is_webhook_refusal(error):
+        return f"could not {what}: the cluster's admission webhook refused it: {server_message(error)}"
     if http_status(error) == 403:
         plural, _, group = resource.partition(".")
         return (

@@ -1,7 +1,7 @@
 """``KubernetesJobClient``: the calls a job launcher makes for one ``JobKind``, each retried as ``api`` retries.
 
-Create, get and delete the job (a custom object), list its pods, find the pod whose log is followed and
-stream that log.
+Create, get and delete the job (a custom object), list its pods and the Events about it, find the pod whose log
+is followed and stream that log.
 """
 
 from __future__ import annotations
@@ -10,10 +10,21 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from components.common.kube.api import REQUEST_TIMEOUT_SECONDS, KubernetesApi, RetryPolicy, load_api_client
+from components.common.kube.api import (
+    REQUEST_TIMEOUT_SECONDS,
+    KubernetesApi,
+    KubernetesApiError,
+    RetryPolicy,
+    http_status,
+    is_webhook_refusal,
+    load_api_client,
+    server_message,
+)
 from components.common.kube.kinds import JobKind
 
 LOG_SILENCE_SECONDS = 300  # a log stream silent this long is reopened: a dead connection never says it is dead
+# What the API server answers for a path it serves nothing at, e.g. a kind whose CRD is not installed.
+NOT_SERVED = "the server could not find the requested resource"
 
 
 class KubernetesJobClient(KubernetesApi):
@@ -48,16 +59,24 @@ class KubernetesJobClient(KubernetesApi):
         """Create the job; None when one of its name exists already (HTTP 409: a retried step, or our own create
         sent again after its reply was lost)."""
         namespace = manifest["metadata"]["namespace"]
-        return self.call(
-            "create",
-            self.kind.resource,
-            namespace,
-            lambda: self.custom.create_namespaced_custom_object(
-                body=manifest, **self._path(namespace), _request_timeout=REQUEST_TIMEOUT_SECONDS
-            ),
-            answers={409: None},
-            hold_signals=hold_signals,
-        )
+        try:
+            return self.call(
+                "create",
+                self.kind.resource,
+                namespace,
+                lambda: self.custom.create_namespaced_custom_object(
+                    body=manifest, **self._path(namespace), _request_timeout=REQUEST_TIMEOUT_SECONDS
+                ),
+                answers={409: None},
+                hold_signals=hold_signals,
+            )
+        except KubernetesApiError as error:
+            cause = error.__cause__
+            if http_status(cause) == 404 and server_message(cause) in ("", NOT_SERVED):
+                raise KubernetesApiError(self.kind.not_served(namespace)) from cause
+            if is_webhook_refusal(cause) and (hint := self.kind.explain_refusal(manifest, server_message(cause))):
+                raise KubernetesApiError(f"{error} {hint}") from cause
+            raise
 
     def get(self, name: str, namespace: str) -> dict[str, Any] | None:
         """The job, or None when there is none of that name (HTTP 404)."""
@@ -100,6 +119,22 @@ class KubernetesJobClient(KubernetesApi):
         )
         return listed.items
 
+    def events(self, names: list[str], namespace: str) -> list:
+        """The Events (``CoreV1Event``) about the objects named ``names`` in ``namespace``, oldest first: one list per
+        name, on the ``involvedObject.name`` field the API server indexes."""
+        found = []
+        for name in dict.fromkeys(names):
+            listed = self.call(
+                "list",
+                "events",
+                namespace,
+                lambda name=name: self.core.list_namespaced_event(
+                    namespace, field_selector=f"involvedObject.name={name}", _request_timeout=REQUEST_TIMEOUT_SECONDS
+                ),
+            )
+            found += listed.items
+        return sorted(found, key=_event_time)
+
     def master_pod(self, name: str, namespace: str):
         """The master pod (``V1Pod``) once its container has started, preferring a running one; else None."""
         pods = [
@@ -140,3 +175,8 @@ class KubernetesJobClient(KubernetesApi):
                 yield buffer.decode(errors="replace")
         finally:
             response.release_conn()
+
+
+def _event_time(event) -> str:
+    stamp = event.last_timestamp or event.event_time or event.first_timestamp or event.metadata.creation_timestamp
+    return stamp.isoformat() if stamp else ""

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from components.common.kube.api import StepTerminated
+from components.common.kube.events import events_section
 from components.common.kube.jobs import KubernetesJobClient
 
 
 def not_started_report(client: KubernetesJobClient, name: str, namespace: str, limit: float) -> str:
     """The message of a job whose pods did not start within ``limit`` seconds: each pod's reasons, or that there
-    are no pods, and what to do."""
+    are no pods, the Warning Events about the job and its pods, and what to do."""
     kind = client.kind
     what = f"{kind.kind} {namespace}/{name}"
     head = f"{what} did not start within scheduling_timeout_seconds={limit:g}; it is being deleted. "
@@ -17,11 +18,15 @@ def not_started_report(client: KubernetesJobClient, name: str, namespace: str, l
     except StepTerminated:
         raise
     except Exception as error:  # the report is a courtesy; the timeout is the error
-        return head + f"Its pods could not be listed: {error}"
+        return head + f"Its pods could not be listed: {error}" + events_section(client, name, namespace)
     if not pods:
-        return head + (
-            f"No pods were created: is {kind.controller} running, and may it create pods in this namespace? "
-            f"See `kubectl describe {kind.resource} -n {namespace} {name}`."
+        return (
+            head
+            + (
+                f"No pods were created: is {kind.controller} running, and may it create pods in this namespace? "
+                f"See `kubectl describe {kind.resource} -n {namespace} {name}`."
+            )
+            + events_section(client, name, namespace)
         )
     lines = [
         f"  {pod.metadata.name} ({pod.status.phase}): {'; '.join(pod_reasons(pod)) or 'no reason reported'}"
@@ -31,6 +36,7 @@ def not_started_report(client: KubernetesJobClient, name: str, namespace: str, l
         head
         + "Its pods:\n"
         + "\n".join(lines)
+        + events_section(client, name, namespace, [pod.metadata.name for pod in pods])
         + "\nFree or add the capacity they wait for, fix what keeps them from starting, or raise "
         "scheduling_timeout_seconds (a cluster autoscaler may need minutes to add a node)."
     )

@@ -2,8 +2,12 @@
 
 ``run_job`` creates the job, hands its handle to the caller at once, follows the master's log into the step's
 log, reports phase changes, and returns only when the job succeeded. Failure, the step's timeout, the
-scheduling timeout and SIGTERM (the pipeline being terminated) raise. The job is deleted when the step ends,
-whatever the reason.
+scheduling timeout, the queue timeout and SIGTERM (the pipeline being terminated) raise, with the Warning Events
+about the job and its pods. The job is deleted when the step ends, whatever the reason.
+
+A suspended job (``JobKind.suspended``) is waiting, not failing: in a Kueue queue when it carries Kueue's queue
+label, which is named. ``queue_timeout_seconds`` bounds how long it may wait so, the scheduling clock stops
+meanwhile, and a resumed job is followed like a new one.
 
 A retried step finds the job of an earlier attempt under the same name: it re-attaches to one that is still
 running (or succeeded); one that is being deleted (``deletionTimestamp`` set) or failed is waited out or
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from components.common.kube.events import events_section, pod_names
 from components.common.kube.jobs import KubernetesJobClient
 from components.common.kube.kinds import JobKind
 from components.common.kube.logs import LogFollower
@@ -38,6 +43,10 @@ class JobTimedOut(RuntimeError):
 
 class JobNotStarted(JobTimedOut):
     """The job's pods did not start within the scheduling timeout."""
+
+
+class JobQueued(JobTimedOut):
+    """The job stayed suspended (waiting in a queue) past the queue timeout."""
 
 
 @dataclass(frozen=True)
@@ -72,15 +81,18 @@ def run_job(
     poll_seconds: float = 5.0,
     echo: Callable[[str], None] = print,
     scheduling_timeout_seconds: float = 600.0,
+    queue_timeout_seconds: float | None = None,
 ) -> JobHandle:
     """Create (or re-attach to) the job, wait for success, delete it. See the module docstring.
 
     ``timeout_seconds`` bounds the whole step; ``scheduling_timeout_seconds`` how long the job may wait for its
-    pods to start (the clock stops while the job is suspended), after which the pods' own reasons are reported.
+    pods to start (the clock stops while the job is suspended), after which the pods' own reasons are reported;
+    ``queue_timeout_seconds`` (None: only ``timeout_seconds``) how long it may stay suspended at a stretch.
     """
     for parameter, value in (
         ("timeout_seconds", timeout_seconds),
         ("scheduling_timeout_seconds", scheduling_timeout_seconds),
+        *([("queue_timeout_seconds", queue_timeout_seconds)] if queue_timeout_seconds is not None else []),
     ):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
             raise ValueError(f"{parameter} must be > 0 seconds, got {value!r}")
@@ -98,7 +110,8 @@ def run_job(
             echo(f"{'created' if created else 're-attached to existing'} {kind.kind} {namespace}/{name}")
             follower = LogFollower(client, name, namespace, poll_seconds, echo)
             follower.start()
-            _wait_for_success(client, job, follower, echo, deadline, timeout_seconds, scheduling_timeout_seconds)
+            limits = Limits(deadline, timeout_seconds, scheduling_timeout_seconds, queue_timeout_seconds)
+            _wait_for_success(client, job, follower, echo, limits)
             return handle
         finally:
             if follower is not None:
@@ -183,42 +196,95 @@ class SchedulingClock:
         return time.monotonic() - self.waiting_since >= self.limit
 
 
+class QueueClock:
+    """How long the job has been suspended at a stretch: waiting in a queue (Kueue's), or held by hand."""
+
+    def __init__(self, kind: JobKind, limit: float | None):
+        self.kind, self.limit = kind, limit
+        self.suspended_since: float | None = None
+
+    def expired(self, phase: str) -> bool:
+        if phase != self.kind.suspended:
+            self.suspended_since = None
+            return False
+        if self.suspended_since is None:
+            self.suspended_since = time.monotonic()
+        return self.limit is not None and time.monotonic() - self.suspended_since >= self.limit
+
+
+@dataclass(frozen=True)
+class Limits:
+    deadline: float  # time.monotonic() at which the step's timeout_seconds run out
+    timeout_seconds: float
+    scheduling_timeout_seconds: float
+    queue_timeout_seconds: float | None
+
+
+def suspension(kind: JobKind, job: dict[str, Any]) -> str:
+    """What a suspended job waits for, for the step's log."""
+    queue = kind.queue(job)
+    namespace = job["metadata"]["namespace"]
+    if queue:
+        return (
+            f"; waiting in Kueue's queue {queue!r}: it has not failed and is not stuck, it starts when Kueue admits "
+            f"it (why it waits: `kubectl get workloads -n {namespace}` and `kubectl describe` the one for this job)"
+        )
+    return "; suspended (spec.suspend is true) and in no Kueue queue: it starts when someone resumes it"
+
+
 def _wait_for_success(
     client: KubernetesJobClient,
     job: dict[str, Any],
     follower: LogFollower,
     echo: Callable[[str], None],
-    deadline: float,
-    timeout_seconds: float,
-    scheduling_timeout_seconds: float,
+    limits: Limits,
 ) -> None:
     kind = client.kind
     name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
+    what = f"{kind.kind} {namespace}/{name}"
     poll_seconds = follower.poll
-    scheduling = SchedulingClock(kind, scheduling_timeout_seconds)
+    scheduling = SchedulingClock(kind, limits.scheduling_timeout_seconds)
+    queued = QueueClock(kind, limits.queue_timeout_seconds)
     last_phase = None
     while True:
         phase, reason, message = kind.phase(job)
         if phase != last_phase:
-            echo(f"{kind.kind} {name}: {phase}" + (f" ({reason}: {message})" if reason or message else ""))
+            echo(
+                f"{kind.kind} {name}: {phase}"
+                + (f" ({reason}: {message})" if reason or message else "")
+                + (suspension(kind, job) if phase == kind.suspended else "")
+            )
             last_phase = phase
         if phase == kind.succeeded:
             follower.finish(timeout=poll_seconds * 2)  # let the last log lines arrive
             return
         if phase == kind.failed:
             follower.finish(timeout=poll_seconds * 2)
+            hint = kind.explain_failure(job, reason, message)
             raise JobFailed(
-                f"{kind.kind} {namespace}/{name} failed: {reason or 'no reason given'}: {message or 'no message'}"
+                f"{what} failed: {reason or 'no reason given'}: {message or 'no message'}"
+                + (f". {hint}" if hint else "")
                 + _tail(follower)
+                + events_section(client, name, namespace, pod_names(client, name, namespace))
+            )
+        if queued.expired(phase):
+            queue = kind.queue(job)
+            raise JobQueued(
+                f"{what} was still suspended after queue_timeout_seconds={limits.queue_timeout_seconds:g}"
+                + (f", waiting in Kueue's queue {queue!r} to be admitted" if queue else " (in no Kueue queue)")
+                + "; it is being deleted. Raise queue_timeout_seconds, or give the queue more quota"
+                + events_section(client, name, namespace)
             )
         if scheduling.expired(phase):
-            raise JobNotStarted(not_started_report(client, name, namespace, scheduling_timeout_seconds))
-        if time.monotonic() >= deadline:
+            raise JobNotStarted(not_started_report(client, name, namespace, limits.scheduling_timeout_seconds))
+        if time.monotonic() >= limits.deadline:
             raise JobTimedOut(
-                f"{kind.kind} {namespace}/{name} did not succeed within timeout_seconds={timeout_seconds:g} "
-                f"(last phase {phase}); it is being deleted" + _tail(follower)
+                f"{what} did not succeed within timeout_seconds={limits.timeout_seconds:g} "
+                f"(last phase {phase}); it is being deleted"
+                + _tail(follower)
+                + events_section(client, name, namespace, pod_names(client, name, namespace))
             )
-        time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(poll_seconds, max(0.0, limits.deadline - time.monotonic())))
         job = client.get(name, namespace)
         if job is None:
             raise JobFailed(
