@@ -80,7 +80,8 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
         build_image: bool = True,
         push_image: bool = True,
     ):
-        """Pull the data, train it distributed on the cluster's kind of job, evaluate against production, gate, register, package and report.
+        """Pull the data, train it distributed on the cluster's kind of job, evaluate against production, gate,
+        register, package and report.
 
         Args:
             repo_url: The git repository that tracks the data with DVC.

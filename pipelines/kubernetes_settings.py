@@ -193,6 +193,7 @@ class ClusterSettings:
     def default_baseline(self) -> str:
         """The pipelines' ``baseline`` default: what serves in production where a registry knows it."""
         return "production" if self.model_registry != "none" else "none"
+
     # Kubeflow Trainer, for the distributed step's TrainJobs: the release the cluster runs (it decides the field that
     # carries placement and mounts), and the training runtime they refer to: a ClusterTrainingRuntime, or a
     # TrainingRuntime in the namespace where the jobs run.
