@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -251,6 +254,53 @@ def test_failed_training_leaves_no_model(digits_dir, tmp_path):
 def test_bad_parameters_are_named(digits_dir, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         train(digits_dir, tmp_path / "model", TrainConfig(**overrides))
+    assert not (tmp_path / "model").exists()
+
+
+def single_class(photos, tmp_path):
+    shutil.copytree(photos / "cat", tmp_path / "data" / "cat")
+    return tmp_path / "data", r"single class \('cat'\): at least 2 classes are needed"
+
+
+def empty_class(photos, tmp_path):
+    shutil.copytree(photos, tmp_path / "data")
+    (tmp_path / "data" / "dessert").mkdir()
+    (tmp_path / "data" / "dessert" / "notes.txt").write_text("photos to come")
+    return tmp_path / "data", r"class folder .*dessert has no images"
+
+
+@pytest.mark.parametrize("make", [single_class, empty_class])
+def test_unfit_dataset_fails_before_the_process_group_or_the_network(photos, tmp_path, monkeypatch, make):
+    import components.train.trainer as trainer
+
+    data, message = make(photos, tmp_path)
+    called = []
+    for name in ("device_for", "init_process_group", "build_network"):
+        monkeypatch.setattr(trainer, name, lambda *args, name=name, **kwargs: called.append(name))
+    with pytest.raises(DatasetFormatError, match=message):
+        train(data, tmp_path / "model", TrainConfig(architecture="resnet18"))
+    assert called == [] and not (tmp_path / "model").exists()
+
+
+def test_train_step_checks_the_dataset_before_importing_torch(photos, tmp_path):
+    """The component's own code, in a fresh process: a single class folder is refused before torch is
+    imported (which takes seconds), let alone a network built."""
+    data, _ = single_class(photos, tmp_path)
+    code = """
+import json, sys
+from kfp import dsl
+from components.train.component import train
+data, out = sys.argv[1:]
+try:
+    train.python_func(dataset=dsl.Dataset(uri=data), model=dsl.Model(uri=out + "/model"), metrics=dsl.Metrics(uri=out))
+except Exception as error:
+    print(json.dumps({"error": type(error).__name__, "message": str(error), "torch": "torch" in sys.modules}))
+"""
+    run = [sys.executable, "-c", code, str(data), str(tmp_path)]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=120, check=True)
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome["error"] == "DatasetFormatError" and "at least 2 classes are needed" in outcome["message"]
+    assert outcome["torch"] is False
     assert not (tmp_path / "model").exists()
 
 

@@ -83,6 +83,12 @@ def train(
     import contextlib
     import logging
 
+    from components.common.dataset import SplitRule
+    from components.train.dataset_check import check_training_data
+
+    # The data first, before torch is imported (below) or anything built: a wrong folder fails in a second.
+    check_training_data(dataset.path, SplitRule(test_fraction, validation_fraction), early_stopping_patience)
+
     from components.common.storage import local_copy
     from components.train.trainer import TrainConfig, metric_values
     from components.train.trainer import train as run_training

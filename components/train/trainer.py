@@ -35,7 +35,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from components import __version__
 from components.common.artifacts import atomic_directory
-from components.common.dataset import DatasetIndex, SplitRule, index_dataset
+from components.common.dataset import DatasetIndex, SplitRule
 from components.common.loader import (
     DecodedImages,
     EpochSampler,
@@ -63,6 +63,7 @@ from components.common.model import (
 )
 from components.common.resources import format_bytes, memory_limit, parse_quantity, usable_cpus
 from components.common.spec import ModelSpec
+from components.train.dataset_check import check_training_data
 from components.train.distributed import DistributedContext, context_from_env, device_for, init_process_group
 from components.train.pretrained import apply_pretrained, backbone_eval, freeze_backbone, read_pretrained
 
@@ -385,12 +386,14 @@ def train(
     per step under ``DistributedDataParallel``. Only rank 0 writes checkpoints and the model.
     """
     config.validate()
+    # The data first: a wrong folder fails here, before a process group is joined or a network built.
+    index = check_training_data(dataset_dir, config.split_rule, config.early_stopping_patience)
     context = context or context_from_env()
     device = device or device_for(context)
     owns_group = init_process_group(context, device)
     try:
         return _Training(config, context, device).run(
-            Path(dataset_dir), Path(model_dir), checkpoint_dir, dataset_info, on_epoch_end, pretrained_weights
+            index, Path(model_dir), checkpoint_dir, dataset_info, on_epoch_end, pretrained_weights
         )
     finally:
         if owns_group:
@@ -471,18 +474,17 @@ class _Training:
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_cuda else nullcontext()
 
-    def run(self, dataset_dir, model_dir, checkpoint_dir, dataset_info, on_epoch_end, pretrained_path) -> TrainResult:
-        prepared = self.prepare(dataset_dir, dataset_info, pretrained_path)
+    def run(self, index, model_dir, checkpoint_dir, dataset_info, on_epoch_end, pretrained_path) -> TrainResult:
+        prepared = self.prepare(index, dataset_info, pretrained_path)
         return self.fit(prepared, Path(checkpoint_dir) if checkpoint_dir else None, model_dir, on_epoch_end)
 
-    def prepare(self, dataset_dir: Path, dataset_info, pretrained_path) -> _Prepared:
-        """Everything before the first step: data indexed and decoded once, network built and initialised."""
+    def prepare(self, index: DatasetIndex, dataset_info, pretrained_path) -> _Prepared:
+        """Everything before the first step: data decoded once, network built and initialised."""
         config = self.config
         architecture = resolve_architecture(config.architecture, config.model_factory)
         workers = config.workers if config.workers != AUTO else default_workers(self.local_processes)
         torch.set_num_threads(max(1, usable_cpus() // self.local_processes))
 
-        index = index_dataset(dataset_dir, config.split_rule)
         train_samples, val_samples = index.samples("train"), index.samples("val")
         self.info(
             "dataset %s (%s): %d classes; train %d, val %d, test %d images (given splits: %s)",
@@ -494,11 +496,6 @@ class _Training:
             len(index.samples("test")),
             ", ".join(index.given) or "none",
         )
-        if config.early_stopping_patience and not val_samples:
-            raise ValueError(
-                f"early_stopping_patience={config.early_stopping_patience} needs validation images, but the "
-                "val split is empty: raise validation_fraction or add a val split"
-            )
         plan = plan_input(config, architecture, index, workers)
         input_shape = [plan.channels, *plan.image_size]
         self.info("input %dx%dx%d (%s)", *input_shape, plan.reason)
