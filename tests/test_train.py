@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import subprocess
 import sys
@@ -76,6 +77,24 @@ def test_spec_records_what_serving_and_audits_need(digits_dir, tmp_path):
         "images": 1302,
     }
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.onnx", "spec.json", "weights.pt"]
+
+
+def test_the_export_and_its_check_are_logged_as_they_start_and_end(digits_dir, tmp_path, caplog):
+    """They take seconds to a minute after the last epoch; the log says what is happening, and for how long."""
+    with caplog.at_level(logging.INFO):
+        train(digits_dir, tmp_path / "model", TrainConfig(epochs=1, augment=False))
+    expected = [
+        r"epoch 1/1  train_loss",
+        r"training done: 1 epoch\(s\) in \d+\.\d s",
+        r"exporting small_cnn to ONNX \(torch.export, then torch.onnx\) \.\.\.",
+        r"ONNX export written in \d+\.\d s \(model.onnx, \d+\.\d MB\)",
+        r"checking the ONNX export against torch on 8 images \.\.\.",
+        r"the ONNX export matches torch \(largest logit difference .+\) in \d+\.\d s",
+        rf"model written to {re.escape(str(tmp_path / 'model'))} in \d+\.\d s",
+    ]
+    lines = [record.getMessage() for record in caplog.records]
+    positions = [next((i for i, line in enumerate(lines) if re.match(pattern, line)), None) for pattern in expected]
+    assert None not in positions and positions == sorted(positions), list(zip(expected, positions, strict=True))
 
 
 def test_same_seed_same_weights_other_seed_other_weights(digits_dir, tmp_path):

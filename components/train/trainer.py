@@ -651,13 +651,15 @@ class _Training:
             if on_epoch_end is not None:
                 on_epoch_end(result)
         loop_seconds = time.perf_counter() - loop_began
+        epochs_run = len(progress.history) - progress.resumed_from
+        self.info("training done: %d epoch(s) in %.1f s", epochs_run, loop_seconds)
         self.write_model(prepared, loop, progress, model_dir)
         return TrainResult(
             spec=prepared.spec,
             history=progress.history,
             device=self.device.type,
             resumed_from_epoch=progress.resumed_from,
-            extra={"loop_seconds": loop_seconds, "epochs_run": len(progress.history) - progress.resumed_from},
+            extra={"loop_seconds": loop_seconds, "epochs_run": epochs_run},
         )
 
     def write_model(self, prepared: _Prepared, loop: _Loop, progress: _Progress, model_dir: Path) -> None:
@@ -682,9 +684,11 @@ class _Training:
             "stopped_early": best.stopped,
         }
         if self.context.is_main:
+            began = time.perf_counter()
             example = self.export_example(prepared.train_data, prepared.val_data, spec)
             with atomic_directory(model_dir) as staging:
                 save_model(staging, loop.model, spec, example)
+            self.info("model written to %s in %.1f s", model_dir, time.perf_counter() - began)
 
     def log_epoch(self, result: EpochResult) -> None:
         context = self.context
