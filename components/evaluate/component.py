@@ -40,6 +40,7 @@ def evaluate(
         inside ``dsl.If``). The step fails when the ONNX export's logits differ from torch's
         by more than 1e-4 on any test image: serving runs that export.
     """
+    import gc
     import logging
 
     from components.evaluate.evaluation import evaluate as score_model
@@ -62,5 +63,7 @@ def evaluate(
             metrics.log_metric(name, value)
     write_metrics(metrics.path, record)
     confusion.log_confusion_matrix(candidate.classes, candidate.confusion_matrix)
-
+    # The step's process ends here: its heap (torch, torchvision) goes back to the OS at exit, without the
+    # interpreter's last garbage collection walking it first (about a second).
+    gc.freeze()
     return decision.promote
