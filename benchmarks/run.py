@@ -14,6 +14,7 @@ from benchmarks import (
     serving,
     train_throughput,
     training_memory,
+    whole_pipeline,
 )
 from components.common.resources import format_bytes
 from pipelines.demo_data import prepare_digits_repo
@@ -106,6 +107,8 @@ def main() -> None:
         )
 
     dvc_pull_memory.report(dvc_pull_memory.run(WORKDIR))
+
+    whole_pipeline.report(whole_pipeline.run(WORKDIR))
 
 
 if __name__ == "__main__":
