@@ -1,11 +1,14 @@
 """Train an image classifier on a dataset directory, resumably, alone or under DistributedDataParallel.
 
-Plain PyTorch, no KFP. ``train`` indexes the dataset (``components.common.dataset``),
-decides the input (channels, size, normalisation), builds the network (``small_cnn``,
-a torchvision architecture, or ``model_factory``), optionally loads pretrained
-weights, decodes every file once (``components.common.loader``), trains with the
-chosen optimiser and schedule, checkpoints after every epoch and writes a model
-directory: weights, ``spec.json`` and the ONNX export (``components.common.model``).
+Plain PyTorch, no KFP. ``train`` checks and indexes the dataset first
+(``components.train.dataset_check``), then decides the input (channels, size,
+normalisation), builds the network (``small_cnn``, a torchvision architecture, or
+``model_factory``), optionally loads pretrained weights and decodes every file once
+(``components.common.loader``): ``_Training.prepare``. ``_Training.fit`` then sets up the
+loaders, optimiser and schedule, restores a checkpoint when there is one, runs
+``train_one_epoch`` and ``evaluate`` (validation) each epoch, checkpoints after every epoch,
+and writes a model directory: weights, ``spec.json`` and the ONNX export
+(``components.common.model``).
 
 Reproducibility: every random draw is derived from ``seed``, the epoch and the
 sample's index, so the same seed and data give the same weights on CPU, and a
