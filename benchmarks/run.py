@@ -17,6 +17,7 @@ from benchmarks import (
     serving,
     train_throughput,
     training_memory,
+    whole_pipeline,
 )
 from components.common.resources import format_bytes
 from pipelines.demo_data import prepare_digits_repo
@@ -114,6 +115,8 @@ def main() -> None:
     launcher_footprint.report(launcher_footprint.run())
 
     cli_refusal.report(cli_refusal.run())
+
+    whole_pipeline.report(whole_pipeline.run(WORKDIR))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -73,6 +77,24 @@ def test_spec_records_what_serving_and_audits_need(digits_dir, tmp_path):
         "images": 1302,
     }
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.onnx", "spec.json", "weights.pt"]
+
+
+def test_the_export_and_its_check_are_logged_as_they_start_and_end(digits_dir, tmp_path, caplog):
+    """They take seconds to a minute after the last epoch; the log says what is happening, and for how long."""
+    with caplog.at_level(logging.INFO):
+        train(digits_dir, tmp_path / "model", TrainConfig(epochs=1, augment=False))
+    expected = [
+        r"epoch 1/1  train_loss",
+        r"training done: 1 epoch\(s\) in \d+\.\d s",
+        r"exporting small_cnn to ONNX \(torch.export, then torch.onnx\) \.\.\.",
+        r"ONNX export written in \d+\.\d s \(model.onnx, \d+\.\d MB\)",
+        r"checking the ONNX export against torch on 8 images \.\.\.",
+        r"the ONNX export matches torch \(largest logit difference .+\) in \d+\.\d s",
+        rf"model written to {re.escape(str(tmp_path / 'model'))} in \d+\.\d s",
+    ]
+    lines = [record.getMessage() for record in caplog.records]
+    positions = [next((i for i, line in enumerate(lines) if re.match(pattern, line)), None) for pattern in expected]
+    assert None not in positions and positions == sorted(positions), list(zip(expected, positions, strict=True))
 
 
 def test_same_seed_same_weights_other_seed_other_weights(digits_dir, tmp_path):
@@ -251,6 +273,53 @@ def test_failed_training_leaves_no_model(digits_dir, tmp_path):
 def test_bad_parameters_are_named(digits_dir, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         train(digits_dir, tmp_path / "model", TrainConfig(**overrides))
+    assert not (tmp_path / "model").exists()
+
+
+def single_class(photos, tmp_path):
+    shutil.copytree(photos / "cat", tmp_path / "data" / "cat")
+    return tmp_path / "data", r"single class \('cat'\): at least 2 classes are needed"
+
+
+def empty_class(photos, tmp_path):
+    shutil.copytree(photos, tmp_path / "data")
+    (tmp_path / "data" / "dessert").mkdir()
+    (tmp_path / "data" / "dessert" / "notes.txt").write_text("photos to come")
+    return tmp_path / "data", r"class folder .*dessert has no images"
+
+
+@pytest.mark.parametrize("make", [single_class, empty_class])
+def test_unfit_dataset_fails_before_the_process_group_or_the_network(photos, tmp_path, monkeypatch, make):
+    import components.train.trainer as trainer
+
+    data, message = make(photos, tmp_path)
+    called = []
+    for name in ("device_for", "init_process_group", "build_network"):
+        monkeypatch.setattr(trainer, name, lambda *args, name=name, **kwargs: called.append(name))
+    with pytest.raises(DatasetFormatError, match=message):
+        train(data, tmp_path / "model", TrainConfig(architecture="resnet18"))
+    assert called == [] and not (tmp_path / "model").exists()
+
+
+def test_train_step_checks_the_dataset_before_importing_torch(photos, tmp_path):
+    """The component's own code, in a fresh process: a single class folder is refused before torch is
+    imported (which takes seconds), let alone a network built."""
+    data, _ = single_class(photos, tmp_path)
+    code = """
+import json, sys
+from kfp import dsl
+from components.train.component import train
+data, out = sys.argv[1:]
+try:
+    train.python_func(dataset=dsl.Dataset(uri=data), model=dsl.Model(uri=out + "/model"), metrics=dsl.Metrics(uri=out))
+except Exception as error:
+    print(json.dumps({"error": type(error).__name__, "message": str(error), "torch": "torch" in sys.modules}))
+"""
+    run = [sys.executable, "-c", code, str(data), str(tmp_path)]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=120, check=True)
+    outcome = json.loads(done.stdout.splitlines()[-1])
+    assert outcome["error"] == "DatasetFormatError" and "at least 2 classes are needed" in outcome["message"]
+    assert outcome["torch"] is False
     assert not (tmp_path / "model").exists()
 
 

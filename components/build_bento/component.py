@@ -20,7 +20,7 @@ def build_bento(
         model: the trained model (``weights.pt`` + ``spec.json``).
         evaluation: its evaluation metrics; stored as the BentoML model's metadata and
             shown by the service's ``/model_info``.
-        bento: a directory holding the exported ``<name>-<version>.bento`` archive and
+        bento: a directory holding the exported ``<name>-<version>.tar`` archive and
             ``bento.json``. Metadata: ``bento_tag``, ``model_tag``, ``size_bytes``.
         base_image: the bento's container base image (empty: BentoML's default).
         accelerator: ``cpu`` (ONNX Runtime, no torch, no CUDA wheels) or ``cuda`` (adds the CUDA

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import importlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -218,14 +219,31 @@ def save_model(directory: str | Path, network: nn.Module, spec: ModelSpec, examp
     if len(example) < 2:  # a batch of one would make torch.export specialise the batch dimension
         example = torch.cat([example, example])
     files = {"weights": WEIGHTS_FILE, "onnx": ONNX_FILE}
+    # Seconds to a minute for a large network, with nothing else in the log: say when each part starts and ends.
+    log.info("exporting %s to ONNX (torch.export, then torch.onnx) ...", spec.architecture)
+    began = time.perf_counter()
     program = _export_program(network, example)
     if spec.architecture not in ARCHITECTURES:  # a factory's or a script's network: the library cannot rebuild it
         torch.export.save(program, directory / PROGRAM_FILE)
         files["program"] = PROGRAM_FILE
     _export_onnx(program, example, directory / ONNX_FILE)
+    log.info(
+        "ONNX export written in %.1f s (%s, %.1f MB)",
+        time.perf_counter() - began,
+        ONNX_FILE,
+        (directory / ONNX_FILE).stat().st_size / 1e6,
+    )
+    log.info("checking the ONNX export against torch on %d images ...", len(example))
+    began = time.perf_counter()
     with torch.no_grad():
         expected = network(example).float().numpy()
-    check_parity(expected, OnnxClassifier(directory / ONNX_FILE).logits(example.numpy()), "the export's example batch")
+    where = "the export's example batch"
+    difference = check_parity(expected, OnnxClassifier(directory / ONNX_FILE).logits(example.numpy()), where)
+    log.info(
+        "the ONNX export matches torch (largest logit difference %.3g) in %.1f s",
+        difference,
+        time.perf_counter() - began,
+    )
     spec.files = files
     write_spec(directory, spec)
 

@@ -18,7 +18,7 @@ def containerize(
     """Builds the exported bento's generated Dockerfile with buildah and pushes the image.
 
     Args:
-        bento: ``build_bento``'s output (the ``.bento`` archive and ``bento.json``).
+        bento: ``build_bento``'s output (the exported bento archive and ``bento.json``).
         image_repository: where the image goes, e.g. ``registry.example.com/ml/image-classifier``;
             the tag is the bento's version.
         base_image: replaces the Dockerfile's first FROM (a Python 3.11 Debian-based image).

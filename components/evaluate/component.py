@@ -61,6 +61,7 @@ def evaluate(
         branch for a named one. The step fails when the ONNX export's logits differ from
         torch's by more than 1e-4 on any test image: serving runs that export.
     """
+    import gc
     import logging
 
     from components.evaluate.baseline import resolve_baseline
@@ -98,4 +99,7 @@ def evaluate(
         {"baseline": result.comparison.baseline.status, "label": result.comparison.baseline.label}
     )
     worst_images.metadata["images"] = result.worst_images
+    # The step's process ends here: its heap (torch, torchvision) goes back to the OS at exit, without the
+    # interpreter's last garbage collection walking it first (about a second).
+    gc.freeze()
     return result.comparison.promote

@@ -1,11 +1,14 @@
 """Train an image classifier on a dataset directory, resumably, alone or under DistributedDataParallel.
 
-Plain PyTorch, no KFP. ``train`` indexes the dataset (``components.common.dataset``),
-decides the input (channels, size, normalisation), builds the network (``small_cnn``,
-a torchvision architecture, or ``model_factory``), optionally loads pretrained
-weights, decodes every file once (``components.common.loader``), trains with the
-chosen optimiser and schedule, checkpoints after every epoch and writes a model
-directory: weights, ``spec.json`` and the ONNX export (``components.common.model``).
+Plain PyTorch, no KFP. ``train`` checks and indexes the dataset first
+(``components.train.dataset_check``), then decides the input (channels, size,
+normalisation), builds the network (``small_cnn``, a torchvision architecture, or
+``model_factory``), optionally loads pretrained weights and decodes every file once
+(``components.common.loader``): ``_Training.prepare``. ``_Training.fit`` then sets up the
+loaders, optimiser and schedule, restores a checkpoint when there is one, runs
+``train_one_epoch`` and ``evaluate`` (validation) each epoch, checkpoints after every epoch,
+and writes a model directory: weights, ``spec.json`` and the ONNX export
+(``components.common.model``).
 
 Reproducibility: every random draw is derived from ``seed``, the epoch and the
 sample's index, so the same seed and data give the same weights on CPU, and a
@@ -30,11 +33,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from components import __version__
 from components.common.artifacts import atomic_directory
-from components.common.dataset import DatasetIndex, index_dataset
+from components.common.dataset import DatasetIndex
 from components.common.loader import (
     DecodedImages,
     EpochSampler,
@@ -61,6 +65,7 @@ from components.common.model import (
 from components.common.resources import format_bytes, memory_limit, parse_quantity, usable_cpus
 from components.common.spec import ModelSpec
 from components.train.config import AUTO, TrainConfig
+from components.train.dataset_check import check_training_data
 from components.train.distributed import DistributedContext, context_from_env, device_for, init_process_group
 from components.train.pretrained import apply_pretrained, backbone_eval, freeze_backbone, read_pretrained
 
@@ -257,12 +262,14 @@ def train(
     per step under ``DistributedDataParallel``. Only rank 0 writes checkpoints and the model.
     """
     config.validate()
+    # The data first: a wrong folder fails here, before a process group is joined or a network built.
+    index = check_training_data(dataset_dir, config.split_rule, config.early_stopping_patience)
     context = context or context_from_env()
     device = device or device_for(context)
     owns_group = init_process_group(context, device)
     try:
         return _Training(config, context, device).run(
-            Path(dataset_dir), Path(model_dir), checkpoint_dir, dataset_info, on_epoch_end, pretrained_weights
+            index, Path(model_dir), checkpoint_dir, dataset_info, on_epoch_end, pretrained_weights
         )
     finally:
         if owns_group:
@@ -283,6 +290,53 @@ class _Prepared:
     pretrained: Path | None
 
 
+@dataclass
+class BestEpoch:
+    """Early stopping's state: the best validation loss so far, its epoch and weights, and the worse epochs since."""
+
+    loss: float = math.inf
+    epoch: int = 0
+    state: dict[str, torch.Tensor] | None = None  # the best epoch's weights, on the CPU
+    bad_epochs: int = 0
+    stopped: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps (a plain dict, so a checkpoint loads without this class)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class _Loaders:
+    sampler: EpochSampler  # set to each epoch: it orders the shard and seeds the augmentation
+    train: DataLoader
+    val: DataLoader | None  # None when the val split is empty
+
+
+@dataclass
+class _Progress:
+    """Where training stands: the epochs done and early stopping's state."""
+
+    history: list[EpochResult]
+    best: BestEpoch
+    resumed_from: int = 0  # the epoch a checkpoint brought; 0 when training started from scratch
+
+
+@dataclass
+class _Loop:
+    """What every epoch works with."""
+
+    model: nn.Module  # unwrapped: what is evaluated, checkpointed and saved
+    network: nn.Module  # what trains: the model, or DistributedDataParallel around it
+    head: str | None
+    loaders: _Loaders
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    criterion: nn.Module
+    mean: torch.Tensor
+    std: torch.Tensor
+    channels_last: bool
+
+
 class _Training:
     def __init__(self, config: TrainConfig, context: DistributedContext, device: torch.device):
         self.config, self.context, self.device = config, context, device
@@ -296,18 +350,17 @@ class _Training:
     def autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.use_cuda else nullcontext()
 
-    def run(self, dataset_dir, model_dir, checkpoint_dir, dataset_info, on_epoch_end, pretrained_path) -> TrainResult:
-        prepared = self.prepare(dataset_dir, dataset_info, pretrained_path)
+    def run(self, index, model_dir, checkpoint_dir, dataset_info, on_epoch_end, pretrained_path) -> TrainResult:
+        prepared = self.prepare(index, dataset_info, pretrained_path)
         return self.fit(prepared, Path(checkpoint_dir) if checkpoint_dir else None, model_dir, on_epoch_end)
 
-    def prepare(self, dataset_dir: Path, dataset_info, pretrained_path) -> _Prepared:
-        """Everything before the first step: data indexed and decoded once, network built and initialised."""
+    def prepare(self, index: DatasetIndex, dataset_info, pretrained_path) -> _Prepared:
+        """Everything before the first step: data decoded once, network built and initialised."""
         config = self.config
         architecture = resolve_architecture(config.architecture, config.model_factory)
         workers = config.workers if config.workers != AUTO else default_workers(self.local_processes)
         torch.set_num_threads(max(1, usable_cpus() // self.local_processes))
 
-        index = index_dataset(dataset_dir, config.split_rule)
         train_samples, val_samples = index.samples("train"), index.samples("val")
         self.info(
             "dataset %s (%s): %d classes; train %d, val %d, test %d images (given splits: %s)",
@@ -319,11 +372,6 @@ class _Training:
             len(index.samples("test")),
             ", ".join(index.given) or "none",
         )
-        if config.early_stopping_patience and not val_samples:
-            raise ValueError(
-                f"early_stopping_patience={config.early_stopping_patience} needs validation images, but the "
-                "val split is empty: raise validation_fraction or add a val split"
-            )
         plan = plan_input(config, architecture, index, workers)
         input_shape = [plan.channels, *plan.image_size]
         self.info("input %dx%dx%d (%s)", *input_shape, plan.reason)
@@ -438,18 +486,133 @@ class _Training:
         return None, "the training images"
 
     def fit(self, prepared: _Prepared, checkpoint_dir: Path | None, model_dir: Path, on_epoch_end) -> TrainResult:
-        config, context, device = self.config, self.context, self.device
-        model, head, spec = prepared.model, prepared.head, prepared.spec
-        train_data, val_data, workers = prepared.train_data, prepared.val_data, prepared.workers
-        channels_last = self.use_cuda
-        model = model.to(device=device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        trainable = freeze_backbone(model, head) if config.fine_tune == "head" else list(model.parameters())
-        optimizer = make_optimizer(config, trainable)
-        mean, std = normalization_tensors(spec.normalization, device)
+        """The epoch loop (resumed from a checkpoint when there is one), then the model directory."""
+        config, context = self.config, self.context
+        loop = self.set_up_loop(prepared)
+        progress = self.restore(checkpoint_dir, prepared.fingerprint, loop)
+        # Wrapped after any checkpoint is loaded: DDP broadcasts rank 0's weights at construction.
+        if context.distributed:
+            device_ids = [self.device.index] if self.use_cuda else None
+            loop.network = DistributedDataParallel(loop.model, device_ids=device_ids)
+        self.info(
+            "starting training %s: %d images per epoch in %d batches of %d (x%d accumulated), %d process(es), "
+            "device %s, %s %s lr %g, epochs %d..%d",
+            prepared.spec.architecture,
+            len(prepared.train_data),
+            len(loop.loaders.train),
+            config.batch_size,
+            config.gradient_accumulation_steps,
+            context.world_size,
+            self.device,
+            config.optimizer,
+            config.lr_schedule,
+            config.learning_rate,
+            progress.resumed_from + 1,
+            config.epochs,
+        )
+        loop_began = time.perf_counter()
+        for epoch in range(progress.resumed_from + 1, config.epochs + 1):
+            if progress.best.stopped:
+                break
+            result = self.train_one_epoch(loop, epoch)
+            if loop.loaders.val is not None:
+                result.val_loss, result.val_accuracy = self.evaluate(
+                    loop.model, loop.loaders.val, loop.mean, loop.std, loop.channels_last
+                )
+            progress.history.append(result)
+            self.track_best(loop.model, result, progress.best)
+            self.log_epoch(result)
+            if checkpoint_dir is not None and context.is_main:
+                self.save_checkpoint(checkpoint_dir, prepared.fingerprint, loop, progress, epoch)
+            if on_epoch_end is not None:
+                on_epoch_end(result)
+        loop_seconds = time.perf_counter() - loop_began
+        epochs_run = len(progress.history) - progress.resumed_from
+        self.info("training done: %d epoch(s) in %.1f s", epochs_run, loop_seconds)
+        self.write_model(prepared, loop, progress, model_dir)
+        return TrainResult(
+            spec=prepared.spec,
+            history=progress.history,
+            device=self.device.type,
+            resumed_from_epoch=progress.resumed_from,
+            extra={"loop_seconds": loop_seconds, "epochs_run": epochs_run},
+        )
 
+    def write_model(self, prepared: _Prepared, loop: _Loop, progress: _Progress, model_dir: Path) -> None:
+        """The best epoch's weights when early stopping kept them; the history into the spec; rank 0 writes the
+        model directory."""
+        config, best, spec = self.config, progress.best, prepared.spec
+        if config.early_stopping_patience and best.state is not None:
+            loop.model.load_state_dict(best.state)
+            self.info("restored the weights of epoch %d (best validation loss %.4f)", best.epoch, best.loss)
+        spec.training = {
+            "parameters": asdict(config),
+            "device": self.device.type,
+            "world_size": self.context.world_size,
+            "train_samples": len(prepared.train_data),
+            "validation_samples": len(prepared.val_data),
+            "data_path": "in memory" if prepared.in_memory else "streamed",
+            "workers": prepared.workers,
+            "pretrained_weights": str(prepared.pretrained or ""),
+            "fine_tune": config.fine_tune,
+            "history": [asdict(h) for h in progress.history],
+            "best_epoch": best.epoch or None,
+            "stopped_early": best.stopped,
+        }
+        if self.context.is_main:
+            began = time.perf_counter()
+            example = self.export_example(prepared.train_data, prepared.val_data, spec)
+            with atomic_directory(model_dir) as staging:
+                save_model(staging, loop.model, spec, example)
+            self.info("model written to %s in %.1f s", model_dir, time.perf_counter() - began)
+
+    def log_epoch(self, result: EpochResult) -> None:
+        context = self.context
+        log.info(
+            "%sepoch %d/%d  train_loss %.4f  train_acc %.4f%s  lr %.3g  %.0f images/s",
+            f"[rank {context.rank}/{context.world_size}] " if context.distributed else "",
+            result.epoch,
+            self.config.epochs,
+            result.train_loss,
+            result.train_accuracy,
+            f"  val_loss {result.val_loss:.4f}  val_acc {result.val_accuracy:.4f}"
+            if result.val_loss is not None
+            else "",
+            result.learning_rate,
+            result.samples_per_second,
+        )
+
+    def set_up_loop(self, prepared: _Prepared) -> _Loop:
+        """The model on the device, the optimiser and schedule over what trains, the loss and the loaders."""
+        config = self.config
+        channels_last = self.use_cuda
+        model = prepared.model.to(
+            device=self.device, memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
+        trainable = freeze_backbone(model, prepared.head) if config.fine_tune == "head" else list(model.parameters())
+        optimizer = make_optimizer(config, trainable)
+        mean, std = normalization_tensors(prepared.spec.normalization, self.device)
+        loaders = self.build_loaders(prepared)
+        optimizer_steps = math.ceil(len(loaders.train) / config.gradient_accumulation_steps)
+        return _Loop(
+            model=model,
+            network=model,
+            head=prepared.head,
+            loaders=loaders,
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, optimizer_steps)),
+            criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+            mean=mean,
+            std=std,
+            channels_last=channels_last,
+        )
+
+    def build_loaders(self, prepared: _Prepared) -> _Loaders:
+        """This process's shard of the training split in a fresh order each epoch, and the whole val split."""
+        config, context, workers = self.config, self.context, prepared.workers
         sampler = EpochSampler(
             DistributedSampler(
-                range(len(train_data)),
+                range(len(prepared.train_data)),
                 num_replicas=context.world_size,
                 rank=context.rank,
                 shuffle=True,
@@ -458,188 +621,119 @@ class _Training:
         )
         # Streamed, the decoded batches the workers keep ready are what the budget bounds.
         in_flight = None if prepared.in_memory else prepared.memory_budget
-        loader = make_loader(train_data, config.batch_size, sampler, workers, self.use_cuda, in_flight)
+        train_loader = make_loader(prepared.train_data, config.batch_size, sampler, workers, self.use_cuda, in_flight)
         val_loader = (
-            make_loader(val_data, max(config.batch_size, 256), None, workers, self.use_cuda, in_flight)
-            if len(val_data)
+            make_loader(prepared.val_data, max(config.batch_size, 256), None, workers, self.use_cuda, in_flight)
+            if len(prepared.val_data)
             else None
         )
         if not prepared.in_memory and workers:
             self.info(
                 "streaming with %d worker(s), %d batch(es) of %d ready in each (persistent%s)",
                 workers,
-                loader.prefetch_factor,
+                train_loader.prefetch_factor,
                 config.batch_size,
                 ", pinned memory" if self.use_cuda else "",
             )
-        batches = len(loader)
-        optimizer_steps = math.ceil(batches / config.gradient_accumulation_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, optimizer_steps))
-        criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        return _Loaders(sampler, train_loader, val_loader)
 
-        history: list[EpochResult] = []
-        best = {"loss": math.inf, "epoch": 0, "state": None, "bad_epochs": 0, "stopped": False}
-        start_epoch = 1
-        checkpoint = _load_checkpoint(checkpoint_dir, prepared.fingerprint, config.epochs)
-        if checkpoint is not None:
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            history = [EpochResult(**row) for row in checkpoint["history"]]
-            best = checkpoint["best"]
-            start_epoch = checkpoint["epoch"] + 1
-            self.info("resuming from checkpoint after epoch %d of %d", checkpoint["epoch"], config.epochs)
-        resumed_from = start_epoch - 1
-        # Wrapped after any checkpoint is loaded: DDP broadcasts rank 0's weights at construction.
-        network = model
+    def restore(self, checkpoint_dir: Path | None, fingerprint: str, loop: _Loop) -> _Progress:
+        """The progress of an earlier attempt, with its weights, optimiser and schedule, when its checkpoint
+        is for the same data and parameters; a fresh start otherwise."""
+        checkpoint = _load_checkpoint(checkpoint_dir, fingerprint, self.config.epochs)
+        if checkpoint is None:
+            return _Progress(history=[], best=BestEpoch())
+        loop.model.load_state_dict(checkpoint["model"])
+        loop.optimizer.load_state_dict(checkpoint["optimizer"])
+        loop.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.info("resuming from checkpoint after epoch %d of %d", checkpoint["epoch"], self.config.epochs)
+        return _Progress(
+            history=[EpochResult(**row) for row in checkpoint["history"]],
+            best=BestEpoch(**checkpoint["best"]),
+            resumed_from=checkpoint["epoch"],
+        )
+
+    def save_checkpoint(
+        self, checkpoint_dir: Path, fingerprint: str, loop: _Loop, progress: _Progress, epoch: int
+    ) -> None:
+        _save_checkpoint(
+            checkpoint_dir,
+            {
+                "epoch": epoch,
+                "model": loop.model.state_dict(),
+                "optimizer": loop.optimizer.state_dict(),
+                "scheduler": loop.scheduler.state_dict(),
+                "history": [asdict(h) for h in progress.history],
+                "best": progress.best.record(),
+                "fingerprint": fingerprint,
+            },
+        )
+
+    def train_one_epoch(self, loop: _Loop, epoch: int) -> EpochResult:
+        """One pass over this process's shard; gradients summed over ``gradient_accumulation_steps`` batches
+        per optimiser step (DDP synchronises only the last of each group). Loss and accuracy over every
+        process; the validation fields are left for ``evaluate``."""
+        config, context, device = self.config, self.context, self.device
+        began = time.perf_counter()
+        loop.network.train()
+        if config.fine_tune == "head":
+            backbone_eval(loop.model, loop.head)
+        loop.loaders.sampler.set_epoch(epoch)
+        torch.manual_seed(_epoch_seed(config.seed, epoch) + context.rank)  # dropout, distinct per rank
+        totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
+        batches, accumulate = len(loop.loaders.train), config.gradient_accumulation_steps
+        loop.optimizer.zero_grad(set_to_none=True)
+        for step, (images, labels) in enumerate(loop.loaders.train):
+            group_start = step - step % accumulate
+            group_size = min(accumulate, batches - group_start)
+            last_in_group = step == group_start + group_size - 1
+            x = to_device_batch(images, loop.mean, loop.std, device, loop.channels_last)
+            y = labels.to(device, non_blocking=True)
+            sync = nullcontext() if last_in_group or not context.distributed else loop.network.no_sync()
+            with sync:
+                with self.autocast():
+                    logits = loop.network(x)
+                loss = loop.criterion(logits.float(), y)
+                (loss / group_size).backward()
+            if last_in_group:
+                loop.optimizer.step()
+                loop.scheduler.step()
+                loop.optimizer.zero_grad(set_to_none=True)
+            totals[0] += loss.detach().double() * len(y)
+            totals[1] += (logits.detach().argmax(1) == y).sum()
+            totals[2] += len(y)
         if context.distributed:
-            network = DistributedDataParallel(model, device_ids=[device.index] if self.use_cuda else None)
-
-        self.info(
-            "starting training %s: %d images per epoch in %d batches of %d (x%d accumulated), %d process(es), "
-            "device %s, %s %s lr %g, epochs %d..%d",
-            spec.architecture,
-            len(train_data),
-            batches,
-            config.batch_size,
-            config.gradient_accumulation_steps,
-            context.world_size,
-            device,
-            config.optimizer,
-            config.lr_schedule,
-            config.learning_rate,
-            start_epoch,
-            config.epochs,
-        )
-        loop_began = time.perf_counter()
-        for epoch in range(start_epoch, config.epochs + 1):
-            if best["stopped"]:
-                break
-            began = time.perf_counter()
-            network.train()
-            if config.fine_tune == "head":
-                backbone_eval(model, head)
-            sampler.set_epoch(epoch)
-            torch.manual_seed(_epoch_seed(config.seed, epoch) + context.rank)  # dropout, distinct per rank
-            totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, samples
-            accumulate = config.gradient_accumulation_steps
-            optimizer.zero_grad(set_to_none=True)
-            for step, (images, labels) in enumerate(loader):
-                group_start = step - step % accumulate
-                group_size = min(accumulate, batches - group_start)
-                last_in_group = step == group_start + group_size - 1
-                x = to_device_batch(images, mean, std, device, channels_last)
-                y = labels.to(device, non_blocking=True)
-                sync = nullcontext() if last_in_group or not context.distributed else network.no_sync()
-                with sync:
-                    with self.autocast():
-                        logits = network(x)
-                    loss = criterion(logits.float(), y)
-                    (loss / group_size).backward()
-                if last_in_group:
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                totals[0] += loss.detach().double() * len(y)
-                totals[1] += (logits.detach().argmax(1) == y).sum()
-                totals[2] += len(y)
-            if context.distributed:
-                dist.all_reduce(totals)
-            seconds = time.perf_counter() - began
-            samples = totals[2].item()
-            val_loss = val_acc = None
-            if val_loader is not None:
-                val_loss, val_acc = self.evaluate(model, val_loader, mean, std, channels_last)
-            result = EpochResult(
-                epoch=epoch,
-                train_loss=totals[0].item() / samples,
-                train_accuracy=totals[1].item() / samples,
-                val_loss=val_loss,
-                val_accuracy=val_acc,
-                seconds=seconds,
-                samples_per_second=samples / seconds if seconds > 0 else float("inf"),
-                learning_rate=optimizer.param_groups[0]["lr"],
-            )
-            history.append(result)
-            self.track_best(model, result, best)
-            log.info(
-                "%sepoch %d/%d  train_loss %.4f  train_acc %.4f%s  lr %.3g  %.0f images/s",
-                f"[rank {context.rank}/{context.world_size}] " if context.distributed else "",
-                epoch,
-                config.epochs,
-                result.train_loss,
-                result.train_accuracy,
-                f"  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}" if val_loss is not None else "",
-                result.learning_rate,
-                result.samples_per_second,
-            )
-            if checkpoint_dir is not None and context.is_main:
-                _save_checkpoint(
-                    checkpoint_dir,
-                    {
-                        "epoch": epoch,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "history": [asdict(h) for h in history],
-                        "best": best,
-                        "fingerprint": prepared.fingerprint,
-                    },
-                )
-            if on_epoch_end is not None:
-                on_epoch_end(result)
-
-        loop_seconds = time.perf_counter() - loop_began
-        if config.early_stopping_patience and best["state"] is not None:
-            model.load_state_dict(best["state"])
-            self.info("restored the weights of epoch %d (best validation loss %.4f)", best["epoch"], best["loss"])
-        spec.training = {
-            "parameters": asdict(config),
-            "device": device.type,
-            "world_size": context.world_size,
-            "train_samples": len(train_data),
-            "validation_samples": len(val_data),
-            "data_path": "in memory" if prepared.in_memory else "streamed",
-            "workers": workers,
-            "pretrained_weights": str(prepared.pretrained or ""),
-            "fine_tune": config.fine_tune,
-            "history": [asdict(h) for h in history],
-            "best_epoch": best["epoch"] or None,
-            "stopped_early": best["stopped"],
-        }
-        if context.is_main:
-            example = self.export_example(train_data, val_data, spec)
-            with atomic_directory(model_dir) as staging:
-                save_model(staging, model, spec, example)
-        return TrainResult(
-            spec=spec,
-            history=history,
-            device=device.type,
-            resumed_from_epoch=resumed_from,
-            extra={"loop_seconds": loop_seconds, "epochs_run": len(history) - resumed_from},
+            dist.all_reduce(totals)
+        seconds = time.perf_counter() - began
+        samples = totals[2].item()
+        return EpochResult(
+            epoch=epoch,
+            train_loss=totals[0].item() / samples,
+            train_accuracy=totals[1].item() / samples,
+            val_loss=None,
+            val_accuracy=None,
+            seconds=seconds,
+            samples_per_second=samples / seconds if seconds > 0 else float("inf"),
+            learning_rate=loop.optimizer.param_groups[0]["lr"],
         )
 
-    def track_best(self, model: nn.Module, result: EpochResult, best: dict) -> None:
+    def track_best(self, model: nn.Module, result: EpochResult, best: BestEpoch) -> None:
         """Early stopping on validation loss: remember the best epoch's weights; stop after ``patience`` worse ones."""
         patience = self.config.early_stopping_patience
         if not patience or result.val_loss is None:
             return
-        if result.val_loss < best["loss"]:
-            best.update(
-                loss=result.val_loss,
-                epoch=result.epoch,
-                state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                bad_epochs=0,
-            )
+        if result.val_loss < best.loss:
+            best.loss, best.epoch, best.bad_epochs = result.val_loss, result.epoch, 0
+            best.state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         else:
-            best["bad_epochs"] += 1
-            if best["bad_epochs"] >= patience:
-                best["stopped"] = True
+            best.bad_epochs += 1
+            if best.bad_epochs >= patience:
+                best.stopped = True
                 self.info(
                     "early stopping after epoch %d: no better validation loss than epoch %d's %.4f for %d epoch(s)",
                     result.epoch,
-                    best["epoch"],
-                    best["loss"],
+                    best.epoch,
+                    best.loss,
                     patience,
                 )
 
