@@ -56,8 +56,13 @@ INCLUDE = [f"serving/{name}.py" for name in ("__init__", "service", "batching", 
 INCLUDE += ["components/__init__.py"]
 INCLUDE += [f"components/common/{name}.py" for name in ("__init__", "spec", "images", "onnx_model", "resources")]
 # A cuda bento also runs the network in torch: the backend and the model loader (which imports, of the
-# library, only spec; torchvision's architectures need torchvision, pinned with torch).
-INCLUDE_CUDA = [*INCLUDE, "serving/torch_backend.py", "components/common/model.py"]
+# library, only spec and the architecture names; torchvision's architectures need torchvision, pinned with torch).
+INCLUDE_CUDA = [
+    *INCLUDE,
+    "serving/torch_backend.py",
+    "components/common/model.py",
+    "components/common/architectures.py",
+]
 
 
 def included_files(accelerator: str = "cpu") -> list[str]:
