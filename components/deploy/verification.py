@@ -20,9 +20,11 @@ client, in milliseconds) and the disagreements. Torch-free.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ from components.deploy.held_out import DEFAULT_COUNT, HeldOutImage, HeldOutSet, 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 PROBABILITY_TOLERANCE = 1e-3
 SHOWN_DISAGREEMENTS = 20  # kept in the JSON; the summary names the first
+# The figures a deploy step's artifact metadata shows (its deployment.json holds them all).
+FIGURES = ("images", "agreed", "answered_200", "served_accuracy", "evaluated_accuracy", "p50_ms", "p99_ms", "passed")
 
 
 @dataclass(frozen=True)
@@ -125,34 +129,45 @@ def verify_held_out(
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
     expected_model_tag: str = "",
     probability_tolerance: float = PROBABILITY_TOLERANCE,
-    client_factory: Callable[..., Any] | None = None,
 ) -> Verification:
     """Send every image of ``held_out`` to ``base_url`` and compare; a request that fails is a disagreement,
     never an exception (only bad arguments raise)."""
     if not base_url.startswith(("http://", "https://")):
         raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
-    if client_factory is None:
-        import bentoml
+    import bentoml
 
-        client_factory = bentoml.SyncHTTPClient
     outcome = _Outcome(held_out, expected_model_tag, probability_tolerance)
     try:
-        client = client_factory(base_url, timeout=timeout_seconds)
+        client = bentoml.SyncHTTPClient(base_url, timeout=timeout_seconds)
     except Exception as error:  # noqa: BLE001 (any failure to reach the service fails the verification)
         outcome.problems.append(f"BentoML's client could not reach {base_url}: {_error_text(error)}")
         return outcome.result()
     try:
-        for image in held_out.images:
-            began = time.perf_counter()
-            try:
-                answer = client.predict(files=[image.file])
-            except Exception as error:  # noqa: BLE001 (the client raises BentoMLException or httpx's errors)
-                outcome.failed(image, _status(error), _error_text(error), time.perf_counter() - began)
-            else:
-                outcome.answered(image, answer, time.perf_counter() - began)
+        with quiet_requests():
+            for image in held_out.images:
+                began = time.perf_counter()
+                try:
+                    answer = client.predict(files=[image.file])
+                except Exception as error:  # noqa: BLE001 (the client raises BentoMLException or httpx's errors)
+                    outcome.failed(image, _status(error), _error_text(error), time.perf_counter() - began)
+                else:
+                    outcome.answered(image, answer, time.perf_counter() - began)
     finally:
         client.close()
     return outcome.result()
+
+
+@contextlib.contextmanager
+def quiet_requests() -> Iterator[None]:
+    """httpx logs every request at INFO, which would bury the step's log under one line per image: WARNING while
+    verifying."""
+    logger = logging.getLogger("httpx")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class _Outcome:
