@@ -53,7 +53,8 @@ def evaluate_and_gate(model, dataset, accuracy_threshold, packaging, settings: C
         "evaluate"
     )
     configure_step(evaluated, "evaluate", settings)
-    with dsl.If(evaluated.outputs["promote"] == True, name="promotion-gate"):  # noqa: E712 (KFP condition)
+    promote = evaluated.outputs["Output"]  # evaluate's promotion decision (see components/evaluate/README.md)
+    with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 (KFP condition)
         recorded = record_promotion(model=model, evaluation=evaluated.outputs["metrics"])
         configure_step(recorded.set_display_name("record promotion"), "record-promotion", settings)
         bento = build_bento(model=model, evaluation=evaluated.outputs["metrics"], base_image=packaging["base_image"])

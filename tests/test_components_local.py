@@ -68,7 +68,7 @@ def test_training_pipeline_promotes_a_good_model(digits_repo, tmp_path):
 def test_training_pipeline_gate_holds_back_a_model_below_threshold(digits_repo, tmp_path):
     run_dir = run_local({"repo_url": digits_repo.repo_url, "epochs": 1, "accuracy_threshold": 1.0}, tmp_path / "root")
     evaluate_output = json.loads((run_dir / "evaluate" / "executor_output.json").read_text())
-    assert evaluate_output["parameterValues"]["promote"] is False
+    assert evaluate_output["parameterValues"]["Output"] is False
     assert not promotion_record(run_dir).exists()
     assert not (run_dir / "build-bento").exists()
 
@@ -162,7 +162,7 @@ def test_evaluate_component_gates_a_candidate_against_a_baseline_model(digits_di
         return json.loads((latest / "evaluate" / "executor_output.json").read_text()), latest / "evaluate"
 
     worse, outputs = gate("weak", "strong")
-    assert worse["parameterValues"] == {"promote": False}  # worse than the model in production
+    assert worse["parameterValues"] == {"Output": False}  # worse than the model in production
     (metrics,) = worse["artifacts"]["metrics"]["artifacts"]
     assert metrics["metadata"]["baseline_accuracy"] > metrics["metadata"]["accuracy"]
     assert "worse than the baseline" in metrics["metadata"]["reason"]
@@ -174,7 +174,7 @@ def test_evaluate_component_gates_a_candidate_against_a_baseline_model(digits_di
     rows = read_predictions(outputs / "predictions")
     assert len(rows) == metrics["metadata"]["test_samples"] == 359
     assert sum(row.correct for row in rows) / len(rows) == pytest.approx(comparison.candidate.accuracy)
-    assert gate("strong", "weak")[0]["parameterValues"] == {"promote": True}
+    assert gate("strong", "weak")[0]["parameterValues"] == {"Output": True}
 
 
 @pytest.mark.slow
@@ -189,7 +189,7 @@ def test_evaluate_component_without_a_baseline_says_so(digits_dir, trained_model
     )
     (outputs,) = kfp_local.glob("gate-without-baseline-*/evaluate")
     result = json.loads((outputs / "executor_output.json").read_text())
-    assert result["parameterValues"] == {"promote": True}
+    assert result["parameterValues"] == {"Output": True}
     (metrics,) = result["artifacts"]["metrics"]["artifacts"]
     assert metrics["metadata"]["reason"].endswith(f"; compared with no baseline: {NO_BASELINE_REASON}")
     assert metrics["metadata"]["baseline"] == f"none: {NO_BASELINE_REASON}"

@@ -1,7 +1,7 @@
 """KFP component: score a ``Model`` on the test split, check its ONNX export, compare it with the
 baseline and gate its promotion."""
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
@@ -19,7 +19,7 @@ def evaluate(
     comparison: Output[Artifact],
     accuracy_threshold: float = 0.95,
     baseline_model: Optional[Input[Model]] = None,
-) -> NamedTuple("EvaluateOutputs", [("promote", bool)]):
+) -> bool:
     """Evaluates a model on the test split its training never saw, against the baseline.
 
     Args:
@@ -49,9 +49,12 @@ def evaluate(
             says why. Unconnected: no baseline.
 
     Returns:
-        promote: true only when accuracy >= threshold and not worse than the baseline on the
-        same test files. The step fails when the ONNX export's logits differ from torch's by more
-        than 1e-4 on any test image: serving runs that export.
+        promote: the promotion decision, true only when accuracy >= threshold and not worse than
+        the baseline on the same test files; the task's single output, so it is named
+        ``Output`` (``dsl.If(evaluated.outputs["Output"] == True)``): ``kfp.local`` 2.17 resolves
+        a task output in a ``dsl.If`` condition only under that name, and silently skips the
+        branch for a named one. The step fails when the ONNX export's logits differ from
+        torch's by more than 1e-4 on any test image: serving runs that export.
     """
     import logging
 
@@ -119,4 +122,4 @@ def evaluate(
     )
     comparison.metadata.update({"baseline": status, "baseline_label": baseline.label()})
 
-    return (decision.promote,)
+    return decision.promote
