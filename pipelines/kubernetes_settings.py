@@ -28,6 +28,7 @@ from kfp import dsl, kubernetes
 
 from components.common.kube.values import DNS_1123_SUBDOMAIN, is_label_value, is_resource_quantity
 from components.common.storage import S3_CREDENTIALS_DIR_ENV, S3_ENDPOINT_ENV, S3_REGION_ENV
+from pipelines.deploy_settings import DeploySettings, DeploySettingsError
 
 STEPS = (
     "check-arguments",
@@ -39,13 +40,16 @@ STEPS = (
     "record-promotion",
     "build-bento",
     "containerize",
+    "deploy",
 )
 # Steps that read gs:// themselves (the DVC remote; the PyTorchJob replicas read the dataset by URI).
 GCS_STEPS = ("dvc-pull", "pytorchjob-train")
 # Steps whose own code reads or writes artifacts by URI (KFP's launcher moves the others' files): the
 # PyTorchJob step reads the model its replicas wrote, and they read the dataset and write the model.
 ARTIFACT_STORE_STEPS = ("pytorchjob-train",)
-UNCACHED_STEPS = ("resolve-revision",)  # its output must reflect the branch as it is now
+# Steps whose result must reflect the world as it is now: the branch's commit; and what serves (a cached deploy
+# would skip the deployment it stands for).
+UNCACHED_STEPS = ("resolve-revision", "deploy")
 DURATION_UNITS = ("s", "m", "h")
 
 
@@ -84,6 +88,9 @@ DEFAULT_STEPS = {
     "record-promotion": StepSettings("100m", "500m", "256Mi", "512Mi", timeout_seconds=600),
     "build-bento": StepSettings("1", "2", "2Gi", "4Gi", timeout_seconds=1800),
     "containerize": StepSettings("2", "4", "4Gi", "8Gi", timeout_seconds=7200),
+    # Talks to the cluster and sends the verification images (target local: serves the bento itself). Never
+    # retried by KFP: a failed deployment was rolled back, and trying the same again would fail the same way.
+    "deploy": StepSettings("250m", "1", "512Mi", "2Gi", timeout_seconds=3600, caching=False),
 }
 
 
@@ -116,6 +123,8 @@ class ClusterSettings:
     # minio:// and for AWS's own for s3://.
     artifact_store_endpoint: str = ""
     artifact_store_region: str = ""
+    # The deploy step's serving pods: ServiceAccount, image pull Secret names, KServe version and mode, capacity.
+    deploy: DeploySettings = field(default_factory=DeploySettings)
 
     @property
     def gcs_credentials_path(self) -> str:
@@ -204,6 +213,10 @@ class ClusterSettings:
             )
         if "/" in self.gcs_credentials_key or not self.gcs_credentials_key:
             raise SettingsError(f"gcs_credentials_key must be a key of the Secret, got {self.gcs_credentials_key!r}")
+        try:
+            self.deploy.validate()
+        except DeploySettingsError as error:
+            raise SettingsError(str(error)) from None
 
 
 def _validate_step(step: str, settings: StepSettings) -> None:
@@ -228,9 +241,8 @@ def _validate_step(step: str, settings: StepSettings) -> None:
     if not isinstance(settings.caching, bool):
         raise SettingsError(f"steps.{step}.caching must be true or false, got {settings.caching!r}")
     if settings.caching and step in UNCACHED_STEPS:
-        raise SettingsError(
-            f"steps.{step}.caching cannot be true: a cached {step} would serve an old commit after the branch moved"
-        )
+        why = "skip the deployment it stands for" if step == "deploy" else "serve an old commit after the branch moved"
+        raise SettingsError(f"steps.{step}.caching cannot be true: a cached {step} would {why}")
 
 
 def settings_from_dict(data: dict[str, Any]) -> ClusterSettings:
@@ -250,7 +262,12 @@ def settings_from_dict(data: dict[str, Any]) -> ClusterSettings:
             bad = sorted(set(overrides) - step_fields) if isinstance(overrides, dict) else overrides
             raise SettingsError(f"steps.{step}: unknown setting(s) {bad}; valid: {', '.join(sorted(step_fields))}")
         steps[step] = dataclasses.replace(steps[step], **overrides)
-    settings = ClusterSettings(**{**{k: v for k, v in data.items() if k != "steps"}, "steps": steps})
+    try:
+        deploy = DeploySettings.from_dict(data.get("deploy") or {})
+    except (DeploySettingsError, TypeError) as error:
+        raise SettingsError(str(error)) from None
+    rest = {k: v for k, v in data.items() if k not in ("steps", "deploy")}
+    settings = ClusterSettings(**rest, steps=steps, deploy=deploy)
     settings.validate()
     return settings
 

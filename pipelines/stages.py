@@ -12,6 +12,7 @@ from components.evaluate.component import evaluate
 from components.promotion.component import record_promotion
 from components.resolve_revision.component import resolve_revision
 from components.train.config import TrainConfig
+from pipelines.deploy_stages import deploy_bento_locally, deploy_image
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
 
 TRAINING_ARGUMENTS = tuple(item.name for item in fields(TrainConfig))
@@ -46,9 +47,12 @@ def pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs,
     return configure_step(pulled, "dvc-pull", settings)
 
 
-def evaluate_and_gate(model, dataset, accuracy_threshold, packaging, settings: ClusterSettings) -> dsl.PipelineTask:
+def evaluate_and_gate(
+    model, dataset, accuracy_threshold, packaging, settings: ClusterSettings, deployment: dict
+) -> dsl.PipelineTask:
     """evaluate on the test split; only if it says promote: record the promotion, build the bento
-    and (when ``packaging["build_image"]``) its container image."""
+    and (when ``packaging["build_image"]``) its container image, and deploy it where ``deployment["target"]``
+    and ``deployment["namespace"]`` say (``pipelines.deploy_stages``)."""
     evaluated = evaluate(model=model, dataset=dataset, accuracy_threshold=accuracy_threshold).set_display_name(
         "evaluate"
     )
@@ -59,6 +63,8 @@ def evaluate_and_gate(model, dataset, accuracy_threshold, packaging, settings: C
         configure_step(recorded.set_display_name("record promotion"), "record-promotion", settings)
         bento = build_bento(model=model, evaluation=evaluated.outputs["metrics"], base_image=packaging["base_image"])
         configure_step(bento.set_display_name("build bento"), "build-bento", settings)
+        deployed_from = (bento.outputs["bento"], model, dataset, evaluated)
+        deploy_bento_locally(deployment["target"], *deployed_from, settings)
         with (
             dsl.If(packaging["build_image"] == True, name="image-build"),  # noqa: E712 (KFP condition)
             dsl.If(packaging["image_repository"] != "", name="registry-given"),
@@ -71,4 +77,5 @@ def evaluate_and_gate(model, dataset, accuracy_threshold, packaging, settings: C
                 registry_auth_file=settings.registry_auth_file,
             )
             configure_step(image.set_display_name("containerize"), "containerize", settings)
+            deploy_image(deployment["target"], deployment["namespace"], image.output, *deployed_from, settings)
     return evaluated

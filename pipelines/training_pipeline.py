@@ -64,7 +64,19 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
         serving_base_image: str = "docker.io/library/python:3.11-slim",
         build_image: bool = True,
         push_image: bool = True,
+        deploy_target: str = "kserve",
+        deploy_namespace: str = "",
     ):
+        """The pipeline's parameters for the deploy step (the others are described in the README's Pipelines section).
+
+        Args:
+            deploy_target: where a promoted model is deployed and verified: ``kserve`` (an InferenceService) or
+                ``deployment`` (a Deployment, Service and HorizontalPodAutoscaler), both in ``deploy_namespace``;
+                or ``local`` (``bentoml serve`` on the machine running the step: what ``kfp.local`` and
+                ``make run`` use).
+            deploy_namespace: the namespace the cluster targets deploy to (staging); "" deploys nothing to a
+                cluster. Target ``local`` takes none.
+        """
         values = dict(locals())
         checked = check_first(values, settings)
         pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings, checked)
@@ -80,7 +92,10 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
             "build_image": build_image,
             "push_image": push_image,
         }
-        evaluate_and_gate(trained.outputs["model"], pulled.outputs["dataset"], accuracy_threshold, packaging, settings)
+        deployment = {"target": deploy_target, "namespace": deploy_namespace}
+        evaluate_and_gate(
+            trained.outputs["model"], pulled.outputs["dataset"], accuracy_threshold, packaging, settings, deployment
+        )
 
     return training_pipeline
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from components.containerize.buildah import validate_image
+from components.deploy.inputs import check_deploy_place
 from components.evaluate.gate import validate_threshold
 from components.pytorchjob_train.manifest import PyTorchJobConfig
 from components.pytorchjob_train.step import LAUNCHERS, check_command, script_hyperparameters
@@ -48,6 +49,8 @@ def check_values(values: Mapping[str, Any]) -> None:
         validate_image(values["image_repository"] + ":tag", "image_repository")
     if values.get("build_image", True) and values.get("image_repository") and values.get("serving_base_image"):
         validate_image(values["serving_base_image"], "serving_base_image")
+    if "deploy_target" in values:
+        check_deploy_place(values)
     if "launcher" in values:  # the distributed pipeline: the PyTorchJob's replicas
         if values["launcher"] not in LAUNCHERS:
             raise ValueError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {values['launcher']!r}")

@@ -40,6 +40,9 @@ def check_arguments(
     image_repository: str = "",
     serving_base_image: str = "",
     build_image: bool = True,
+    push_image: bool = True,
+    deploy_target: str = "kserve",
+    deploy_namespace: str = "",
     distributed: bool = False,
     launcher: str = "kubeflow",
     num_workers: int = 1,
@@ -57,6 +60,9 @@ def check_arguments(
         accuracy_threshold: the promotion gate's threshold, in [0, 1].
         gpus, accelerator_type, node_selector, tolerations: where training runs.
         image_repository, serving_base_image, build_image: the serving image (checked when one is built).
+        push_image: whether the image is pushed (a cluster deployment pulls it).
+        deploy_target, deploy_namespace: where a promoted model is deployed: a known target; a namespace only
+            for the cluster targets, which need the image built and pushed.
         distributed: true in the distributed pipeline, whose PyTorchJob settings follow
             (launcher, num_workers, nproc_per_node, cpu, memory, shm_size, command,
             script_hyperparameters).
