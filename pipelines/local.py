@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from components.deploy.local_target import STATE_DIR_ENV as LOCAL_DEPLOY_DIR_ENV
 from pipelines.arguments import check_arguments
 from pipelines.compile import compile_all
 from pipelines.demo_data import prepare_digits_repo
@@ -98,8 +99,10 @@ def run_local(arguments: dict, pipeline_root: Path, distributed: bool = False) -
     """
     from kfp import local
 
-    # Bentos built by the run go to a store of the run's own, not ~/bentoml (`make serve` reads it).
+    # Bentos built by the run go to a store of the run's own, not ~/bentoml.
     os.environ.setdefault("BENTOML_HOME", str((pipeline_root.parent / "bentoml").resolve()))
+    # What the deploy step (target local) deploys and `make serve` serves lives beside it.
+    os.environ.setdefault(LOCAL_DEPLOY_DIR_ENV, str((pipeline_root.parent / "deploy").resolve()))
     os.environ.setdefault("DO_NOT_TRACK", "true")
     pipeline = distributed_training_pipeline if distributed else training_pipeline
     if distributed:
@@ -182,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         # 8x8 digits are neither flip-invariant nor croppable: a random crop of a few pixels loses the digit.
         "augment": False,
         "push_image": False,
+        "deploy_target": "local",  # served, verified and stopped; `make serve` serves it again
     }
     if args.distributed:
         arguments |= {"num_workers": args.processes, "launcher": "local"}
