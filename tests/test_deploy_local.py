@@ -170,3 +170,21 @@ def test_a_drifted_preprocessing_fails_the_verification_and_rolls_back(run_deplo
     assert result["previous_image"] == good["bento_tag"] and "failed verification" in result["cause"]
     assert result["verification"]["passed"] is False and result["verification"]["agreed"] < 64
     assert deployed(state)["bento"] == good["bento_tag"] and deployed(state)["verified"] is True
+
+
+def test_make_run_ends_with_the_promoted_model_deployed_locally_and_verified(tmp_path, monkeypatch, capsys):
+    from pipelines.local import main
+
+    monkeypatch.delenv(STATE_DIR_ENV, raising=False)  # make run puts it beside the run
+    monkeypatch.delenv("BENTOML_HOME", raising=False)
+    assert main(["--workdir", str(tmp_path), "--epochs", "4", "--compile-dir", str(tmp_path / "compiled")]) == 0
+    assert "deploy success in" in capsys.readouterr().out
+    record = deployed(tmp_path / "deploy")
+    assert record["verified"] is True and record["verification"]["agreed"] == record["verification"]["images"] == 64
+    (output,) = (tmp_path / "pipeline-root").glob("pytorch-training-*/deploy/deployment/deployment.json")
+    result = json.loads(output.read_text())
+    assert result["image"] == record["bento"] and result["url"] == "http://127.0.0.1:3000"
+    bento = json.loads(
+        next((tmp_path / "pipeline-root").glob("pytorch-training-*/build-bento/bento/bento.json")).read_text()
+    )
+    assert record["bento"] == bento["bento_tag"] and record["model_tag"] == bento["model_tag"]
