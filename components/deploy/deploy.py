@@ -28,7 +28,13 @@ from components.deploy.target import Applied, CanaryTarget, DeployRequest, Revis
 
 
 class DeployFailed(RuntimeError):
-    """The step failed; the message names the cause and what became of the service (rolled back, removed, kept)."""
+    """The step failed; the message names the cause and what became of the service (rolled back, removed, kept).
+    ``result``, when the request got as far as being applied, is what the step's outputs record (``rolled_back``,
+    the manifests sent, the verification that failed)."""
+
+    def __init__(self, message: str, result: DeployResult | None = None):
+        super().__init__(message)
+        self.result = result
 
 
 class VerificationLike(Protocol):
@@ -82,14 +88,19 @@ def run_deploy(
             f"{what}: applied {request.image or request.bento}; waiting for the rollout (up to {deadline_seconds:g} s)"
         )
     cause, url, verification = _roll_out_and_verify(target, applied, verify, deadline_seconds, echo)
+    previous_image = previous.image if previous else ""
     if cause is None:
         echo(f"{what}: serving {request.image or request.bento} at {url}; verified: {verification.summary()}")
-        return DeployResult(url, request.image, previous.image if previous else "", applied.changed, False,
-                            verification, applied.manifests)  # fmt: skip
+        return DeployResult(url, request.image, previous_image, applied.changed, False, verification,
+                            applied.manifests)  # fmt: skip
     if not applied.changed:
         raise DeployFailed(f"{what}: {cause}. Nothing was changed (it already served this image), so there is "
-                           "nothing to roll back to")  # fmt: skip
-    raise DeployFailed(_undo(target, applied, cause, keep_failed, deadline_seconds, echo))
+                           "nothing to roll back to",
+                           DeployResult(url, request.image, previous_image, False, False, verification,
+                                        applied.manifests))  # fmt: skip
+    message, rolled_back = _undo(target, applied, cause, keep_failed, deadline_seconds, echo)
+    raise DeployFailed(message, DeployResult("", request.image, previous_image, True, rolled_back, verification,
+                                             applied.manifests))  # fmt: skip
 
 
 def run_promotion(
@@ -180,8 +191,8 @@ def _undo(
     keep_failed: bool,
     deadline_seconds: float,
     echo: Callable[[str], None],
-) -> str:
-    """Return to what served before (or remove a first deployment); the failure's message."""
+) -> tuple[str, bool]:
+    """Return to what served before (or remove a first deployment): (the failure's message, rolled back)."""
     request, previous = applied.request, applied.previous
     what, new = _what(request), request.image or request.bento
     if previous is not None:
@@ -189,16 +200,17 @@ def _undo(
         try:
             target.rollback(previous, time.monotonic() + deadline_seconds)
         except Exception as error:
-            return (f"{what}: {new} {cause}. The rollback to {previous.image} failed too: {error}")  # fmt: skip
-        return f"{what}: {new} {cause}. Rolled back to {previous.image} ({previous.name}), which is healthy again"
+            return f"{what}: {new} {cause}. The rollback to {previous.image} failed too: {error}", False
+        return (f"{what}: {new} {cause}. Rolled back to {previous.image} ({previous.name}), which is healthy "
+                "again", True)  # fmt: skip
     if keep_failed:
-        return f"{what}: {new} {cause}. It was the first deployment; kept for debugging (keep_failed=true)"
+        return f"{what}: {new} {cause}. It was the first deployment; kept for debugging (keep_failed=true)", False
     echo(f"{what}: {new} {cause}; removing the first deployment")
     try:
         target.remove()
     except Exception as error:
-        return f"{what}: {new} {cause}. It was the first deployment, and removing it failed: {error}"
-    return f"{what}: {new} {cause}. It was the first deployment and was removed (keep_failed=true keeps it)"
+        return f"{what}: {new} {cause}. It was the first deployment, and removing it failed: {error}", False
+    return f"{what}: {new} {cause}. It was the first deployment and was removed (keep_failed=true keeps it)", False
 
 
 def _what(request: DeployRequest) -> str:

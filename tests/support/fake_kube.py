@@ -6,7 +6,8 @@ Python client calls them:
 
 - every controller's resource, namespaced, under ``/apis/<group>/<version>/...`` (``/api/v1/...`` for the core
   group): create (the controller's admission rules first: 422), get, list (label selectors), delete, and patch
-  (handed to the controller). A name stays taken (409 AlreadyExists) while its object is being deleted. DELETE
+  (handed to the controller; an apply body's name and namespace must match the URL's: 400). A name stays taken
+  (409 AlreadyExists) while its object is being deleted. DELETE
   honours ``propagationPolicy`` as the API server reads DeleteOptions (from the body when there is one, else from
   the query): ``Foreground`` keeps the object, with ``metadata.deletionTimestamp`` and the ``foregroundDeletion``
   finalizer, until its pods have terminated (``deletion_seconds``), then 404; ``Background`` (the default)
@@ -14,7 +15,8 @@ Python client calls them:
 - pods: those every controller's objects have, listed by label selector (equality, inequality, set-based and
   existence requirements; 400 for one that does not parse).
 - a pod's log: ``container`` (400 when the pod has several containers and none is named, as the real API says
-  it), ``timestamps`` (RFC 3339 with nanoseconds, trailing zeros trimmed, as the kubelet writes them) and
+  it), ``tailLines``, ``previous`` (400 when the container has no terminated run), ``timestamps`` (RFC 3339 with
+  nanoseconds, trailing zeros trimmed, as the kubelet writes them) and
   ``follow`` (a chunked stream that ends when the container ends, or earlier when ``log_stream_seconds`` is
   set: a log rotation or a proxy's timeout ends real streams while the job runs on).
 - events (core v1): those recorded with ``record_event`` and those controllers derive, listed with field
@@ -991,6 +993,17 @@ def _handler(server: FakeKube) -> type[BaseHTTPRequestHandler]:
             media_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
             if media_type not in controller.patch_types:
                 return 415, status_body(415, unsupported_patch_message(controller.patch_types))
+            if isinstance(body, dict) and isinstance(body.get("metadata"), dict):  # an apply names its object
+                metadata = body["metadata"]
+                if metadata.setdefault("namespace", match["ns"]) != match["ns"]:
+                    message = "the namespace of the provided object does not match the namespace sent on the request"
+                    return 400, status_body(400, message)
+                if metadata.get("name", match["name"]) != match["name"]:
+                    message = (
+                        f"the name of the object ({metadata['name']}) does not match the name on the URL "
+                        f"({match['name']})"
+                    )
+                    return 400, status_body(400, message)
             now = time.monotonic()
             with server.lock:
                 obj = controller.existing(match["ns"], match["name"], now)
@@ -1020,9 +1033,16 @@ def _handler(server: FakeKube) -> type[BaseHTTPRequestHandler]:
                 message = f'container "{container}" in pod "{pod_name}" is waiting to start: {waiting}'
                 return 400, status_body(400, message)
             try:
-                timestamps, follow = (_query_bool(query, name) for name in ("timestamps", "follow"))
+                flags = ("timestamps", "follow", "previous")
+                timestamps, follow, previous = (_query_bool(query, name) for name in flags)
+                tail = int(query["tailLines"][0]) if "tailLines" in query else None
             except ValueError as error:
                 return 400, status_body(400, str(error))
+            if previous:  # the kubelet keeps the log of a container's last terminated run
+                statuses = {s["name"]: s for s in pod["status"].get("containerStatuses", [])}
+                if not (statuses.get(container, {}).get("lastState") or {}).get("terminated"):
+                    message = f'previous terminated container "{container}" in pod "{pod_name}" not found'
+                    return 400, status_body(400, message)
 
             def lines() -> list[tuple[float, str]]:
                 """What the container wrote, up to its end."""
@@ -1034,7 +1054,9 @@ def _handler(server: FakeKube) -> type[BaseHTTPRequestHandler]:
                 return (f"{obj.stamp(after, nanos=True)} {text}\n" if timestamps else f"{text}\n").encode()
 
             if not follow:
-                body = b"".join(render(a, t) for a, t in lines() if now - obj.created_at >= a)
+                written = [(a, t) for a, t in lines() if now - obj.created_at >= a]
+                written = written[-tail:] if tail else [] if tail == 0 else written
+                body = b"".join(render(a, t) for a, t in written)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
