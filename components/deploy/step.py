@@ -187,15 +187,13 @@ def deploy(
         if record_verification is not None and result.verification is not None:
             record_verification(result.verification.to_dict())
     except DeployFailed as failure:
-        now = target.current()
-        rolled_back = (
-            previous is not None and previous.image != identity and now is not None and now.image == previous.image
-        )
-        if fail_on_rollback or not rolled_back:
+        if fail_on_rollback or not _rolled_back(failure, target, previous, identity):
             raise
         cause = str(failure)
         echo(f"the deployment was rolled back; the step goes on (fail_on_rollback=false): {cause}")
-        result = DeployResult("", identity, previous.image, True, True, verifications[-1] if verifications else None)
+        manifests = failure.result.manifests if failure.result is not None else ()
+        verification = verifications[-1] if verifications else None
+        result = DeployResult("", identity, previous.image, True, True, verification, manifests, request.canary)
     finally:
         close = getattr(target, "close", None)
         if close is not None:
@@ -205,6 +203,14 @@ def deploy(
     record = _record(request, archive, result, verified_with, registered, cause, promote)
     _write_output(output_dir, record, result.manifests, verified_with.held_out)
     return StepOutcome(record["url"], record["image"], record["previous_image"], record["rolled_back"], record)
+
+
+def _rolled_back(failure: DeployFailed, target: Target, previous, identity: str) -> bool:
+    """Whether the failed deployment left the previous revision serving (a rollback, or a canary removed)."""
+    if failure.result is not None:
+        return failure.result.rolled_back
+    now = target.current()
+    return previous is not None and previous.image != identity and now is not None and now.image == previous.image
 
 
 def _tell_registry(
