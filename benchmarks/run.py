@@ -7,6 +7,7 @@ from pathlib import Path
 
 from benchmarks import (
     ddp_scaling,
+    deploy_overhead,
     dvc_pull_memory,
     dvc_pull_speed,
     input_pipeline,
@@ -97,6 +98,8 @@ def main() -> None:
     print(f"  launch to first step    {ddp['seconds_to_first_step_2']:10.2f} s (2 processes)")
 
     serving.report(serving.run(dataset_dir))
+
+    deploy_overhead.report(deploy_overhead.run(WORKDIR))
 
     pulls = dvc_pull_speed.run(Path(repo.repo_url))
     print("dvc_pull from gs:// (fake-gcs-server on 127.0.0.1) against a plain 4-thread google-cloud-storage download")
