@@ -209,3 +209,41 @@ def test_bad_deploy_settings_fail_at_compile_time_naming_them(text, message):
 def test_the_deploy_step_has_its_own_defaults():
     own = DEFAULT_STEPS["deploy"]
     assert own.retries == 0 and own.caching is False and own.timeout_seconds >= 600
+
+
+@pytest.fixture
+def fake_kfp(monkeypatch, tmp_path):
+    import kfp
+
+    from pipelines import kfp_client
+    from tests.support.fake_kfp import FakeKfp
+
+    for name in ("KFP_HOST", "KFP_NAMESPACE", "KFP_TOKEN", "KFP_TOKEN_FILE", "KF_PIPELINES_SA_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(kfp_client, "DEFAULT_SA_TOKEN_PATH", str(tmp_path / "no-such-token"))
+    monkeypatch.setattr(kfp.Client, "_LOCAL_KFP_CONTEXT", str(tmp_path / "no-kfp-config" / "context.json"))
+    monkeypatch.setattr(kfp.Client, "_NAMESPACE_PATH", str(tmp_path / "no-pod-namespace"))
+    with FakeKfp() as server:
+        monkeypatch.setenv("KFP_HOST", server.url)
+        yield server
+    assert server.violations == []
+
+
+def test_promote_pipeline_is_run_and_scheduled_from_the_command_line(fake_kfp, tmp_path, capsys):
+    from pipelines.cli import main
+
+    compile_all(tmp_path)
+    path = str(tmp_path / "promote_pipeline.yaml")
+    given = ["--param", "namespace=prod"]
+    given += ["--param", "verified_deployment=minio://mlpipeline/v2/artifacts/run-1/deploy/deployment"]
+    tagged = [*given, "--param", "image=registry.example.com/ml/image-classifier:v3"]
+    given += ["--param", f"image={IMAGE}"]
+    assert main(["upload", path]) == 0
+    assert main(["run", path, *given, "--param", "canary_percent=25"]) == 0
+    (run,) = fake_kfp.runs.values()
+    assert run["runtime_config"]["parameters"]["canary_percent"] == 25
+    assert main(["schedule", "create", path, "--name", "weekly-promotion", "--cron", "0 6 * * 1", *given]) == 0
+    # A tag instead of a digest is refused before anything is sent.
+    assert main(["run", path, *tagged]) == 2
+    assert "is not pinned by digest" in capsys.readouterr().err
+    assert len(fake_kfp.runs) == 1
