@@ -247,3 +247,21 @@ def test_promote_pipeline_is_run_and_scheduled_from_the_command_line(fake_kfp, t
     assert main(["run", path, *tagged]) == 2
     assert "is not pinned by digest" in capsys.readouterr().err
     assert len(fake_kfp.runs) == 1
+
+
+def test_the_step_refuses_a_held_back_model_and_local_with_a_namespace_or_a_canary(tmp_path):
+    from components.common.kube.values import InvalidValue
+    from components.deploy.inputs import NotPromoted, deploy_request, refuse_unpromoted
+
+    refuse_unpromoted({"promote": True, "reason": "accuracy 0.97 >= 0.95"})
+    refuse_unpromoted(None)  # not connected: nothing to check
+    with pytest.raises(NotPromoted, match=r"evaluate did not promote this model \(accuracy 0.41 < 0.95\)"):
+        refuse_unpromoted({"promote": False, "reason": "accuracy 0.41 < 0.95"})
+    bento = str(tmp_path / "image-classifier.bento")
+    with pytest.raises(InvalidValue, match=r"target local serves on this machine and takes no namespace, got 'prod'"):
+        deploy_request("local", "image-classifier", namespace="prod", bento=bento)
+    for extra in ({"canary_percent": 10}, {"promote": True}):
+        with pytest.raises(InvalidValue, match=r"canaries and their promotion need a cluster target"):
+            deploy_request("local", "image-classifier", bento=bento, **extra)
+    request = deploy_request("deployment", "image-classifier", "staging", IMAGE, model_tag="image-classifier:m1")
+    assert request.canary_percent is None and request.labels["kfp-torch-lifecycle/model-tag"] == "image-classifier.m1"
