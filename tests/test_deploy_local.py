@@ -114,6 +114,14 @@ def test_a_deploy_serves_the_bento_verifies_it_and_stops_and_make_serve_serves_i
     assert verification["answered_200"] == 64 and verification["p50_ms"] > 0 and verification["p99_ms"] > 0
     assert verification["served_accuracy"] == verification["evaluated_accuracy"]
     assert result["model_tag"] == good["model_tag"] and result["labels"]["kfp-torch-lifecycle/model-tag"]
+    # The artifact's metadata, what the report step reads.
+    executor_output = json.loads((result["dir"].parent / "executor_output.json").read_text())
+    (artifact,) = executor_output["artifacts"]["deployment"]["artifacts"]
+    metadata = artifact["metadata"]
+    assert (metadata["url"], metadata["image"], metadata["rolled_back"]) == (result["url"], good["bento_tag"], False)
+    assert metadata["model_tag"] == good["model_tag"]
+    assert metadata["verification"]["images"] == metadata["verification"]["agreed"] == 64
+    assert metadata["verification"]["p50_ms"] == verification["p50_ms"] and metadata["verification"]["p99_ms"] > 0
     (manifest,) = yaml.safe_load_all((result["dir"] / "manifests.yaml").read_text())
     assert manifest["bento"] == good["bento_tag"] and manifest["target"] == "local"
     assert len(list((result["dir"] / "held_out" / "images").rglob("*.png"))) == 64

@@ -55,9 +55,12 @@ def deploy(
     Args:
         deployment: the output: ``deployment.json`` (``url``, ``image``, ``previous_image``, ``rolled_back``,
             ``changed``, ``verification`` with ``images``, ``agreed``, ``answered_200``, ``served_accuracy``,
-            ``evaluated_accuracy``, ``p50_ms``, ``p99_ms``), ``manifests.yaml`` (what was applied) and
-            ``held_out/`` (the images verified with, and evaluate's answers: what ``promote_pipeline`` verifies
-            the canary with).
+            ``evaluated_accuracy``, ``p50_ms``, ``p99_ms``, the disagreements), ``manifests.yaml`` (what was
+            applied) and ``held_out/`` (the images verified with, and evaluate's answers: what
+            ``promote_pipeline`` verifies the canary with). Metadata (what the report reads): ``url``,
+            ``image``, ``previous_image``, ``rolled_back``, ``changed``, ``model_tag``, ``target`` and
+            ``verification`` (``images``, ``agreed``, ``answered_200``, ``served_accuracy``,
+            ``evaluated_accuracy``, ``p50_ms``, ``p99_ms``, ``passed``).
         target: ``kserve`` (a KServe InferenceService), ``deployment`` (a Deployment, a Service and a
             HorizontalPodAutoscaler) or ``local`` (``bentoml serve`` on this machine, stopped after the
             verification; ``make serve`` serves what was deployed).
@@ -167,16 +170,13 @@ def deploy(
         keep_failed=keep_failed,
         fail_on_rollback=fail_on_rollback,
     )
-    verification = outcome.record["verification"] or {}
-    deployment.metadata.update(
+    record = outcome.record
+    verification = record["verification"] or {}
+    deployment.metadata.update(  # what the report and the Kubeflow UI read; deployment.json holds it all
         {
-            "url": outcome.url,
-            "image": outcome.image,
-            "previous_image": outcome.previous_image,
-            "rolled_back": outcome.rolled_back,
-            "changed": outcome.record["changed"],
+            **{key: record[key] for key in ("url", "image", "previous_image", "rolled_back", "changed", "model_tag")},
             "target": target,
-            **{f"verification_{key}": value for key, value in verification.items() if key in FIGURES},
+            "verification": {key: value for key, value in verification.items() if key in FIGURES},
         }
     )
     outputs = namedtuple("DeployOutputs", ["url", "image", "previous_image", "rolled_back"])
