@@ -21,9 +21,10 @@ $(STAMP): setup.cfg pyproject.toml
 run: install
 	$(VENV)/bin/kfp-torch local $(ARGS)
 
-# Serve the bento that the last `make run` built (http://127.0.0.1:3000).
+# Serve the bento that the last `make run` deployed and verified (http://127.0.0.1:3000); after a failed deploy,
+# the one before it.
 serve: install
-	BENTOML_HOME=$(CURDIR)/.local/bentoml DO_NOT_TRACK=true $(VENV)/bin/bentoml serve image-classifier:latest --host 127.0.0.1 --port 3000
+	$(PY) -m components.deploy.local_target serve --state-dir $(CURDIR)/.local/deploy
 
 test: install
 	$(PY) -m pytest -q

@@ -8,6 +8,7 @@ from pathlib import Path
 from benchmarks import (
     cli_refusal,
     ddp_scaling,
+    deploy_overhead,
     distributed_kinds,
     dvc_pull_memory,
     dvc_pull_speed,
@@ -101,6 +102,8 @@ def main() -> None:
     distributed_kinds.report(distributed_kinds.run(dataset_dir))
 
     serving.report(serving.run(dataset_dir))
+
+    deploy_overhead.report(deploy_overhead.run(WORKDIR))
 
     pulls = dvc_pull_speed.run(Path(repo.repo_url))
     print("dvc_pull from gs:// (fake-gcs-server on 127.0.0.1) against a plain 4-thread google-cloud-storage download")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.check_arguments.checks import check_values
+from components.deploy.inputs import check_promotion
 from components.dvc_pull.checks import validate_inputs
 
 
@@ -19,6 +20,9 @@ def check_arguments(pipeline, arguments: dict[str, Any]) -> None:
     if unknown:
         raise ValueError(f"unknown argument(s) {', '.join(unknown)}; the pipeline takes {', '.join(sorted(inputs))}")
     values = {name: spec.default for name, spec in inputs.items()} | arguments
+    if "verified_deployment" in inputs:  # the promote pipeline
+        check_promotion(values)
+        return
     if values.get("repo_url") is None:
         raise ValueError("repo_url is required: the git repository that tracks the data with DVC")
     validate_inputs(

@@ -19,16 +19,19 @@ from kfp.dsl.python_component import PythonComponent
 
 from pipelines.distributed_training_pipeline import build_distributed_training_pipeline, distributed_training_pipeline
 from pipelines.kubernetes_settings import ClusterSettings, load_settings
+from pipelines.promote_pipeline import build_promote_pipeline, promote_pipeline
 from pipelines.training_pipeline import build_training_pipeline, training_pipeline
 
 # The pipelines with default settings, by file name; BUILDERS make them with other settings.
 PIPELINES = {
     "training_pipeline": training_pipeline,
     "distributed_training_pipeline": distributed_training_pipeline,
+    "promote_pipeline": promote_pipeline,
 }
 BUILDERS = {
     "training_pipeline": build_training_pipeline,
     "distributed_training_pipeline": build_distributed_training_pipeline,
+    "promote_pipeline": build_promote_pipeline,
 }
 DEFAULT_OUTPUT_DIR = Path("build/pipelines")
 DEFAULT_COMPONENTS_DIR = Path("build/components")

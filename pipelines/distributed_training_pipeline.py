@@ -79,6 +79,8 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
         serving_base_image: str = "docker.io/library/python:3.11-slim",
         build_image: bool = True,
         push_image: bool = True,
+        deploy_target: str = "kserve",
+        deploy_namespace: str = "",
     ):
         """Pull the data, train it distributed on the cluster's kind of job, evaluate against production, gate,
         register, package and report.
@@ -143,6 +145,12 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
                 registry says serves; the default where the cluster has a registry: a first model, with none in
                 production yet, is compared with nothing and says so), ``none``, or a model's URI (``gs://``,
                 ``s3://``, ``minio://`` or an absolute path to a model directory this library wrote).
+            deploy_target: where a promoted model is deployed and verified: ``kserve`` (an InferenceService) or
+                ``deployment`` (a Deployment, Service and HorizontalPodAutoscaler), both in ``deploy_namespace``;
+                or ``local`` (``bentoml serve`` on the machine running the step: what ``kfp.local`` and
+                ``make run`` use).
+            deploy_namespace: the namespace the cluster targets deploy to (staging); "" deploys nothing to a
+                cluster. Target ``local`` takes none.
         """
         checked = check_first(dict(locals()), settings, distributed=True)
         pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings, checked)
@@ -215,6 +223,7 @@ def build_distributed_training_pipeline(settings: ClusterSettings | None = None)
             accuracy_threshold,
             packaging,
             settings,
+            {"target": deploy_target, "namespace": deploy_namespace},
         )
 
     return distributed_training_pipeline

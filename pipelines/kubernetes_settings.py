@@ -39,6 +39,7 @@ from components.register.settings import (
     RegistrySettingsError,
 )
 from components.trainjob_train.manifest import DEFAULT_RUNTIME, RUNTIME_KINDS, TRAINER_RELEASES
+from pipelines.deploy_settings import DeploySettings, DeploySettingsError
 
 STEPS = (
     "check-arguments",
@@ -52,6 +53,7 @@ STEPS = (
     "build-bento",
     "containerize",
     "report",
+    "deploy",
 )
 # The distributed training step's earlier name, still accepted in settings files written for it.
 STEP_ALIASES = {"pytorchjob-train": "distributed-train"}
@@ -62,16 +64,18 @@ GCS_STEPS = ("dvc-pull", "distributed-train", "find-baseline")
 # distributed step reads the model its job's pods wrote, and they read the dataset and write the model;
 # find-baseline copies the production model from the URI the registry holds.
 ARTIFACT_STORE_STEPS = ("distributed-train", "find-baseline")
-# Steps that talk to the model registry: they get its settings as environment variables and its Secret (a
-# deploy step, which marks the version that serves, belongs here too).
-REGISTRY_STEPS = ("find-baseline", "register")
+# Steps that talk to the model registry: they get its settings as environment variables and its Secret (deploy
+# records the image on the registered version and marks the version that serves).
+REGISTRY_STEPS = ("find-baseline", "register", "deploy")
 # Steps whose result must reflect the world as it is now, never a cached one: the branch's commit; the
 # version the registry says serves in production (a cached one would compare with a model that no longer
-# serves; find-baseline's output is a new artifact in every run, so evaluate and the report run anew too).
-UNCACHED_STEPS = ("resolve-revision", "find-baseline")
+# serves; find-baseline's output is a new artifact in every run, so evaluate and the report run anew too); what
+# serves (a cached deploy would skip the deployment it stands for).
+UNCACHED_STEPS = ("resolve-revision", "find-baseline", "deploy")
 UNCACHED_BECAUSE = {
     "resolve-revision": "a cached resolve-revision would serve an old commit after the branch moved",
     "find-baseline": "a cached find-baseline would compare with a version that may no longer serve in production",
+    "deploy": "a cached deploy would skip the deployment it stands for",
 }
 DURATION_UNITS = ("s", "m", "h")
 
@@ -117,6 +121,9 @@ DEFAULT_STEPS = {
     "containerize": StepSettings("2", "4", "4Gi", "8Gi", timeout_seconds=7200),
     # Draws the pictures with Pillow from evaluate's comparison and worst images: small and quick.
     "report": StepSettings("250m", "1", "512Mi", "1Gi", timeout_seconds=900),
+    # Talks to the cluster and sends the verification images (target local: serves the bento itself). Never
+    # retried by KFP: a failed deployment was rolled back, and trying the same again would fail the same way.
+    "deploy": StepSettings("250m", "1", "512Mi", "2Gi", timeout_seconds=3600, caching=False),
 }
 
 
@@ -200,6 +207,8 @@ class ClusterSettings:
     trainer_release: str = TRAINER_RELEASES[0]
     trainjob_runtime: str = DEFAULT_RUNTIME
     trainjob_runtime_kind: str = RUNTIME_KINDS[0]
+    # The deploy step's serving pods: ServiceAccount, image pull Secret names, KServe version and mode, capacity.
+    deploy: DeploySettings = field(default_factory=DeploySettings)
 
     @property
     def gcs_credentials_path(self) -> str:
@@ -308,6 +317,10 @@ class ClusterSettings:
         if "/" in self.gcs_credentials_key or not self.gcs_credentials_key:
             raise SettingsError(f"gcs_credentials_key must be a key of the Secret, got {self.gcs_credentials_key!r}")
         self._validate_model_registry()
+        try:
+            self.deploy.validate()
+        except DeploySettingsError as error:
+            raise SettingsError(str(error)) from None
 
     def _validate_model_registry(self) -> None:
         if self.model_registry not in REGISTRIES:
@@ -384,7 +397,12 @@ def settings_from_dict(data: dict[str, Any]) -> ClusterSettings:
             bad = sorted(set(overrides) - step_fields) if isinstance(overrides, dict) else overrides
             raise SettingsError(f"steps.{step}: unknown setting(s) {bad}; valid: {', '.join(sorted(step_fields))}")
         steps[step] = dataclasses.replace(steps[step], **overrides)
-    settings = ClusterSettings(**{**{k: v for k, v in data.items() if k != "steps"}, "steps": steps})
+    try:
+        deploy = DeploySettings.from_dict(data.get("deploy") or {})
+    except (DeploySettingsError, TypeError) as error:
+        raise SettingsError(str(error)) from None
+    rest = {k: v for k, v in data.items() if k not in ("steps", "deploy")}
+    settings = ClusterSettings(**rest, steps=steps, deploy=deploy)
     settings.validate()
     return settings
 

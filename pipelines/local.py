@@ -37,6 +37,7 @@ from kfp.dsl.types.type_utils import get_parameter_type_name
 from components.check_arguments.checks import TRAIN_STEP_PLACEMENT
 from components.common.dataset import SplitRule, index_dataset
 from components.common.storage import is_remote
+from components.deploy.local_target import STATE_DIR_ENV as LOCAL_DEPLOY_DIR_ENV
 from pipelines.arguments import check_arguments
 from pipelines.compile import compile_all
 from pipelines.data_check import check_dataset_directory
@@ -59,7 +60,9 @@ CONTEXT_LINES_SHOWN = 10  # a failed step's last lines before its traceback
 
 # Pipeline inputs without a flag: kfp.local ignores a step's placement, and --image sets the packaging.
 PACKAGING_INPUTS = ("image_repository", "serving_base_image", "build_image", "push_image")
-NOT_LOCAL = (*TRAIN_STEP_PLACEMENT, *PACKAGING_INPUTS)
+# A local run deploys with target local: served, verified and stopped; `make serve` serves it again.
+DEPLOY_INPUTS = ("deploy_target", "deploy_namespace")
+NOT_LOCAL = (*TRAIN_STEP_PLACEMENT, *PACKAGING_INPUTS, *DEPLOY_INPUTS)
 # Where the data is; --data DIR and the demo set all but dvc_jobs themselves.
 REPOSITORY_INPUTS = ("repo_url", "rev", "data_path", "dvc_remote", "dvc_remote_config")
 DATA_INPUTS = (*REPOSITORY_INPUTS, "dvc_jobs")
@@ -212,6 +215,7 @@ def plan(args: argparse.Namespace) -> LocalRun:
         )
     arguments = ({} if repo_given or args.data is not None else dict(DEMO_ARGUMENTS)) | given
     arguments["push_image"] = False  # a local run has no registry to push to
+    arguments["deploy_target"] = "local"
     if repo_given and not is_remote(arguments["repo_url"]) and Path(arguments["repo_url"]).expanduser().is_dir():
         arguments["repo_url"] = str(Path(arguments["repo_url"]).expanduser().resolve())
     baseline = arguments.get("baseline", "")
@@ -371,8 +375,10 @@ def run_local(arguments: dict, pipeline_root: Path, distributed: bool = False) -
     """
     from kfp import local
 
-    # Bentos built by the run go to a store of the run's own, not ~/bentoml (`make serve` reads it).
+    # Bentos built by the run go to a store of the run's own, not ~/bentoml.
     os.environ.setdefault("BENTOML_HOME", str((pipeline_root.parent / "bentoml").resolve()))
+    # What the deploy step (target local) deploys and `make serve` serves lives beside it.
+    os.environ.setdefault(LOCAL_DEPLOY_DIR_ENV, str((pipeline_root.parent / "deploy").resolve()))
     os.environ.setdefault("DO_NOT_TRACK", "true")
     pipeline = distributed_training_pipeline if distributed else training_pipeline
     if distributed:
@@ -463,16 +469,17 @@ def _value(value, table: bool = False) -> str:
 
 
 def next_step(run_dir: Path, example: Path | None = None) -> str:
-    """What to do with the result: serve the bento the run built (and send it ``example``), or why there is none."""
+    """What to do with the result: serve the bento the run deployed (and send it ``example``), or why there is
+    none."""
     outputs = executor_outputs(run_dir)
     bento = outputs.get("build-bento", {}).get("artifacts", {}).get("bento", {}).get("artifacts", [{}])[0]
     tag = bento.get("metadata", {}).get("bento_tag")
     if tag:
-        home = Path(os.environ.get("BENTOML_HOME", Path.home() / "bentoml")).resolve()
-        if home == (Path.cwd() / DEFAULT_WORKDIR / "bentoml").resolve():
+        deployed = Path(os.environ.get(LOCAL_DEPLOY_DIR_ENV, DEFAULT_WORKDIR / "deploy")).resolve()
+        if deployed == (Path.cwd() / DEFAULT_WORKDIR / "deploy").resolve():
             command = "make serve"
-        else:
-            command = f"BENTOML_HOME={home} bentoml serve {tag} --host 127.0.0.1 --port 3000"
+        else:  # what make serve runs, for another state directory
+            command = f"python -m components.deploy.local_target serve --state-dir {shlex.quote(str(deployed))}"
         if example is not None and example.is_relative_to(Path.cwd()):
             example = example.relative_to(Path.cwd())
         image = shlex.quote(str(example)) if example else "IMAGE"

@@ -14,6 +14,7 @@ from components.register.component import register
 from components.report.component import report
 from components.resolve_revision.component import resolve_revision
 from components.train.config import TrainConfig
+from pipelines.deploy_stages import deploy_then
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
 
 TRAINING_ARGUMENTS = tuple(item.name for item in fields(TrainConfig))
@@ -58,10 +59,11 @@ def find_baseline_first(baseline, settings: ClusterSettings, after) -> dsl.Pipel
 
 
 def evaluate_and_gate(
-    model, dataset, baseline_model, accuracy_threshold, packaging, settings: ClusterSettings
+    model, dataset, baseline_model, accuracy_threshold, packaging, settings: ClusterSettings, deployment: dict
 ) -> dsl.PipelineTask:
     """evaluate on the test split against the baseline; only if it says promote: register the model, build the
-    bento and (when ``packaging["build_image"]`` and an image repository is given) its container image. The
+    bento and (when ``packaging["build_image"]`` and an image repository is given) its container image, and deploy
+    it where ``deployment["target"]`` and ``deployment["namespace"]`` say (``pipelines.deploy_stages``). The
     report comes last on every path, with what that path made (see :func:`write_report`)."""
     evaluated = evaluate(
         model=model, dataset=dataset, accuracy_threshold=accuracy_threshold, baseline_model=baseline_model
@@ -80,12 +82,18 @@ def evaluate_and_gate(
         bento = build_bento(model=model, evaluation=evaluated.outputs["metrics"], base_image=packaging["base_image"])
         configure_step(bento.set_display_name("build bento"), "build-bento", settings)
         made = {**evaluation, "bento": bento.outputs["bento"], "registration": registered.outputs["registered"]}
-        # One branch runs: a task outside a condition cannot take the image built inside it, so each way
-        # through the packaging has its own report.
+        promoted = {"bento": bento.outputs["bento"], "model": model, "dataset": dataset, "evaluated": evaluated}
+        promoted["registered"] = registered.outputs["registered"]
+
+        def report_made(extra: dict) -> None:
+            write_report({**made, **extra}, settings)
+
+        # One branch runs: a task outside a condition cannot take the image built (or the deployment made) inside
+        # it, so each way through the packaging and the deployment has its own report.
         with dsl.If(packaging["build_image"] == False, name="image-build-off"):  # noqa: E712 (KFP condition)
-            write_report(made, settings)
+            deploy_then(report_made, deployment, promoted, settings, branch="-without-image")
         with dsl.Elif(packaging["image_repository"] == "", name="no-image-repository"):
-            write_report(made, settings)
+            deploy_then(report_made, deployment, promoted, settings, branch="-no-repository")
         with dsl.Else(name="image-build"):
             image = containerize(
                 bento=bento.outputs["bento"],
@@ -95,9 +103,7 @@ def evaluate_and_gate(
                 registry_auth_file=settings.registry_auth_file,
             )
             configure_step(image.set_display_name("containerize"), "containerize", settings)
-            # A deploy step goes here, after containerize; its output artifact is the report's `deployment`:
-            # write_report({**made, "image": image.output, "deployment": deployed.outputs[...]}, settings).
-            write_report({**made, "image": image.output}, settings)
+            deploy_then(report_made, deployment, promoted, settings, image=image.output, branch="-with-image")
     with dsl.Else(name="held-back"):
         write_report(evaluation, settings)
     return evaluated

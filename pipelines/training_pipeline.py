@@ -67,6 +67,8 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
         serving_base_image: str = "docker.io/library/python:3.11-slim",
         build_image: bool = True,
         push_image: bool = True,
+        deploy_target: str = "kserve",
+        deploy_namespace: str = "",
     ):
         """The training pipeline's parameters (the others are described in the README's Pipelines section).
 
@@ -75,6 +77,12 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
                 registry says serves; the default where the cluster has a registry: a first model, with none in
                 production yet, is compared with nothing and says so), ``none``, or a model's URI (``gs://``,
                 ``s3://``, ``minio://`` or an absolute path to a model directory this library wrote).
+            deploy_target: where a promoted model is deployed and verified: ``kserve`` (an InferenceService) or
+                ``deployment`` (a Deployment, Service and HorizontalPodAutoscaler), both in ``deploy_namespace``;
+                or ``local`` (``bentoml serve`` on the machine running the step: what ``kfp.local`` and
+                ``make run`` use).
+            deploy_namespace: the namespace the cluster targets deploy to (staging); "" deploys nothing to a
+                cluster. Target ``local`` takes none.
         """
         values = dict(locals())
         checked = check_first(values, settings)
@@ -99,6 +107,7 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
             accuracy_threshold,
             packaging,
             settings,
+            {"target": deploy_target, "namespace": deploy_namespace},
         )
 
     return training_pipeline

@@ -107,3 +107,26 @@ def kfp_minio(s3, monkeypatch, tmp_path, no_ambient_aws_credentials):
     monkeypatch.setenv(S3_ENDPOINT_ENV, s3.url)
     monkeypatch.setenv(S3_CREDENTIALS_DIR_ENV, str(mount_secret(tmp_path / "secret", s3.access_key, s3.secret_key)))
     return s3
+
+
+@pytest.fixture(scope="session")
+def digits_predictions(trained_models, digits_dir, tmp_path_factory) -> Path:
+    """evaluate's per-image predictions of the session's ``strong`` digits model, made as evaluate makes them."""
+    from components.evaluate.evaluation import prediction_rows, run_model, split_for_model
+    from components.evaluate.predictions import write_predictions
+
+    model_dir = trained_models / "strong"
+    index = split_for_model(digits_dir, model_dir)
+    path = tmp_path_factory.mktemp("evaluated") / "predictions.csv.gz"
+    write_predictions(path, prediction_rows(run_model(model_dir, index), index))
+    return path
+
+
+@pytest.fixture(scope="session")
+def deploy_bentos(trained_models, tmp_path_factory) -> dict[str, dict]:
+    """Bentos of the session's ``strong`` digits model, exported as build_bento exports them (each: its descriptor,
+    with ``dir`` and ``archive``): ``good``; ``drifted``, the same network served with another normalisation in its
+    spec.json (a preprocessing drift); ``broken``, whose ONNX file is damaged, so its service cannot start."""
+    from tests.support.deploy_bentos import build_deploy_bentos
+
+    return build_deploy_bentos(trained_models / "strong", tmp_path_factory.mktemp("deploy-bentos"))

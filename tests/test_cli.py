@@ -81,7 +81,11 @@ def test_compile_twice_is_byte_identical(tmp_path, capsys):
     assert main(compile_argv(tmp_path / "a")) == 0
     assert main(compile_argv(tmp_path / "b")) == 0
     first = sorted((tmp_path / "a").glob("*.yaml"))
-    assert [p.name for p in first] == ["distributed_training_pipeline.yaml", "training_pipeline.yaml"]
+    assert [p.name for p in first] == [
+        "distributed_training_pipeline.yaml",
+        "promote_pipeline.yaml",
+        "training_pipeline.yaml",
+    ]
     for path in first:
         assert path.read_bytes() == (tmp_path / "b" / path.name).read_bytes()
     assert str(tmp_path / "a" / "training_pipeline.yaml") in capsys.readouterr().out
@@ -827,11 +831,12 @@ def test_local_flags_reach_the_pipeline_typed(tmp_path):
         "pretrained_weights": str(weights.resolve()),
         "architecture": "mobilenet_v3_small",
         "push_image": False,
+        "deploy_target": "local",  # served, verified and stopped: make serve serves it again
         "num_workers": 3,
         "launcher": "local",
     }
     # The digits demo turns augmentation off unless asked; --augment alone means true.
-    assert plan(parse_args([])).arguments == {"augment": False, "push_image": False}
+    assert plan(parse_args([])).arguments == {"augment": False, "push_image": False, "deploy_target": "local"}
     assert plan(parse_args(["--augment"])).arguments["augment"] is True
 
 

@@ -84,7 +84,9 @@ def test_every_compiled_pipeline_parses_strictly(default_yaml, cluster_yaml, nam
     for compiled in (default_yaml, cluster_yaml):
         spec, executors = parse_strictly(compiled[name])
         assert spec.pipeline_info.name.startswith("pytorch-")
-        assert set(executors) == set(spec.deployment_spec.fields["executors"].struct_value.fields)
+        deployed = json_format.MessageToDict(spec.deployment_spec)["executors"]
+        # Every step with a pod has its Kubernetes settings; an importer (promote_pipeline's) runs no pod.
+        assert set(executors) == {name for name, executor in deployed.items() if "container" in executor}
 
 
 def test_compiling_twice_gives_identical_bytes(tmp_path, default_yaml):
@@ -203,7 +205,7 @@ def test_default_settings_give_every_step_its_own_resources_retries_timeout_and_
     assert {step for step, own in DEFAULT_STEPS.items() if own.retries} == {"train", "distributed-train"}
     # Never from KFP's cache: the branch's commit, the version in production, a registration in the registry.
     uncached = {step for step, own in DEFAULT_STEPS.items() if not own.caching}
-    assert uncached == {"resolve-revision", "find-baseline", "register"}
+    assert uncached == {"resolve-revision", "find-baseline", "register", "deploy"}
 
 
 def _all_tasks(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, pipeline_spec_pb2.PipelineTaskSpec]:
@@ -231,7 +233,9 @@ def test_cluster_settings_land_exactly_on_the_steps_they_are_for(cluster_yaml):
     assert secrets["exec-containerize"] == ["registry-push"]
     assert secrets["exec-register"] == ["mlflow-credentials"]
     assert sorted(secrets["exec-find-baseline"]) == ["gcs-reader", "mlflow-credentials", "mlpipeline-minio-artifact"]
-    elsewhere = ("exec-dvc-pull", "exec-containerize", "exec-register", "exec-find-baseline")
+    deploys = [name for name in secrets if step_of(name) == "deploy"]
+    assert deploys and all(secrets[name] == ["mlflow-credentials"] for name in deploys)  # it marks what serves
+    elsewhere = ("exec-dvc-pull", "exec-containerize", "exec-register", "exec-find-baseline", *deploys)
     assert all(not names for name, names in secrets.items() if name not in elsewhere)
     assert [m for n, c in executors.items() for m in c.get("pvcMount", []) if n != "exec-dvc-pull"] == []
     assert executors["exec-train"]["emptyDirMounts"][0]["sizeLimit"] == "8Gi"
@@ -248,8 +252,8 @@ def test_cluster_settings_land_exactly_on_the_steps_they_are_for(cluster_yaml):
         "KFP_TORCH_REGISTRY_SERVING_ENVIRONMENT": "production",
         "KFP_TORCH_REGISTRY_EXPERIMENT": "kfp-torch-lifecycle",
     }
-    for step in ("find-baseline", "register"):
-        env = {e["name"]: e["value"] for e in deployment[f"exec-{step}"]["container"]["env"]}
+    for executor in ("exec-find-baseline", "exec-register", *deploys):
+        env = {e["name"]: e["value"] for e in deployment[executor]["container"]["env"]}
         assert {name: value for name, value in env.items() if name.startswith("KFP_TORCH_REGISTRY")} == registry_env
     registry_steps = {
         name
@@ -257,7 +261,7 @@ def test_cluster_settings_land_exactly_on_the_steps_they_are_for(cluster_yaml):
         for e in executor["container"].get("env", [])
         if e["name"] == "KFP_TORCH_REGISTRY"
     }
-    assert registry_steps == {"exec-find-baseline", "exec-register"}
+    assert registry_steps == {"exec-find-baseline", "exec-register", *deploys}
     inputs = spec.root.input_definitions.parameters
     assert inputs["baseline"].default_value.string_value == "production"  # the cluster has a registry
     train = deployment["exec-train"]["container"]["resources"]
@@ -347,6 +351,8 @@ def test_images_are_pinned_to_the_library_version_and_nothing_is_installed_at_st
     for path in default_yaml.values():
         spec, _ = parse_strictly(path)
         for name, executor in json_format.MessageToDict(spec.deployment_spec)["executors"].items():
+            if "importer" in executor:
+                continue  # promote_pipeline's importer: KFP's driver runs it, no image
             container = executor["container"]
             assert container["image"].endswith(f":{__version__}"), name
             assert "pip install" not in " ".join(container["command"] + container.get("args", [])), name
@@ -503,7 +509,7 @@ def test_without_gpus_the_train_step_drops_only_the_gpu_defaults(gpus, node_sele
 
 
 def test_every_step_of_both_pipelines_runs_after_the_argument_check(default_yaml):
-    for name in BUILDERS:
+    for name in ("training_pipeline", "distributed_training_pipeline"):  # promote_pipeline's steps check their own
         spec, _ = parse_strictly(default_yaml[name])
         tasks = spec.root.dag.tasks
         assert list(tasks["resolve-revision"].dependent_tasks) == ["check-arguments"]
@@ -511,7 +517,7 @@ def test_every_step_of_both_pipelines_runs_after_the_argument_check(default_yaml
 
 
 def test_the_baseline_is_found_after_the_argument_check_and_handed_to_evaluate(default_yaml):
-    for name in BUILDERS:
+    for name in ("training_pipeline", "distributed_training_pipeline"):  # promote_pipeline evaluates nothing
         spec, _ = parse_strictly(default_yaml[name])
         tasks = spec.root.dag.tasks
         assert list(tasks["find-baseline"].dependent_tasks) == ["check-arguments"]
@@ -561,24 +567,32 @@ def _paths(spec, component: str, conditions: tuple = ()) -> list[tuple[tuple, li
 
 
 def test_every_way_through_the_gate_ends_in_one_report_with_what_that_way_made(default_yaml):
-    for name in BUILDERS:
+    for name in ("training_pipeline", "distributed_training_pipeline"):
         spec, _ = parse_strictly(default_yaml[name])
         tasks = _all_tasks(spec)
         ways = _paths(spec, "root")
-        assert len(ways) == 4  # held back; promoted without an image (build off, or no repository); image built
+        # held back; promoted without an image (build off, or no repository), each deployed locally or not; an
+        # image built, then deployed locally, to deploy_namespace, or not at all
+        assert len(ways) == 8
         for conditions, ran in ways:
             [report] = [task for task in ran if step_of(task) == "report"]
             inputs = tasks[report].inputs
             promoted = "registered" in str(inputs.artifacts)
-            assert sorted(inputs.artifacts) == (
-                ["bento", "comparison", "registration", "worst_images"] if promoted else ["comparison", "worst_images"]
-            ), conditions
+            deployed = [task for task in ran if step_of(task) == "deploy"]
+            expected = ["bento", "comparison", "registration", "worst_images"] if promoted else []
+            expected = expected or ["comparison", "worst_images"]
+            assert sorted(inputs.artifacts) == sorted(expected + (["deployment"] if deployed else [])), conditions
+            if deployed:
+                (deploy,) = deployed
+                channel = inputs.artifacts["deployment"]
+                source = channel.task_output_artifact
+                assert (source.producer_task, source.output_artifact_key) == (deploy, "deployment"), conditions
             built = "containerize" in ran
             assert ("image" in inputs.parameters) is built, conditions
             if built:
-                image = inputs.parameters["image"].task_output_parameter
-                assert (image.producer_task, image.output_parameter_key) == ("containerize", "Output")
+                image = inputs.parameters["image"]
+                assert image.component_input_parameter == "pipelinechannel--containerize-Output", conditions
             assert ("register" in ran) is promoted and ("build-bento" in ran) is promoted, conditions
             assert tasks[report].task_info.name == "report"
         reports = sorted(task for task in tasks if step_of(task) == "report")
-        assert reports == ["report", "report-2", "report-3", "report-4"]
+        assert reports == ["report", *(f"report-{n}" for n in range(2, 9))]

@@ -70,7 +70,7 @@ def test_training_pipeline_promotes_a_good_model(digits_repo, tmp_path):
     (found,) = baseline["artifacts"]["baseline_model"]["artifacts"]
     assert found["metadata"]["baseline"] == "none"  # the default without a registry
     [report] = reports(run_dir)
-    assert report.name == "report"  # promoted, image build off
+    assert report.name == "report-2"  # promoted, image build off, not deployed (report: deployed locally)
     markdown = (report / "markdown").read_text()
     assert markdown.startswith("# Promoted:") and "not registered in this run" not in markdown
     assert "no image built in this run" in markdown

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from components.deploy.local_target import STATE_DIR_ENV as LOCAL_DEPLOY_DIR_ENV
 from pipelines.local import StepProgress, copy_report, describe_run, exception_message, next_step
 
 # What kfp.local writes, colours included (see kfp/local/logging_utils.py and task_dispatcher.py).
@@ -202,21 +203,18 @@ def test_the_report_that_ran_is_copied_into_the_run_directory_by_name(finished_r
 
 def test_after_a_bento_the_next_step_is_make_serve(finished_run, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / ".local" / "bentoml"))
+    monkeypatch.setenv(LOCAL_DEPLOY_DIR_ENV, str(tmp_path / ".local" / "deploy"))
     assert next_step(finished_run, tmp_path / "my photos" / "a.jpg").splitlines() == [
         "Next: serve the bento image-classifier:abc123 on http://127.0.0.1:3000 with",
         "  make serve",
         "and send it an image:",
         "  curl -X POST http://127.0.0.1:3000/predict -F files=@'my photos/a.jpg'",  # relative to here, quoted
     ]
-    # Another store than make serve's: the command that serves from it; an image elsewhere by its absolute path.
-    monkeypatch.setenv("BENTOML_HOME", str(tmp_path / "elsewhere"))
+    # Deployed elsewhere than make serve reads: the command that serves from there; an image by its absolute path.
+    monkeypatch.setenv(LOCAL_DEPLOY_DIR_ENV, str(tmp_path / "elsewhere"))
     monkeypatch.chdir(finished_run)
     _, command, _, curl = next_step(finished_run, tmp_path / "a.jpg").splitlines()
-    assert (
-        command
-        == f"  BENTOML_HOME={tmp_path}/elsewhere bentoml serve image-classifier:abc123 --host 127.0.0.1 --port 3000"
-    )
+    assert command == f"  python -m components.deploy.local_target serve --state-dir {tmp_path}/elsewhere"
     assert curl.endswith(f"-F files=@{tmp_path}/a.jpg")
     assert next_step(finished_run).endswith("-F files=@IMAGE")
 

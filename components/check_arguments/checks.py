@@ -17,6 +17,7 @@ from typing import Any
 from components.common.distributed_step import check_command, script_hyperparameters
 from components.common.kube.values import is_label_value
 from components.containerize.buildah import validate_image
+from components.deploy.inputs import check_deploy_place
 from components.distributed_train.dispatch import LAUNCHERS
 from components.evaluate.gate import validate_threshold
 from components.find_baseline.choices import baseline_kind
@@ -53,6 +54,8 @@ def check_values(values: Mapping[str, Any]) -> None:
         validate_image(values["image_repository"] + ":tag", "image_repository")
     if values.get("build_image", True) and values.get("image_repository") and values.get("serving_base_image"):
         validate_image(values["serving_base_image"], "serving_base_image")
+    if "deploy_target" in values:
+        check_deploy_place(values)
     if "launcher" in values:  # the distributed pipeline: its job's pods, whichever kind runs them
         if values["launcher"] not in LAUNCHERS:
             raise ValueError(

@@ -41,6 +41,9 @@ def check_arguments(
     serving_base_image: str = "",
     build_image: bool = True,
     baseline: str = "none",
+    push_image: bool = True,
+    deploy_target: str = "kserve",
+    deploy_namespace: str = "",
     distributed: bool = False,
     launcher: str = "auto",
     num_workers: int = 1,
@@ -61,6 +64,9 @@ def check_arguments(
         gpus, accelerator_type, node_selector, tolerations: where training runs.
         image_repository, serving_base_image, build_image: the serving image (checked when one is built).
         baseline: what evaluate compares with: ``production``, ``none`` or a model's URI.
+        push_image: whether the image is pushed (a cluster deployment pulls it).
+        deploy_target, deploy_namespace: where a promoted model is deployed: a known target; a namespace only
+            for the cluster targets, which need the image built and pushed.
         distributed: true in the distributed pipeline, whose job settings follow
             (launcher, num_workers, nproc_per_node, cpu, memory, shm_size, command,
             script_hyperparameters, queue_name, queue_timeout_seconds).
