@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import dataclasses
+import functools
 import io
 import json
 import os
@@ -42,9 +44,10 @@ from pipelines.arguments import check_arguments
 from pipelines.compile import compile_all
 from pipelines.data_check import check_dataset_directory
 from pipelines.demo_data import folder_repo, prepare_digits_repo, prepare_folder_repo
-from pipelines.distributed_training_pipeline import distributed_training_pipeline
+from pipelines.distributed_training_pipeline import build_distributed_training_pipeline
+from pipelines.kubernetes_settings import ClusterSettings
 from pipelines.run_parameters import TYPE_HINTS, ParameterError, convert
-from pipelines.training_pipeline import training_pipeline
+from pipelines.training_pipeline import build_training_pipeline, training_pipeline
 
 DEFAULT_WORKDIR = Path(".local")
 LOG_FILE = "run.log"
@@ -178,6 +181,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return build_parser().parse_args(spelled)
 
 
+@functools.cache
+def local_pipeline(distributed: bool):
+    """The pipeline as ``kfp.local`` runs it: with no retries. On one machine no pod is lost, so a failed step
+    failed for its own reason (a single class folder, a bad path), and a retry would only hold its message back
+    by the backoff."""
+    defaults = ClusterSettings()
+    settings = dataclasses.replace(
+        defaults, steps={step: dataclasses.replace(own, retries=0) for step, own in defaults.steps.items()}
+    )
+    build = build_distributed_training_pipeline if distributed else build_training_pipeline
+    return build(settings)
+
+
 @dataclass
 class LocalRun:
     """What the flags ask for: the pipeline, its arguments (all but the data's location when that is
@@ -190,7 +206,7 @@ class LocalRun:
 
     @property
     def pipeline(self):
-        return distributed_training_pipeline if self.distributed else training_pipeline
+        return local_pipeline(self.distributed)
 
     def split_rule(self) -> SplitRule:
         inputs = local_inputs()
@@ -380,7 +396,7 @@ def run_local(arguments: dict, pipeline_root: Path, distributed: bool = False) -
     # What the deploy step (target local) deploys and `make serve` serves lives beside it.
     os.environ.setdefault(LOCAL_DEPLOY_DIR_ENV, str((pipeline_root.parent / "deploy").resolve()))
     os.environ.setdefault("DO_NOT_TRACK", "true")
-    pipeline = distributed_training_pipeline if distributed else training_pipeline
+    pipeline = local_pipeline(distributed)
     if distributed:
         arguments = {"launcher": "local", **arguments}
     check_arguments(pipeline, arguments)

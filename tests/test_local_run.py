@@ -249,3 +249,19 @@ def test_a_failed_step_ends_the_output_with_its_own_error(digits_repo, tmp_path)
     assert lines[-2] == f"Full logs of every step: {tmp_path / 'pipeline-root' / 'run.log'}"
     assert "  dvc-pull failure in " in done.stdout and "Traceback" not in done.stdout
     assert "Traceback (most recent call last):" in (tmp_path / "pipeline-root" / "run.log").read_text()
+
+
+@pytest.mark.parametrize("distributed", [False, True])
+def test_kfp_local_runs_retry_no_step(distributed):
+    """On one machine no pod is lost: a step that fails fails for its own reason, and its message comes at once."""
+    from pipelines.distributed_training_pipeline import distributed_training_pipeline
+    from pipelines.local import local_pipeline
+    from pipelines.training_pipeline import training_pipeline
+
+    def retried(pipeline) -> dict[str, int]:
+        tasks = pipeline.pipeline_spec.root.dag.tasks.items()
+        return {name: task.retry_policy.max_retry_count for name, task in tasks if task.retry_policy.max_retry_count}
+
+    cluster = distributed_training_pipeline if distributed else training_pipeline
+    assert retried(cluster)  # the cluster's pipeline retries the step a lost pod can fail
+    assert retried(local_pipeline(distributed)) == {}
