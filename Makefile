@@ -32,6 +32,12 @@ test: install
 compile: install
 	$(PY) -m pipelines.compile
 
+# Execute the notebooks and store them with their outputs, which the repository page shows
+# (tests/test_notebooks.py fails when the stored outputs no longer match).
+.PHONY: notebooks
+notebooks: install
+	$(PY) -m tests.support.notebooks
+
 # The cluster images, tagged with the library's version (see images/README.md).
 REGISTRY ?= $(or $(KFP_TORCH_LIFECYCLE_REGISTRY),ghcr.io/kfp-torch-lifecycle)
 VERSION = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' components/__init__.py)

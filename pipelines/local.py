@@ -480,7 +480,7 @@ def _value(value, table: bool = False) -> str:
     elif isinstance(value, str):
         return value
     else:
-        return json.dumps(value)
+        return json.dumps(value, sort_keys=True)  # a dict passed through KFP comes in any key order
     return f"{text:>10}" if table else text
 
 
