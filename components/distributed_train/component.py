@@ -6,7 +6,7 @@ from typing import Dict, List
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
@@ -132,8 +132,8 @@ def distributed_train(
 
     from components.common.distributed_step import ArtifactLocation
     from components.common.step_outputs import publish_outputs
+    from components.container_images import TRAINING_IMAGE
     from components.distributed_train.dispatch import run
-    from components.images import TRAINING_IMAGE
     from components.train.config import TrainConfig
 
     parameters = dict(locals())

@@ -5,7 +5,7 @@ from typing import Dict, List
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Model, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)

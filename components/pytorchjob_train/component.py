@@ -5,7 +5,7 @@ from typing import Dict, List
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
@@ -110,7 +110,7 @@ def pytorchjob_train(
     import logging
 
     from components.common.step_outputs import publish_outputs
-    from components.images import TRAINING_IMAGE
+    from components.container_images import TRAINING_IMAGE
     from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
     from components.train.config import TrainConfig
 

@@ -5,7 +5,7 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)

@@ -5,7 +5,7 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.images import TRAINING_IMAGE
+from components.container_images import TRAINING_IMAGE
 
 
 @dsl.component(base_image=TRAINING_IMAGE, install_kfp_package=False)
