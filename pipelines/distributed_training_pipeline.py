@@ -7,7 +7,7 @@ from kfp import dsl
 
 from components.distributed_train.component import distributed_train
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
-from pipelines.stages import check_first, evaluate_and_gate, find_baseline_first, pull_data
+from pipelines.training_tasks import check_first, evaluate_and_gate, find_baseline_first, pull_data
 
 PIPELINE_NAME = "pytorch-distributed-training"
 

@@ -8,7 +8,7 @@ from kfp import dsl
 from components.check_arguments.checks import GPU_NODE_SELECTOR, GPU_TOLERATIONS
 from components.train.component import train
 from pipelines.kubernetes_settings import ClusterSettings, configure_accelerator, configure_step
-from pipelines.stages import check_first, evaluate_and_gate, find_baseline_first, pull_data, training_arguments
+from pipelines.training_tasks import check_first, evaluate_and_gate, find_baseline_first, pull_data, training_arguments
 
 PIPELINE_NAME = "pytorch-training"
 

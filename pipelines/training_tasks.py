@@ -1,4 +1,5 @@
-"""Pipeline fragments shared by the training pipelines, with each step's Kubernetes settings applied."""
+"""The tasks both training pipelines add (argument check, data pull, baseline, evaluation and its gate, report),
+each with its step's Kubernetes settings applied."""
 
 from dataclasses import fields
 
@@ -14,7 +15,7 @@ from components.register.component import register
 from components.report.component import report
 from components.resolve_revision.component import resolve_revision
 from components.train.config import TrainConfig
-from pipelines.deploy_stages import deploy_then
+from pipelines.deploy_tasks import deploy_then
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
 
 TRAINING_ARGUMENTS = tuple(item.name for item in fields(TrainConfig))
@@ -63,7 +64,7 @@ def evaluate_and_gate(
 ) -> dsl.PipelineTask:
     """evaluate on the test split against the baseline; only if it says promote: register the model, build the
     bento and (when ``packaging["build_image"]`` and an image repository is given) its container image, and deploy
-    it where ``deployment["target"]`` and ``deployment["namespace"]`` say (``pipelines.deploy_stages``). The
+    it where ``deployment["target"]`` and ``deployment["namespace"]`` say (``pipelines.deploy_tasks``). The
     report comes last on every path, with what that path made (see :func:`write_report`)."""
     evaluated = evaluate(
         model=model, dataset=dataset, accuracy_threshold=accuracy_threshold, baseline_model=baseline_model
