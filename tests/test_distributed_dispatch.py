@@ -13,7 +13,7 @@ from components.common.kube.api import KubernetesApi, RetryPolicy
 from components.common.kube.jobs import KubernetesJobClient
 from components.distributed_train.dispatch import NoJobKind, resolve_launcher, run
 from components.train.config import TrainConfig
-from components.train.trainer import train
+from components.train.trainer import train_model
 from pipelines.distributed_training_pipeline import build_distributed_training_pipeline
 from pipelines.kubernetes_settings import SettingsError, settings_from_dict
 from tests.support.fake_kube import FakeKube
@@ -67,7 +67,7 @@ def test_explicit_launchers_need_no_cluster(launcher, expected):
 
 def test_auto_runs_a_trainjob_and_collects_its_model(digits_dir, tmp_path):
     shared = tmp_path / "shared-model"
-    train(digits_dir, shared, TrainConfig(epochs=1))
+    train_model(digits_dir, shared, TrainConfig(epochs=1))
     trainer, operator = KubeflowTrainer(), TrainingOperator()
     kube = FakeKube([trainer, operator]).start()
     try:

@@ -35,8 +35,7 @@ def containerize(
     from pathlib import Path
 
     from components.build_bento.packaging import read_descriptor
-    from components.containerize.buildah import BuildahMissing
-    from components.containerize.buildah import containerize as build_image
+    from components.containerize.buildah import BuildahMissing, build_image
 
     descriptor = read_descriptor(bento.path)
     image = f"{image_repository}:{descriptor['bento_tag'].split(':', 1)[1]}"

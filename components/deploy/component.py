@@ -117,8 +117,7 @@ def deploy(
     from collections import namedtuple
 
     from components.deploy.inputs import deploy_request, refuse_unpromoted
-    from components.deploy.step import deploy as run_step
-    from components.deploy.step import held_out_for, local_bento, read_deployment
+    from components.deploy.step import held_out_for, local_bento, read_deployment, run_step
     from components.deploy.verification import FIGURES
 
     refuse_unpromoted(evaluation.metadata if evaluation is not None else None)

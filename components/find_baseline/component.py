@@ -27,8 +27,8 @@ def find_baseline(baseline_model: Output[Model], baseline: str = "production"):
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # before any client's
 
-    from components.find_baseline.baseline import find_baseline as resolve
+    from components.find_baseline.baseline import fetch_baseline
 
-    metadata = resolve(baseline, baseline_model.path)
+    metadata = fetch_baseline(baseline, baseline_model.path)
     baseline_model.metadata.update(metadata)
     print(metadata["reason"])

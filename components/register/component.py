@@ -37,7 +37,7 @@ def register(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # before any client's
 
-    from components.register.register import register as register_model
+    from components.register.register import register_model
 
     version = register_model(
         model_dir=model.path,

@@ -20,8 +20,8 @@ def resolve_revision(repo_url: str, rev: str) -> str:
     Returns:
         The commit SHA (a full or abbreviated SHA is returned as given, lower-cased).
     """
-    from components.resolve_revision.revision import resolve_revision as resolve
+    from components.resolve_revision.revision import resolve_commit
 
-    commit = resolve(repo_url, rev)
+    commit = resolve_commit(repo_url, rev)
     print(f"{rev} is commit {commit}")
     return commit

@@ -97,7 +97,7 @@ def train(
     # The data next, before torch is imported (below) or anything built: a wrong folder fails in a second.
     check_training_data(dataset.path, config.split_rule, config.early_stopping_patience)
 
-    from components.train.trainer import train as run_training
+    from components.train.trainer import train_model
 
     if pretrained_weights is not None and pretrained_weights_uri:
         raise ValueError("give pretrained_weights (an artifact) or pretrained_weights_uri (a path or URI), not both")
@@ -105,7 +105,7 @@ def train(
         pretrained = pretrained_weights.path if pretrained_weights is not None else None
         if pretrained_weights_uri:
             pretrained = stack.enter_context(local_copy(pretrained_weights_uri))
-        result = run_training(
+        result = train_model(
             dataset_dir=dataset.path,
             model_dir=model.path,
             config=config,
