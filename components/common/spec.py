@@ -24,9 +24,9 @@ measured over the training images during the decode pass::
 Serving uses it to refuse JSON arrays on another scale (0..1, scikit-learn's 0..16
 digits; see ``serving.validation.ScaleCheck``). ``{}`` means not recorded.
 
-Older formats are still read and upgraded in memory: format 1 (before
-preprocessing and splits were recorded; its images had one fixed size and its
-test split came from ``labels.csv``) and format 2 (before ``input_range``).
+Formats 1 and 2 are read too, and upgraded in memory: format 1 records neither
+preprocessing nor a split rule (its images have one fixed size and its test split
+comes from ``labels.csv``); format 2 records no ``input_range``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The distributed pipeline's training step, without KFP: pick the kind of job the cluster runs, then run it.
 
 ``launcher`` is ``trainjob`` (Kubeflow Trainer v2, what current Kubeflow installs), ``pytorchjob`` (the Training
-Operator v1; ``kubeflow`` is its earlier name, which runs and schedules made before TrainJob pass), ``local``
+Operator v1; ``kubeflow`` is an alias of it), ``local``
 (torchrun on this machine, what ``kfp.local`` uses) or ``auto``: the kind the cluster's API discovery lists, which
 any authenticated user may read; TrainJob when it serves both. The choice is made at run time, in the step's own pod,
 because the pipeline is compiled once and runs on clusters of either kind (and ``dsl.OneOf``, which would pass on
