@@ -48,6 +48,7 @@ FACTORY_PREFIX = "factory:"
 DATASET_LINEAGE_KEYS = ("repo_url", "commit", "md5", "file_count", "total_bytes")
 # The ONNX graph's input and output names, and the batch dimension's name.
 ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH = "images", "logits", "batch"
+MODEL_FORMAT = "kfp-torch-lifecycle"  # a Model artifact's ``format`` metadata: a directory this module describes
 
 
 class ModelFormatError(ValueError):
@@ -121,3 +122,15 @@ def load_spec(directory: str | Path) -> ModelSpec:
 
 def write_spec(directory: str | Path, spec: ModelSpec) -> None:
     (Path(directory) / SPEC_FILE).write_text(spec.to_json())
+
+
+def model_metadata(spec: ModelSpec) -> dict[str, Any]:
+    """What every training step records about the model it wrote in its ``Model`` artifact's metadata (the
+    Kubeflow UI shows it): the format, the network and its classes and input, the dataset's commit."""
+    return {
+        "format": MODEL_FORMAT,
+        "architecture": spec.architecture,
+        "classes": spec.classes,
+        "input_shape": spec.input_shape,
+        "dataset_commit": spec.dataset.get("commit", ""),
+    }
