@@ -3,10 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
+from components.common.descriptions import described
 from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def build_bento(
     model: Input[Model],
     evaluation: Input[Metrics],

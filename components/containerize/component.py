@@ -3,10 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input
 
+from components.common.descriptions import described
 from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def containerize(
     bento: Input[Artifact],
     image_repository: str,
@@ -29,8 +31,8 @@ def containerize(
         storage_root: buildah storage directory (empty: buildah's default).
 
     Returns:
-        The image as ``repository@sha256:…``; empty when buildah is missing and ``push`` is
-        false (the step says why), so a local run without buildah still completes.
+        Output: The image as ``repository@sha256:…``; empty when buildah is missing and ``push`` is
+            false (the step says why), so a local run without buildah still completes.
     """
     from pathlib import Path
 

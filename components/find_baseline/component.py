@@ -3,10 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Model, Output
 
+from components.common.descriptions import described
 from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def find_baseline(baseline_model: Output[Model], baseline: str = "production"):
     """Finds the baseline: the version the model registry says is in production, none, or a model by URI.
 
