@@ -99,6 +99,17 @@ def test_the_gpu_defaults_that_differ_between_the_pipelines_say_why():
     assert "The default, 0, runs on any node" in per_pod.description and "defaults to 1" in per_pod.description
 
 
+def test_the_pipelines_share_every_default_but_the_placement_whose_descriptions_say_why():
+    single = training_pipeline.component_spec.inputs
+    per_pod = distributed_training_pipeline.component_spec.inputs
+    differ = {name for name in single if name in per_pod and single[name].default != per_pod[name].default}
+    assert differ == {"gpus", "node_selector", "tolerations"}
+    for name in ("node_selector", "tolerations"):
+        assert "dropped with gpus 0" in single[name].description, name
+    assert "nothing is added for GPUs" in per_pod["node_selector"].description
+    assert "With gpus, add your GPU nodes' taints here" in per_pod["tolerations"].description
+
+
 def test_evaluates_output_is_named_the_promotion_decision(compiled):
     decision = interface(compiled["evaluate"])["output.Output"]["description"]
     assert decision.startswith("The promotion decision")
