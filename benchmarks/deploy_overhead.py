@@ -55,20 +55,20 @@ def prepare(workdir: Path) -> dict:
     """A trained digits model, evaluate's predictions for it and its bento archive, under ``workdir``."""
     import os
 
-    from components.build_bento.packaging import build_bento
+    from components.build_bento.packaging import build_bento_archive
     from components.evaluate.evaluation import prediction_rows, run_model, split_for_model
     from components.evaluate.predictions import write_predictions
-    from components.train.trainer import TrainConfig, train
+    from components.train.trainer import TrainConfig, train_model
     from pipelines.demo_data import prepare_digits_repo
 
     repo = prepare_digits_repo(workdir)
     dataset_dir = Path(repo.repo_url) / repo.data_path
     root = Path(tempfile.mkdtemp(prefix="deploy-bench-", dir=workdir))
-    train(dataset_dir, root / "model", TrainConfig(epochs=4, augment=False))
+    train_model(dataset_dir, root / "model", TrainConfig(epochs=4, augment=False))
     index = split_for_model(dataset_dir, root / "model")
     write_predictions(root / "predictions.csv.gz", prediction_rows(run_model(root / "model", index), index))
     os.environ.setdefault("BENTOML_HOME", str(root / "bentoml"))  # the build's store; the target has its own
-    descriptor = build_bento(root / "model", root / "bento")
+    descriptor = build_bento_archive(root / "model", root / "bento")
     return {
         "root": root,
         "dataset_dir": dataset_dir,

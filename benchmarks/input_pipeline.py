@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from components.common.resources import usable_cpus
-from components.train.trainer import TrainConfig, train
+from components.train.trainer import TrainConfig, train_model
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -138,7 +138,7 @@ def ours(root: Path, architecture: str, workers: int, batch_size: int, memory_bu
     )
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        result = train(root, Path(tmp) / "model", config)
+        result = train_model(root, Path(tmp) / "model", config)
     return {
         "images_per_s": result.history[0].samples_per_second,
         "epoch_s": result.history[0].seconds,

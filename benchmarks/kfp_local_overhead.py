@@ -7,9 +7,9 @@ from pathlib import Path
 
 from kfp import dsl, local
 
+from components.container_images import COMPONENTS_IMAGE
 from components.dvc_pull.component import dvc_pull
 from components.dvc_pull.pull import pull
-from components.images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)

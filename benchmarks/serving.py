@@ -29,7 +29,7 @@ from components.common.images import load_preprocessed, normalize
 from components.common.onnx_model import OnnxClassifier
 from components.common.resources import usable_cpus
 from components.common.spec import load_spec
-from components.train.trainer import TrainConfig, train
+from components.train.trainer import TrainConfig, train_model
 
 CASES = ((1, 1), (1, 16), (1, 64), (1, 256), (32, 8))  # (images per request, concurrent clients)
 LARGEST_BATCH = 64  # what the service's batcher forms at most
@@ -173,11 +173,12 @@ def run(dataset_dir: Path, seconds: float = 8.0) -> dict:
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         tmp = Path(tmp)
-        train(dataset_dir, tmp / "model", TrainConfig(epochs=3, augment=False))
+        train_model(dataset_dir, tmp / "model", TrainConfig(epochs=3, augment=False))
         env = {**os.environ, "BENTOML_HOME": str(tmp / "bentoml"), "DO_NOT_TRACK": "true"}
         built = subprocess.run(
-            [sys.executable, "-c", "import json,sys; from components.build_bento.packaging import build_bento; "
-             "print(json.dumps(build_bento(sys.argv[1], sys.argv[2])))", str(tmp / "model"), str(tmp / "bento")],
+            [sys.executable, "-c", "import json,sys; from components.build_bento.packaging import build_bento_archive; "
+             "print(json.dumps(build_bento_archive(sys.argv[1], sys.argv[2])))",
+             str(tmp / "model"), str(tmp / "bento")],
             capture_output=True, text=True, env=env, check=True, cwd=root,
         )  # fmt: skip
         bento_tag = json.loads(built.stdout.strip().splitlines()[-1])["bento_tag"]

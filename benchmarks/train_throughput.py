@@ -14,7 +14,7 @@ from torch import nn
 
 from components.common.dataset import index_dataset
 from components.common.model import SmallCNN
-from components.train.trainer import TrainConfig, train
+from components.train.trainer import TrainConfig, train_model
 
 
 def plain_loop(dataset_dir: Path, config: TrainConfig) -> float:
@@ -46,7 +46,7 @@ def component_loop(dataset_dir: Path, config: TrainConfig) -> tuple[float, float
     """The train module as the component runs it. Returns samples/s of the training steps alone,
     and of the whole epoch loop (per-epoch validation and checkpoint writes charged too)."""
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(dataset_dir, Path(tmp) / "model", config, checkpoint_dir=Path(tmp) / "ckpt")
+        result = train_model(dataset_dir, Path(tmp) / "model", config, checkpoint_dir=Path(tmp) / "ckpt")
     samples = result.extra["epochs_run"] * result.spec.training["train_samples"]
     return samples / sum(row.seconds for row in result.history), samples / result.extra["loop_seconds"]
 

@@ -2,8 +2,8 @@
 
 KFP 2.17's ``PipelineTask`` setters (``set_cpu_limit``, ``set_memory_request``, ``set_retry``, ...) each call
 ``inspect.stack()`` only to name the calling method in an error message. ``inspect.stack`` reads the source
-of every frame and scans ``sys.modules`` on each call: with kfp and the Kubernetes client loaded, our two
-pipelines took 1.4 s to build, 85 % of it there (every compile, every ``kfp-torch run`` argument check).
+of every frame and scans ``sys.modules`` on each call, which would be most of the time a pipeline takes to build
+(every compile, every ``kfp-torch run`` argument check; the README's Benchmarks section has the figures).
 ``install()`` gives ``kfp.dsl.pipeline_task`` an ``inspect`` whose ``stack()`` returns the same frame records
 (frame, file name, line number, function name) without reading any source; the error KFP raises is unchanged.
 """

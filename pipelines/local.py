@@ -40,6 +40,7 @@ from components.check_arguments.checks import TRAIN_STEP_PLACEMENT
 from components.common.dataset import SplitRule, index_dataset
 from components.common.storage import is_remote
 from components.deploy.local_target import STATE_DIR_ENV as LOCAL_DEPLOY_DIR_ENV
+from components.evaluate.gate import DECISION_OUTPUT
 from pipelines.arguments import check_arguments
 from pipelines.compile import compile_all
 from pipelines.data_check import check_dataset_directory
@@ -438,7 +439,7 @@ def describe_run(run_dir: Path) -> str:
                 if name == "metrics":  # per-epoch values are in the log and the Kubeflow UI's plots
                     recorded = artifact.get("metadata", {}).items()
                     metrics += [(task, key, value) for key, value in recorded if "_epoch_" not in key]
-        values += [(f"{task}.{name}", value) for name, value in output.get("parameterValues", {}).items()]
+        values += [(output_label(task, name), value) for name, value in output.get("parameterValues", {}).items()]
     lines = [f"Run directory: {run_dir}", "", "Files:"]
     width = max((len(name) for name, _ in files + values), default=0) + 2
     lines += [f"  {name:<{width}}{uri}" for name, uri in files]
@@ -447,6 +448,14 @@ def describe_run(run_dir: Path) -> str:
     lines += ["", "Metrics:", f"  {'step':<18} {'metric':<20} {'value':>10}"]
     lines += [f"  {task:<18} {key:<20} {_value(value, table=True)}" for task, key, value in metrics]
     return "\n".join(lines)
+
+
+def output_label(task: str, name: str) -> str:
+    """How the summary names a task's parameter output: ``task.name``, and evaluate's bare ``Output`` as what it is,
+    the promotion decision."""
+    if task == "evaluate" and name == DECISION_OUTPUT:
+        return f"{task}.{name} (promotion decision)"
+    return f"{task}.{name}"
 
 
 def copy_report(run_dir: Path) -> list[Path]:

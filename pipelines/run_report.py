@@ -1,7 +1,7 @@
 """A cluster run's report (``components/report``), fetched from the artifact store where KFP recorded it.
 
 Every way through the pipelines' promotion gate ends in a report task (``report``, ``report-2``, ...:
-``pipelines.stages.write_report``); exactly one of them runs. ML Metadata says which, and where its
+``pipelines.training_tasks.write_report``); exactly one of them runs. ML Metadata says which, and where its
 ``markdown`` and ``html`` outputs are (``pipelines.run_artifacts``: a report taken from KFP's cache is
 the file of the run that computed it); the file is read through ``components.common.storage``.
 """
@@ -12,7 +12,7 @@ import re
 
 from components.common.storage import StorageError, read_bytes
 from pipelines.run_artifacts import RecordedArtifact, RunArtifactsError, finished, recorded_tasks
-from pipelines.stages import REPORT_TASK
+from pipelines.training_tasks import REPORT_TASK
 
 FORMATS = ("markdown", "html")  # the report's outputs, by the name of their format
 REPORT_TASKS = re.compile(rf"{re.escape(REPORT_TASK)}(-\d+)?")  # KFP's compiler numbers a name used again

@@ -6,9 +6,19 @@ from typing import Dict, List
 from kfp import dsl
 
 from components.check_arguments.checks import GPU_NODE_SELECTOR, GPU_TOLERATIONS
+from components.check_arguments.parameters import PIPELINE_PARAMETERS, TRAIN_STEP_PLACEMENT
+from components.common.descriptions import described
 from components.train.component import train
 from pipelines.kubernetes_settings import ClusterSettings, configure_accelerator, configure_step
-from pipelines.stages import check_first, evaluate_and_gate, find_baseline_first, pull_data, training_arguments
+from pipelines.training_tasks import (
+    check_first,
+    deployment_arguments,
+    evaluate_and_gate,
+    find_baseline_first,
+    packaging_arguments,
+    pull_data,
+    training_arguments,
+)
 
 PIPELINE_NAME = "pytorch-training"
 
@@ -26,6 +36,7 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
         "it and its ONNX export on the fixed test split against the model in production and, when it passes the gate, "
         "register it in the model registry and package it as a BentoML service image; a report says why.",
     )
+    @described(PIPELINE_PARAMETERS, TRAIN_STEP_PLACEMENT)
     def training_pipeline(
         repo_url: str,
         rev: str = "main",
@@ -70,20 +81,7 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
         deploy_target: str = "kserve",
         deploy_namespace: str = "",
     ):
-        """The training pipeline's parameters (the others are described in the README's Pipelines section).
-
-        Args:
-            baseline: what evaluate compares the new model with: ``production`` (the version the cluster's model
-                registry says serves; the default where the cluster has a registry: a first model, with none in
-                production yet, is compared with nothing and says so), ``none``, or a model's URI (``gs://``,
-                ``s3://``, ``minio://`` or an absolute path to a model directory this library wrote).
-            deploy_target: where a promoted model is deployed and verified: ``kserve`` (an InferenceService) or
-                ``deployment`` (a Deployment, Service and HorizontalPodAutoscaler), both in ``deploy_namespace``;
-                or ``local`` (``bentoml serve`` on the machine running the step: what ``kfp.local`` and
-                ``make run`` use).
-            deploy_namespace: the namespace the cluster targets deploy to (staging); "" deploys nothing to a
-                cluster. Target ``local`` takes none.
-        """
+        """Pull the data, train on a GPU, evaluate against production, gate, register, package, deploy, report."""
         values = dict(locals())
         checked = check_first(values, settings)
         pulled = pull_data(repo_url, rev, data_path, dvc_remote, dvc_remote_config, dvc_jobs, settings, checked)
@@ -93,21 +91,15 @@ def build_training_pipeline(settings: ClusterSettings | None = None):
         configure_step(trained, "train", settings)
         placement = checked.outputs
         configure_accelerator(trained, gpus, accelerator_type, placement["node_selector"], placement["tolerations"])
-        packaging = {
-            "image_repository": image_repository,
-            "base_image": serving_base_image,
-            "build_image": build_image,
-            "push_image": push_image,
-        }
         found = find_baseline_first(baseline, settings, after=checked)
         evaluate_and_gate(
             trained.outputs["model"],
             pulled.outputs["dataset"],
             found.outputs["baseline_model"],
             accuracy_threshold,
-            packaging,
+            packaging_arguments(values),
             settings,
-            {"target": deploy_target, "namespace": deploy_namespace},
+            deployment_arguments(values),
         )
 
     return training_pipeline

@@ -80,7 +80,7 @@ def serving_accelerator() -> str:
 def input_scale_check(input_range: dict) -> Optional[validation.ScaleCheck]:
     """The check refusing JSON arrays far darker than nearly every training image (0..1 or 0..16 sent to a
     0..255 model), from the spec's ``input_range``; None when ``KFP_TORCH_LIFECYCLE_INPUT_SCALE_CHECK`` is
-    ``off`` (or ``0``, ``false``) or the model has no measured range (trained before it was recorded)."""
+    ``off`` (or ``0``, ``false``) or the model has no measured range (format 1 or 2, or a custom script's model)."""
     if os.environ.get(validation.SCALE_CHECK_ENV, "on").lower() in ("off", "0", "false"):
         return None
     return validation.ScaleCheck.from_input_range(input_range)

@@ -44,11 +44,11 @@ def digits_dir(digits_repo) -> Path:
 def trained_models(digits_dir, tmp_path_factory) -> Path:
     """Two real models of the digits, trained once per session: ``weak`` (one epoch at a tiny learning
     rate) and ``strong`` (four epochs), under the returned directory."""
-    from components.train.trainer import TrainConfig, train
+    from components.train.trainer import TrainConfig, train_model
 
     root = tmp_path_factory.mktemp("trained")
-    train(digits_dir, root / "weak", TrainConfig(epochs=1, learning_rate=1e-4, augment=False))
-    train(digits_dir, root / "strong", TrainConfig(epochs=4, augment=False))
+    train_model(digits_dir, root / "weak", TrainConfig(epochs=1, learning_rate=1e-4, augment=False))
+    train_model(digits_dir, root / "strong", TrainConfig(epochs=4, augment=False))
     return root
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.build_bento.packaging import MODEL_TAG_ENV, build_bento
+from components.build_bento.packaging import MODEL_TAG_ENV, build_bento_archive
 from components.build_bento.requirements import is_cuda_package, pinned_requirements, public_version
 from tests.support.bento_server import run_build_script
 
@@ -61,8 +61,8 @@ BUILD = textwrap.dedent(
     importlib.metadata.version = version
     shutil.which = lambda name, *a, **k: None if name in ("uv", "uvx") else real_which(name, *a, **k)
     import bentoml
-    from components.build_bento.packaging import build_bento
-    d = build_bento(sys.argv[1], sys.argv[2], evaluation={"accuracy": 0.97, "macro_f1": 0.9, "reason": "ok"})
+    from components.build_bento.packaging import build_bento_archive
+    d = build_bento_archive(sys.argv[1], sys.argv[2], evaluation={"accuracy": 0.97, "macro_f1": 0.9, "reason": "ok"})
     d["path"] = bentoml.get(d["bento_tag"]).path
     d["commands"] = commands
     print(json.dumps(d))
@@ -105,7 +105,7 @@ def test_cuda_requirements_pin_torch_and_its_cuda_wheels():
 @pytest.mark.parametrize("accelerator", ["gpu", "CUDA", "", "rocm"])
 def test_an_unknown_accelerator_is_refused_before_anything_is_built(accelerator, tmp_path):
     with pytest.raises(ValueError, match=r"accelerator .* is not one of cpu, cuda"):
-        build_bento(tmp_path / "no-model", tmp_path / "bento", accelerator=accelerator)
+        build_bento_archive(tmp_path / "no-model", tmp_path / "bento", accelerator=accelerator)
     assert not (tmp_path / "bento").exists()
 
 

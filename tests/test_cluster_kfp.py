@@ -3,7 +3,7 @@
 Skipped unless KFP_TORCH_LIFECYCLE_KFP_HOST is set (for example http://127.0.0.1:8080 after
 ``kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80``). Also read, as for the command line:
 KFP_NAMESPACE and KFP_TOKEN_FILE on a multi-user cluster. With KFP_TORCH_LIFECYCLE_DATA_REPO (a git
-repository with DVC-tracked data/raw the cluster can pull, and the images of components/images.py
+repository with DVC-tracked data/raw the cluster can pull, and the images of components/container_images.py
 pushed) it also runs the training pipeline to the end.
 """
 

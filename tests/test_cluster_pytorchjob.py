@@ -2,7 +2,7 @@
 
 The training tests are skipped unless all of these are set (and the cluster serves pytorchjobs.kubeflow.org):
   KFP_TORCH_LIFECYCLE_CLUSTER_NAMESPACE  namespace to run in (your kubeconfig's credentials are used)
-  KFP_TORCH_LIFECYCLE_CLUSTER_IMAGE      a training image holding this library (see components/images.py)
+  KFP_TORCH_LIFECYCLE_CLUSTER_IMAGE      a training image holding this library (see components/container_images.py)
   KFP_TORCH_LIFECYCLE_CLUSTER_DATASET    dataset URI the pods can read (gs://… or a path on a shared volume)
   KFP_TORCH_LIFECYCLE_CLUSTER_MODEL      model URI the pods can write (gs://…); a fresh one per run
 

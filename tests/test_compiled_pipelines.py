@@ -478,23 +478,6 @@ def test_the_documented_example_settings_compile(tmp_path):
         parse_strictly(path)
 
 
-def test_every_training_option_is_a_pipeline_parameter_with_the_trainers_default():
-    from dataclasses import fields
-
-    from components.train.config import TrainConfig
-    from pipelines.distributed_training_pipeline import distributed_training_pipeline
-    from pipelines.training_pipeline import training_pipeline
-
-    for pipeline in (training_pipeline, distributed_training_pipeline):
-        inputs = pipeline.component_spec.inputs
-        for item in fields(TrainConfig):
-            assert item.name in inputs, (pipeline.name, item.name)
-            assert inputs[item.name].default == getattr(TrainConfig(), item.name), (pipeline.name, item.name)
-        assert inputs["pretrained_weights"].default == "" and inputs["fine_tune"].default == "full"
-    distributed = distributed_training_pipeline.component_spec.inputs
-    assert distributed["command"].default == [] and distributed["script_hyperparameters"].default == {}
-
-
 @pytest.mark.parametrize(
     "gpus, node_selector, tolerations, placed",
     [
@@ -527,7 +510,7 @@ def test_the_baseline_is_found_after_the_argument_check_and_handed_to_evaluate(d
         assert (given.producer_task, given.output_artifact_key) == ("find-baseline", "baseline_model")
         # Without a model registry there is no production version to find: the default compares with nothing.
         assert spec.root.input_definitions.parameters["baseline"].default_value.string_value == "none"
-        assert spec.root.input_definitions.parameters["baseline"].description.startswith("what evaluate compares")
+        assert spec.root.input_definitions.parameters["baseline"].description.startswith("What evaluate compares")
 
 
 def test_a_kubeflow_registry_without_a_secret_gets_its_address_and_no_volume(tmp_path):

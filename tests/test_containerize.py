@@ -18,7 +18,7 @@ from components.containerize.buildah import (
     BuildahMissing,
     ContainerizeError,
     _global_flags,
-    containerize,
+    build_image,
     drop_apt_caches,
     image_labels,
     validate_image,
@@ -42,12 +42,12 @@ def test_bad_image_references_are_named(image):
 def test_without_buildah_it_says_why(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BuildahMissing, match=r"buildah is not installed.*apt-get install buildah"):
-        containerize(tmp_path / "x.bento", "localhost/a/b:1", "localhost/base:1")
+        build_image(tmp_path / "x.bento", "localhost/a/b:1", "localhost/base:1")
 
 
 def test_missing_registry_credentials_file_fails_before_building(tmp_path):
     with pytest.raises(ContainerizeError, match=r"credentials file .*nope.json does not exist"):
-        containerize(
+        build_image(
             tmp_path / "x.bento",
             "localhost/a/b:1",
             "localhost/base:1",
@@ -108,7 +108,7 @@ def test_real_buildah_build_of_a_bento(storage_root, tiny_bento, monkeypatch):
     base = build_base_image(storage_root)
     lines: list[str] = []
     image = f"localhost/kfp-torch-lifecycle/tiny:{tiny_bento['tag'].split(':')[1]}"
-    built = containerize(tiny_bento["archive"], image, base, storage_root=storage_root, echo=lines.append)
+    built = build_image(tiny_bento["archive"], image, base, storage_root=storage_root, echo=lines.append)
     assert built.digest.startswith("sha256:") and not built.pushed
     assert built.reference == f"localhost/kfp-torch-lifecycle/tiny@{built.digest}"
     config = image_config(storage_root, image)
@@ -121,7 +121,7 @@ def test_real_buildah_build_of_a_bento(storage_root, tiny_bento, monkeypatch):
     auth.write_text(json.dumps({"auths": {"127.0.0.1:9": {"auth": "dXNlcjpzM2NyZXQtdG9rZW4="}}}))
     output: list[str] = []
     with pytest.raises(ContainerizeError) as failed:
-        containerize(
+        build_image(
             tiny_bento["archive"],
             image.replace("localhost/", "127.0.0.1:9/"),
             base,
@@ -139,7 +139,7 @@ def test_real_buildah_build_of_a_bento(storage_root, tiny_bento, monkeypatch):
 def test_containerize_component_under_kfp_local(storage_root, tiny_bento, tmp_path):
     from kfp import dsl, local
 
-    from components.containerize.component import containerize as containerize_component
+    from components.containerize.component import containerize
     from components.containerize.debian_base import build_base_image
 
     base = build_base_image(storage_root)
@@ -147,7 +147,7 @@ def test_containerize_component_under_kfp_local(storage_root, tiny_bento, tmp_pa
     @dsl.pipeline(name="containerize-only")
     def only_containerize():
         bento = dsl.importer(artifact_uri=tiny_bento["dir"], artifact_class=dsl.Artifact, reimport=False)
-        containerize_component(
+        containerize(
             bento=bento.output,
             image_repository="localhost/kfp-torch-lifecycle/tiny-kfp",
             base_image=base,
@@ -210,7 +210,7 @@ def test_the_cpu_classifier_bentos_image_is_under_1_gb_and_carries_its_lineage(s
     descriptor, _ = build_offline(make_model(tmp_path / "model"), tmp_path / "bento", tmp_path)
     image = f"localhost/kfp-torch-lifecycle/tiny-classifier:{descriptor['bento_tag'].split(':')[1]}"
     lines: list[str] = []
-    built = containerize(
+    built = build_image(
         tmp_path / "bento" / descriptor["archive"], image, base, storage_root=storage_root, echo=lines.append
     )
     assert f"image {image}: {built.size_bytes / 1e6:.1f} MB ({built.size_bytes} bytes)" in lines

@@ -14,7 +14,7 @@ import yaml
 
 from components.deploy.deploy import DeployFailed
 from components.deploy.inputs import deploy_request
-from components.deploy.step import DeployInputError, deploy, held_out_for
+from components.deploy.step import DeployInputError, held_out_for, run_step
 from components.register.registry import RegisteredVersion
 from tests.support.bento_server import bento_environment, serve
 from tests.support.deploy_cluster import GOOD, NAME, NAMESPACE, NEWER, FakeCluster
@@ -52,7 +52,7 @@ def target(cluster, servers, canary_drifts: bool = False):
 def staged(servers, image_: str, evaluated, output, **settings):
     """``image_`` deployed to a staging cluster of its own and verified: the deploy step's output at ``output``."""
     with FakeCluster() as staging:
-        return deploy(request(image_), evaluated, output, target(staging, servers), **settings)
+        return run_step(request(image_), evaluated, output, target(staging, servers), **settings)
 
 
 def request(image_: str, **settings):
@@ -70,7 +70,7 @@ def test_a_staging_deploy_is_verified_with_evaluates_answers_and_records_the_ima
     cluster, servers, evaluated, tmp_path, caplog
 ):
     caplog.set_level(logging.INFO)
-    outcome = deploy(request(GOOD), evaluated, tmp_path / "staging", target(cluster, servers), registered=REGISTERED)
+    outcome = run_step(request(GOOD), evaluated, tmp_path / "staging", target(cluster, servers), registered=REGISTERED)
     record = json.loads((tmp_path / "staging" / "deployment.json").read_text())
     assert (outcome.image, outcome.previous_image, outcome.rolled_back) == (GOOD, "", False)
     assert outcome.url == record["url"] and outcome.url == servers["good"]
@@ -91,15 +91,15 @@ def test_production_through_a_canary_promoted_and_marked_in_the_registry(cluster
     # The first production deployment: directly (canary_percent -1), verified with the staging images.
     first = held_out_for(64, verified_deployment=tmp_path / "staging-good", image=GOOD)
     assert len(first.held_out) == 16 and first.registered == REGISTERED  # the staging set and version, as they were
-    deploy(request(GOOD), first, tmp_path / "prod-1", production, production=True)
+    run_step(request(GOOD), first, tmp_path / "prod-1", production, production=True)
     # Then a newer verified image: a canary beside it, verified, then promoted to all traffic.
     newer = held_out_for(64, verified_deployment=tmp_path / "staging-newer", image=NEWER)
     caplog.clear()
-    canary = deploy(request(NEWER, canary_percent=25), newer, tmp_path / "canary", production, production=False)
+    canary = run_step(request(NEWER, canary_percent=25), newer, tmp_path / "canary", production, production=False)
     assert canary.record["canary"] is True and canary.record["verification"]["passed"]
     assert production.current().image == GOOD  # the stable revision still serves
     assert "serves as" not in caplog.text  # a canary is not production yet
-    promoted = deploy(
+    promoted = run_step(
         request(NEWER, promote=True), newer, tmp_path / "promoted", production, promote=True, production=True
     )
     assert (promoted.image, promoted.previous_image, promoted.record["promoted"]) == (NEWER, GOOD, True)
@@ -113,19 +113,19 @@ def test_a_canary_answering_otherwise_is_removed_and_production_is_untouched(
     production = target(cluster, servers, canary_drifts=True)
     staged(servers, GOOD, evaluated, tmp_path / "staging")
     verified = held_out_for(64, verified_deployment=tmp_path / "staging", image=GOOD)
-    deploy(request(GOOD), verified, tmp_path / "prod", production)
+    run_step(request(GOOD), verified, tmp_path / "prod", production)
     staged(servers, NEWER, evaluated, tmp_path / "staging-newer")
     newer = held_out_for(64, verified_deployment=tmp_path / "staging-newer", image=NEWER)
     caplog.set_level(logging.INFO)
     caplog.clear()
     with pytest.raises(DeployFailed, match=r"failed verification: verification failed: 16 held-out images") as failed:
-        deploy(request(NEWER, canary_percent=25), newer, tmp_path / "canary", production, registered=REGISTERED)
+        run_step(request(NEWER, canary_percent=25), newer, tmp_path / "canary", production, registered=REGISTERED)
     assert f"The canary was removed; {GOOD} serves all traffic again" in str(failed.value)
     assert production.current().image == GOOD
     assert not (tmp_path / "canary").exists()  # a failed step leaves no output
     assert "recorded nowhere" not in caplog.text  # nothing told to the registry
     # fail_on_rollback=false: the step ends, saying it rolled back and why.
-    outcome = deploy(
+    outcome = run_step(
         request(NEWER, canary_percent=25),
         newer,
         tmp_path / "canary-2",
@@ -140,7 +140,7 @@ def test_a_canary_answering_otherwise_is_removed_and_production_is_untouched(
 
 
 def test_only_the_image_a_deployment_verified_is_promoted(cluster, servers, evaluated, tmp_path):
-    deploy(request(GOOD), evaluated, tmp_path / "staging", target(cluster, servers))
+    run_step(request(GOOD), evaluated, tmp_path / "staging", target(cluster, servers))
     with pytest.raises(
         DeployInputError, match=rf"image {NEWER} is not the one the deployment in .* verified \({GOOD}\)"
     ):

@@ -13,7 +13,7 @@ from components.common.kube.api import KubernetesApi, RetryPolicy
 from components.common.kube.jobs import KubernetesJobClient
 from components.distributed_train.dispatch import NoJobKind, resolve_launcher, run
 from components.train.config import TrainConfig
-from components.train.trainer import train
+from components.train.trainer import train_model
 from pipelines.distributed_training_pipeline import build_distributed_training_pipeline
 from pipelines.kubernetes_settings import SettingsError, settings_from_dict
 from tests.support.fake_kube import FakeKube
@@ -67,7 +67,7 @@ def test_explicit_launchers_need_no_cluster(launcher, expected):
 
 def test_auto_runs_a_trainjob_and_collects_its_model(digits_dir, tmp_path):
     shared = tmp_path / "shared-model"
-    train(digits_dir, shared, TrainConfig(epochs=1))
+    train_model(digits_dir, shared, TrainConfig(epochs=1))
     trainer, operator = KubeflowTrainer(), TrainingOperator()
     kube = FakeKube([trainer, operator]).start()
     try:
@@ -78,10 +78,7 @@ def test_auto_runs_a_trainjob_and_collects_its_model(digits_dir, tmp_path):
             job_output_path=str(tmp_path / "job"),
             train=TrainConfig(epochs=1),
             image="registry.example.com/train:1",
-            nproc_per_node=1,
-            num_workers=2,
-            replica={},
-            trainjob={"trainer_release": "2.3"},
+            job={"nproc_per_node": 1, "num_workers": 2, "trainer_release": "2.3"},
             step={
                 "run_id": "r",
                 "task_name": "distributed-train",
@@ -97,6 +94,39 @@ def test_auto_runs_a_trainjob_and_collects_its_model(digits_dir, tmp_path):
         kube.stop()
     assert result.spec is not None and len(trainer.created) == 1 and not operator.created
     assert json.loads((tmp_path / "job").read_text())["kind"] == "TrainJob"
+
+
+def test_a_pytorchjob_takes_the_settings_it_has_from_the_components_parameters(digits_dir, tmp_path):
+    shared = tmp_path / "shared-model"
+    train_model(digits_dir, shared, TrainConfig(epochs=1))
+    operator = TrainingOperator()
+    kube = FakeKube([operator]).start()
+    job = {"nproc_per_node": 1, "num_workers": 3, "cpu": "1", "memory": "2Gi", "shm_size": "1Gi"}
+    job |= {"queue_name": "gpu-queue", "trainer_release": "2.1", "command": ["ignored"], "image": ""}  # not its own
+    try:
+        run(
+            launcher="auto",
+            dataset=ArtifactLocation(str(digits_dir), str(digits_dir)),
+            model=ArtifactLocation(str(tmp_path / "model"), str(shared)),
+            job_output_path=str(tmp_path / "job"),
+            train=TrainConfig(epochs=1),
+            image="registry.example.com/train:1",
+            job=job,
+            step={"run_id": "r", "task_name": "distributed-train", "dataset_info": {}, "namespace": "team-a"}
+            | {"poll_seconds": 0.05, "queue_timeout_seconds": 60},
+            api=lambda: KubernetesApi(kube.api_client()),
+            clients=lambda kind: KubernetesJobClient(kube.api_client(), kind),
+        )
+    finally:
+        kube.stop()
+    (created,) = operator.created
+    replicas = created.body["spec"]["pytorchReplicaSpecs"]
+    assert replicas["Master"]["replicas"] == 1 and replicas["Worker"]["replicas"] == 2
+    (container,) = replicas["Master"]["template"]["spec"]["containers"]
+    assert container["image"] == "registry.example.com/train:1"
+    assert container["command"] == ["python", "-m", "components.train.cli"]  # the library's, not the job's "command"
+    assert container["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert "kueue.x-k8s.io/queue-name" not in created.body["metadata"].get("labels", {})
 
 
 @pytest.mark.parametrize(

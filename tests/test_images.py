@@ -44,7 +44,11 @@ def test_make_images_tags_exactly_what_the_components_name(tmp_path):
     env = {**os.environ, "KFP_TORCH_LIFECYCLE_REGISTRY": "registry.example.com/ml"}
     planned = subprocess.run(["make", "-n", "images"], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     named = subprocess.run(
-        [sys.executable, "-c", "from components import images; print(images.COMPONENTS_IMAGE, images.TRAINING_IMAGE)"],
+        [
+            sys.executable,
+            "-c",
+            "from components.container_images import COMPONENTS_IMAGE as c, TRAINING_IMAGE as t; print(c, t)",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -183,7 +184,8 @@ def test_the_summary_lists_only_files_that_exist_and_shows_the_metrics_as_values
     assert rows[("evaluate", "promote")] == "true"
     assert rows[("evaluate", "reason")] == "accuracy 0.9833 meets the threshold 0.9500"
     assert ("train", "train_loss_epoch_1") not in rows and rows[("train", "train_loss")] == "0.2193"
-    assert "evaluate.Output" in summary.split("Outputs:\n")[1].split("\n\n")[0]
+    outputs = summary.split("Outputs:\n")[1].split("\n\n")[0]
+    assert re.search(r"^  evaluate\.Output \(promotion decision\) +true$", outputs, re.MULTILINE)
 
 
 def test_the_report_that_ran_is_copied_into_the_run_directory_by_name(finished_run):

@@ -25,7 +25,7 @@ from components.common.model import (
 from components.common.onnx_model import OnnxClassifier
 from components.common.spec import load_spec
 from components.train.pretrained import PretrainedWeightsError, apply_pretrained, read_pretrained
-from components.train.trainer import TrainConfig, train
+from components.train.trainer import TrainConfig, train_model
 from tests.support.photos import write_photo_dataset
 
 
@@ -90,7 +90,7 @@ def factory_module(tmp_path, monkeypatch):
 
 def test_factory_model_trains_and_is_evaluated_without_its_code(photos, factory_module, tmp_path):
     config = TrainConfig(model_factory=f"{factory_module}:tiny", epochs=1, batch_size=8, image_size=16)
-    train(photos, tmp_path / "model", config)
+    train_model(photos, tmp_path / "model", config)
     spec = load_spec(tmp_path / "model")
     assert spec.architecture == f"factory:{factory_module}:tiny"
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
@@ -132,7 +132,7 @@ def test_factory_model_trains_and_is_evaluated_without_its_code(photos, factory_
 def test_bad_factories_are_named_before_the_data_is_read(photos, factory_module, tmp_path, factory, message):
     config = TrainConfig(model_factory=factory.format(module=factory_module), image_size=8)
     with pytest.raises(ArchitectureError, match=message):
-        train(photos, tmp_path / "model", config)
+        train_model(photos, tmp_path / "model", config)
 
 
 # --- pretrained weights -------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_a_file_that_is_not_a_state_dict_is_refused(tmp_path):
 def test_head_only_fine_tuning_leaves_the_backbone_bit_identical(photos, tmp_path):
     file = torchvision_checkpoint(tmp_path / "resnet18.pth")
     config = TrainConfig(architecture="resnet18", fine_tune="head", epochs=2, batch_size=8, image_size=32)
-    result = train(photos, tmp_path / "model", config, pretrained_weights=file)
+    result = train_model(photos, tmp_path / "model", config, pretrained_weights=file)
     assert result.spec.normalization == {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     assert result.spec.preprocessing["normalization_source"] == "torchvision's resnet18 weights"
     trained, _ = load_model(tmp_path / "model")
@@ -214,14 +214,14 @@ def test_head_only_fine_tuning_leaves_the_backbone_bit_identical(photos, tmp_pat
 def test_full_fine_tuning_from_a_model_of_this_library(photos, tmp_path):
     """A Model artifact as pretrained weights: its own normalisation travels with it."""
     config = TrainConfig(architecture="mobilenet_v3_small", epochs=1, batch_size=8, image_size=32)
-    first = train(photos, tmp_path / "first", config)
-    second = train(photos, tmp_path / "second", config, pretrained_weights=tmp_path / "first")
+    first = train_model(photos, tmp_path / "first", config)
+    second = train_model(photos, tmp_path / "second", config, pretrained_weights=tmp_path / "first")
     assert second.spec.normalization == first.spec.normalization
     assert second.spec.training["pretrained_weights"] == str(tmp_path / "first" / "weights.pt")
 
 
 def test_onnx_export_has_a_dynamic_batch_and_matches_torch(photos, tmp_path):
-    train(photos, tmp_path / "model", TrainConfig(architecture="resnet18", epochs=1, batch_size=8, image_size=32))
+    train_model(photos, tmp_path / "model", TrainConfig(architecture="resnet18", epochs=1, batch_size=8, image_size=32))
     network, spec = load_model(tmp_path / "model")
     session = OnnxClassifier(tmp_path / "model" / "model.onnx")
     for batch in (1, 5):

@@ -13,7 +13,7 @@ from components.common.spec import load_spec
 from components.evaluate.evaluation import evaluate
 from components.pytorchjob_train.kind import PYTORCHJOB
 from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
-from components.train.trainer import TrainConfig, train
+from components.train.trainer import TrainConfig, train_model
 from pipelines.local import run_local
 from tests.support.fake_kube import FakeKube
 from tests.support.fake_pytorchjob import TrainingOperator
@@ -43,7 +43,7 @@ def test_two_process_ddp_matches_single_process_accuracy(digits_dir, tmp_path):
     assert spec.training["world_size"] == 2
     assert spec.dataset == {"commit": "abc"}
     assert json.loads((tmp_path / "job").read_text()) == {"launcher": "local", "nproc_per_node": 2}
-    train(digits_dir, tmp_path / "single", config)
+    train_model(digits_dir, tmp_path / "single", config)
     ddp, single = evaluate(tmp_path / "model", digits_dir), evaluate(tmp_path / "single", digits_dir)
     assert ddp.accuracy >= 0.95
     assert abs(ddp.accuracy - single.accuracy) <= 0.01
@@ -66,7 +66,7 @@ def test_failing_local_training_fails_the_step_without_a_model(digits_dir, tmp_p
 
 def test_kubeflow_launcher_collects_the_model_rank_0_wrote(digits_dir, tmp_path):
     shared = tmp_path / "shared-model"  # where rank 0 writes: the output's URI (a gs:// root or shared path)
-    train(digits_dir, shared, TrainConfig(epochs=1))
+    train_model(digits_dir, shared, TrainConfig(epochs=1))
     operator = TrainingOperator()
     kube = FakeKube([operator]).start()
     try:

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from components.find_baseline.baseline import BaselineError, baseline_kind, find_baseline
-from components.register.register import mark_production, record_image, register
+from components.find_baseline.baseline import BaselineError, baseline_kind, fetch_baseline
+from components.register.register import mark_production, record_image, register_model
 from components.register.registration import PipelineRun, Registration
 from components.register.registry import Deployment, RegisteredVersion, RegistryError
 from components.register.settings import (
@@ -114,7 +114,7 @@ def test_a_registration_carries_the_lineage_scores_parameters_and_run(tmp_path):
 
 def test_a_directory_that_is_no_model_is_refused_before_any_registry_call(tmp_path):
     with pytest.raises(ValueError, match="spec.json not found"):
-        register(tmp_path, "gs://b/run/model", evaluation(0.9), tmp_path / "out", settings=RegistrySettings())
+        register_model(tmp_path, "gs://b/run/model", evaluation(0.9), tmp_path / "out", settings=RegistrySettings())
     assert not (tmp_path / "out").exists()
 
 
@@ -124,7 +124,9 @@ def test_a_directory_that_is_no_model_is_refused_before_any_registry_call(tmp_pa
 def test_without_a_registry_register_writes_the_promotion_record(tmp_path):
     model = synthetic_model(tmp_path / "model", "m")
     scores = evaluation(0.9)
-    version = register(model, "minio://b/run/model", scores, tmp_path / "new", "run-1", "", RegistrySettings(), NOW)
+    version = register_model(
+        model, "minio://b/run/model", scores, tmp_path / "new", "run-1", "", RegistrySettings(), NOW
+    )
     assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["promotion.json"]
     spec = json.loads((model / "spec.json").read_text())
     assert json.loads((tmp_path / "new" / "promotion.json").read_text()) == {
@@ -140,7 +142,7 @@ def test_without_a_registry_register_writes_the_promotion_record(tmp_path):
 
 
 def test_without_a_registry_production_is_none_and_says_why(tmp_path):
-    metadata = find_baseline("production", tmp_path / "baseline", RegistrySettings())
+    metadata = fetch_baseline("production", tmp_path / "baseline", RegistrySettings())
     assert metadata == {
         "baseline": "none",
         "reason": "no model registry is set (KFP_TORCH_REGISTRY=none), so nothing records which model is in "
@@ -192,7 +194,7 @@ def test_other_baselines_are_refused_with_the_choices(value):
 
 
 def test_baseline_none_is_an_empty_model_with_the_reason(tmp_path):
-    metadata = find_baseline("none", tmp_path / "b")
+    metadata = fetch_baseline("none", tmp_path / "b")
     assert metadata == {"baseline": "none", "reason": "baseline=none: this model is compared with nothing"}
     assert list((tmp_path / "b").iterdir()) == []
 
@@ -202,10 +204,10 @@ def test_a_baseline_by_uri_is_fetched(tmp_path, kfp_minio):
 
     model = synthetic_model(tmp_path / "model", "by-uri")
     publish(model, "minio://mlpipeline/models/by-uri")
-    metadata = find_baseline("minio://mlpipeline/models/by-uri", tmp_path / "b")
+    metadata = fetch_baseline("minio://mlpipeline/models/by-uri", tmp_path / "b")
     assert metadata["baseline"] == "uri" and metadata["uri"] == "minio://mlpipeline/models/by-uri"
     assert (tmp_path / "b" / "weights.pt").read_bytes() == b"weights of by-uri"
-    local = find_baseline(str(model), tmp_path / "c")
+    local = fetch_baseline(str(model), tmp_path / "c")
     assert local["baseline"] == "uri" and (tmp_path / "c" / "model.onnx").read_bytes() == b"onnx of by-uri"
 
 
@@ -219,7 +221,7 @@ def test_a_baseline_that_is_no_model_fails_and_leaves_nothing(tmp_path, make, me
     elif make == "empty":
         target.mkdir()
     with pytest.raises(BaselineError, match=message):
-        find_baseline(str(target), tmp_path / "b")
+        fetch_baseline(str(target), tmp_path / "b")
     assert not (tmp_path / "b").exists()
 
 

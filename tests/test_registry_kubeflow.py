@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from components.find_baseline.baseline import find_baseline
-from components.register.register import mark_production, register
+from components.find_baseline.baseline import fetch_baseline
+from components.register.register import mark_production, register_model
 from components.register.registry import Deployment, RegistryError, open_registry
 from components.register.settings import CREDENTIALS_DIR_ENV, RegistrySettings
 from tests.support.fake_model_registry import FakeModelRegistry, Spec
@@ -86,28 +86,28 @@ def test_two_registrations_end_to_end(fake, settings, tmp_path, kfp_minio):
 def test_a_retried_registration_finds_its_version(fake, settings, tmp_path):
     model = synthetic_model(tmp_path / "model", "only")
     uri = "minio://mlpipeline/v2/artifacts/run-9/train/model"
-    first = register(model, uri, evaluation(0.9), tmp_path / "a", "run-9", "", settings)
-    again = register(model, uri, evaluation(0.9), tmp_path / "b", "run-9", "", settings)
+    first = register_model(model, uri, evaluation(0.9), tmp_path / "a", "run-9", "", settings)
+    again = register_model(model, uri, evaluation(0.9), tmp_path / "b", "run-9", "", settings)
     assert again == first
     assert len(fake.entities["model_versions"]) == 1 and len(fake.entities["model_artifacts"]) == 1
     with pytest.raises(RegistryError, match="already registers minio://mlpipeline/v2/artifacts/run-9/train/model"):
-        register(model, uri + "-other", evaluation(0.9), tmp_path / "c", "run-9", "", settings)
+        register_model(model, uri + "-other", evaluation(0.9), tmp_path / "c", "run-9", "", settings)
     assert not (tmp_path / "c").exists()
 
 
 def test_a_version_whose_artifact_was_never_written_is_completed(fake, settings, tmp_path):
     model = synthetic_model(tmp_path / "model", "only")
     uri = "minio://mlpipeline/v2/artifacts/run-7/train/model"
-    register(model, uri, evaluation(0.9), tmp_path / "a", "run-7", "", settings)
+    register_model(model, uri, evaluation(0.9), tmp_path / "a", "run-7", "", settings)
     fake.entities["model_artifacts"].clear()  # as if the first attempt died between version and artifact
-    again = register(model, uri, evaluation(0.9), tmp_path / "b", "run-7", "", settings)
+    again = register_model(model, uri, evaluation(0.9), tmp_path / "b", "run-7", "", settings)
     assert again.model_uri == uri
     assert [artifact["uri"] for artifact in fake.model_artifacts_of(again.version_id)] == [uri]
 
 
 def test_registration_json_holds_the_version_and_its_properties(settings, tmp_path):
     model = synthetic_model(tmp_path / "model", "only")
-    version = register(model, "gs://bucket/run/model", evaluation(0.9), tmp_path / "out", "run-3", "", settings)
+    version = register_model(model, "gs://bucket/run/model", evaluation(0.9), tmp_path / "out", "run-3", "", settings)
     record = json.loads((tmp_path / "out" / "registration.json").read_text())
     assert {key: record[key] for key in version.metadata()} == version.metadata()
     assert record["properties"]["metric.accuracy"] == 0.9
@@ -115,11 +115,11 @@ def test_registration_json_holds_the_version_and_its_properties(settings, tmp_pa
 
 def test_an_inference_service_of_another_model_is_not_taken_over(fake, settings, tmp_path, monkeypatch):
     model = synthetic_model(tmp_path / "model", "only")
-    version = register(model, "gs://bucket/run/model", evaluation(0.9), tmp_path / "out", "run-4", "", settings)
+    version = register_model(model, "gs://bucket/run/model", evaluation(0.9), tmp_path / "out", "run-4", "", settings)
     mark_production(version, Deployment(name="shared-name"), settings)
     monkeypatch.setenv("KFP_TORCH_REGISTRY_MODEL_NAME", "other-model")
     other_settings = RegistrySettings.from_environment()
-    other = register(model, "gs://bucket/run/other", evaluation(0.9), tmp_path / "o", "run-5", "", other_settings)
+    other = register_model(model, "gs://bucket/run/other", evaluation(0.9), tmp_path / "o", "run-5", "", other_settings)
     with pytest.raises(RegistryError, match="serves registered model"):
         mark_production(other, Deployment(name="shared-name"), other_settings)
     assert open_registry(settings).production() == version
@@ -128,12 +128,12 @@ def test_an_inference_service_of_another_model_is_not_taken_over(fake, settings,
 
 def test_undeployed_services_are_not_production(fake, settings, tmp_path):
     model = synthetic_model(tmp_path / "model", "only")
-    version = register(model, "gs://bucket/run/model", evaluation(0.9), tmp_path / "out", "run-6", "", settings)
+    version = register_model(model, "gs://bucket/run/model", evaluation(0.9), tmp_path / "out", "run-6", "", settings)
     mark_production(version, Deployment(name="image-classifier"), settings)
     (service,) = fake.entities["inference_services"].values()
     service["desiredState"] = "UNDEPLOYED"  # as Kubeflow's controller marks a deleted InferenceService
     assert open_registry(settings).production() is None
-    metadata = find_baseline("production", tmp_path / "baseline", settings)
+    metadata = fetch_baseline("production", tmp_path / "baseline", settings)
     assert metadata["baseline"] == "none" and "is deployed in the serving environment" in metadata["reason"]
 
 
@@ -144,7 +144,7 @@ def test_the_token_never_appears_in_errors_or_logs(fake, settings, tmp_path, cap
     fake.echo_authorization = True
     model = synthetic_model(tmp_path / "model", "only")
     with pytest.raises(RegistryError) as refused:
-        register(model, "gs://bucket/run/model", evaluation(0.9), tmp_path / "out", "run-1", "", settings)
+        register_model(model, "gs://bucket/run/model", evaluation(0.9), tmp_path / "out", "run-1", "", settings)
     message = str(refused.value)
     assert "401" in message and "Kubeflow Model Registry at" in message
     assert TOKEN not in message and "***" in message

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from components.register.register import mark_production, register
+from components.register.register import mark_production, register_model
 from components.register.registry import Deployment, RegistryError, open_registry
 from components.register.settings import CREDENTIALS_DIR_ENV, RegistrySettings
 from tests.support.mlflow_server import ADMIN, MlflowServer
@@ -92,8 +92,8 @@ def test_two_registrations_end_to_end(server, settings, tmp_path, kfp_minio, mon
 def test_a_retried_registration_finds_its_version(server, settings, tmp_path, monkeypatch):
     model = synthetic_model(tmp_path / "model", "only")
     uri = "s3://models/run-9/train/model"
-    first = register(model, uri, evaluation(0.9), tmp_path / "a", "run-9", "", settings)
-    again = register(model, uri, evaluation(0.9), tmp_path / "b", "run-9", "", settings)
+    first = register_model(model, uri, evaluation(0.9), tmp_path / "a", "run-9", "", settings)
+    again = register_model(model, uri, evaluation(0.9), tmp_path / "b", "run-9", "", settings)
     assert again == first
     admin_environment(server, monkeypatch)
     from mlflow import MlflowClient
@@ -105,7 +105,7 @@ def test_a_retried_registration_finds_its_version(server, settings, tmp_path, mo
 def test_a_local_model_path_is_refused_with_the_reason(settings, tmp_path):
     model = synthetic_model(tmp_path / "model", "only")
     with pytest.raises(RegistryError, match="refuses a local path as a model version's source"):
-        register(model, str(model), evaluation(0.9), tmp_path / "out", "run-1", "", settings)
+        register_model(model, str(model), evaluation(0.9), tmp_path / "out", "run-1", "", settings)
     assert not (tmp_path / "out").exists()
 
 
@@ -113,14 +113,14 @@ def test_no_production_before_a_rollout(settings, tmp_path):
     model = synthetic_model(tmp_path / "model", "only")
     registry = open_registry(settings)
     assert registry.production() is None  # no registered model at all
-    register(model, "gs://models/run-1/model", evaluation(0.9), tmp_path / "out", "run-1", "", settings)
+    register_model(model, "gs://models/run-1/model", evaluation(0.9), tmp_path / "out", "run-1", "", settings)
     assert registry.production() is None  # registered, never marked
 
 
 def test_metric_names_mlflow_refuses_are_kept_readable(server, settings, tmp_path, monkeypatch):
     model = synthetic_model(tmp_path / "model", "only")
     scores = {**evaluation(0.9), "recall_crème (brûlée)": 0.5}
-    version = register(model, "gs://models/run-1/model", scores, tmp_path / "out", "run-1", "", settings)
+    version = register_model(model, "gs://models/run-1/model", scores, tmp_path / "out", "run-1", "", settings)
     admin_environment(server, monkeypatch)
     from mlflow import MlflowClient
 
@@ -134,7 +134,7 @@ def test_wrong_credentials_are_refused_and_never_shown(server, settings, tmp_pat
     (secret / "password").write_text("wrong-Passw0rd-for-the-test")
     model = synthetic_model(tmp_path / "model", "only")
     with pytest.raises(RegistryError) as refused:
-        register(model, "gs://models/run-1/model", evaluation(0.9), tmp_path / "out", "run-1", "", settings)
+        register_model(model, "gs://models/run-1/model", evaluation(0.9), tmp_path / "out", "run-1", "", settings)
     message = str(refused.value)
     assert f"the MLflow registry at {server.url}: registering" in message and "401" in message
     assert "wrong-Passw0rd-for-the-test" not in message and server.password not in message
@@ -161,7 +161,7 @@ def test_a_token_from_the_environment_is_masked_in_errors(server, settings, tmp_
 
 def test_marking_a_version_of_another_registry_is_refused(settings, tmp_path):
     model = synthetic_model(tmp_path / "model", "only")
-    version = register(model, "gs://models/run-1/model", evaluation(0.9), tmp_path / "out", "run-1", "", settings)
+    version = register_model(model, "gs://models/run-1/model", evaluation(0.9), tmp_path / "out", "run-1", "", settings)
     elsewhere = {**version.metadata(), "registry_url": "http://mlflow.elsewhere:5000"}
     with pytest.raises(RegistryError, match="is not a version in the MLflow registry"):
         mark_production(elsewhere, Deployment(name="image-classifier"), settings)

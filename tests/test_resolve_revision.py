@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from components.resolve_revision.revision import RevisionError, resolve_revision
+from components.resolve_revision.revision import RevisionError, resolve_commit
 
 
 @pytest.fixture(scope="module")
@@ -32,31 +32,31 @@ def repo(tmp_path_factory):
 
 def test_a_branch_resolves_to_its_current_commit(repo):
     root, _, second = repo
-    assert resolve_revision(str(root), "main") == second
-    assert resolve_revision(str(root), "refs/heads/main") == second
-    assert resolve_revision(str(root), "HEAD") == second
+    assert resolve_commit(str(root), "main") == second
+    assert resolve_commit(str(root), "refs/heads/main") == second
+    assert resolve_commit(str(root), "HEAD") == second
 
 
 def test_an_annotated_tag_resolves_to_its_commit_not_the_tag_object(repo):
     root, first, _ = repo
-    assert resolve_revision(str(root), "v1") == first
+    assert resolve_commit(str(root), "v1") == first
 
 
 def test_commit_shas_are_returned_as_given(repo):
     root, first, _ = repo
-    assert resolve_revision(str(root), first.upper()) == first
-    assert resolve_revision(str(root), first[:10]) == first[:10]
+    assert resolve_commit(str(root), first.upper()) == first
+    assert resolve_commit(str(root), first[:10]) == first[:10]
 
 
 def test_an_unknown_revision_names_the_known_branches_and_tags(repo):
     root, _, _ = repo
     with pytest.raises(RevisionError, match=r"unknown revision 'nope'.*main, v1"):
-        resolve_revision(str(root), "nope")
+        resolve_commit(str(root), "nope")
 
 
 def test_a_missing_repository_fails_at_once_with_gits_whole_message(tmp_path):
     with pytest.raises(RevisionError) as raised:
-        resolve_revision(str(tmp_path / "missing"), "main")
+        resolve_commit(str(tmp_path / "missing"), "main")
     message = str(raised.value)
     assert "cannot list the refs of" in message
     # git says it in several lines; all of them are kept, not only "and the repository exists."
@@ -99,7 +99,7 @@ def test_a_busy_server_is_retried_then_named(monkeypatch, caplog):
     server = StatusServer(503)
     try:
         with pytest.raises(RepositoryUnavailable, match=r"returned error: 503.*gave up after 2 attempts"):
-            resolve_revision(server.url, "main")
+            resolve_commit(server.url, "main")
     finally:
         server.close()
     assert server.requests == 2  # retried once after 2 s, then the 5 s deadline left no room for the next wait
@@ -113,7 +113,7 @@ def test_a_repository_the_server_does_not_have_is_not_retried():
     server = StatusServer(404)
     try:
         with pytest.raises(RevisionError, match=r"fatal: repository .* not found"):
-            resolve_revision(server.url, "main")
+            resolve_commit(server.url, "main")
     finally:
         server.close()
     assert server.requests == 1
@@ -121,5 +121,5 @@ def test_a_repository_the_server_does_not_have_is_not_retried():
 
 def test_credentials_in_the_url_are_refused_and_never_echoed():
     with pytest.raises(ValueError, match="embeds credentials") as error:
-        resolve_revision("https://user:hunter2@example.invalid/repo.git", "main")
+        resolve_commit("https://user:hunter2@example.invalid/repo.git", "main")
     assert "hunter2" not in str(error.value)

@@ -266,10 +266,10 @@ def test_the_file_evaluate_writes_is_what_it_logs_and_read_back_from_the_store(
     """evaluate run by kfp.local; its metrics file uploaded where KFP's launcher would put it, then read."""
     from kfp import local
 
-    from components.train.trainer import TrainConfig, train
+    from components.train.trainer import TrainConfig, train_model
     from tests.support.evaluate_pipeline import gate_against_baseline
 
-    train(digits_dir, tmp_path / "model", TrainConfig(epochs=2, augment=False))
+    train_model(digits_dir, tmp_path / "model", TrainConfig(epochs=2, augment=False))
     local_root = tmp_path / "kfp-local"
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(local_root), raise_on_error=True)
     model = str(tmp_path / "model")

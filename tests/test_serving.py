@@ -23,7 +23,7 @@ from components.common.dataset import index_dataset
 from components.common.images import load_preprocessed, preprocess, to_array
 from components.common.model import load_model
 from components.evaluate.evaluation import evaluate
-from components.train.trainer import TrainConfig, train
+from components.train.trainer import TrainConfig, train_model
 from serving.validation import InvalidImages, arrays_to_batch, files_to_batch
 from tests.support.bento_server import bento_environment, build, post, post_files, post_json, serve
 from tests.support.photos import photo, write_photo_dataset
@@ -116,7 +116,7 @@ def served_probabilities(answer: dict, classes: list[str]) -> np.ndarray:
 @pytest.fixture(scope="module")
 def digits_bento(digits_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving-digits")
-    train(digits_dir, root / "model", TrainConfig(epochs=3, augment=False))
+    train_model(digits_dir, root / "model", TrainConfig(epochs=3, augment=False))
     env = bento_environment(root)
     descriptor = build(root / "model", root / "bento", env)
     with serve(descriptor["bento_tag"], env, root) as url:
@@ -323,7 +323,7 @@ def _rgba(image: Image.Image) -> bytes:
 @pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v3_small"])
 def test_photos_train_evaluate_package_and_serve(photos, tmp_path, architecture):
     config = TrainConfig(architecture=architecture, epochs=1, batch_size=8, image_size=32, workers=1)
-    train(photos, tmp_path / "model", config)
+    train_model(photos, tmp_path / "model", config)
     evaluation = evaluate(tmp_path / "model", photos)  # checks the ONNX export on every test image
     assert evaluation.onnx_max_difference <= 1e-4 and evaluation.samples > 0
     env = bento_environment(tmp_path)
@@ -368,7 +368,7 @@ def test_a_factory_model_is_served_without_the_factorys_code(photos, tmp_path, m
     monkeypatch.syspath_prepend(str(tmp_path / "code"))
     try:
         config = TrainConfig(model_factory="team_nets:Tiny", epochs=1, batch_size=8, image_size=16)
-        train(photos, tmp_path / "model", config)
+        train_model(photos, tmp_path / "model", config)
     finally:
         sys.modules.pop("team_nets", None)
     env = bento_environment(tmp_path)  # no PYTHONPATH: team_nets cannot be imported by the server

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.train.trainer import TrainConfig, train
+from components.train.trainer import TrainConfig, train_model
 from tests.support.bento_server import bento_environment, build, serve
 
 BODY_LIMIT = 8 * 2**20
@@ -102,7 +102,7 @@ GOOD_JSON = json.dumps({"images": [np.zeros((8, 8), dtype=int).tolist()]}).encod
 @pytest.fixture(scope="module")
 def server(digits_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving-hostile")
-    train(digits_dir, root / "model", TrainConfig(epochs=1, augment=False))
+    train_model(digits_dir, root / "model", TrainConfig(epochs=1, augment=False))
     env = bento_environment(root)
     descriptor = build(root / "model", root / "bento", env)
     env = {**env, "KFP_TORCH_LIFECYCLE_MAX_BODY_BYTES": str(BODY_LIMIT)}

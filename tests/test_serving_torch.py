@@ -20,7 +20,7 @@ from components.common.images import normalize
 from components.common.onnx_model import OnnxClassifier, check_parity
 from components.common.spec import load_spec
 from components.train.contract import save_model
-from components.train.trainer import TrainConfig, train
+from components.train.trainer import TrainConfig, train_model
 from serving.service import ACCELERATOR_ENV, load_backend, serving_accelerator, softmax
 from serving.torch_backend import DEVICE_ENV, ServingDeviceError, TorchClassifier
 from tests.support.bento_server import bento_environment, post_json, run_build_script, serve
@@ -32,7 +32,7 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refus
 @pytest.fixture(scope="module")
 def digits_model(digits_dir, tmp_path_factory) -> Path:
     model_dir = tmp_path_factory.mktemp("torch-digits") / "model"
-    train(digits_dir, model_dir, TrainConfig(epochs=1, augment=False))
+    train_model(digits_dir, model_dir, TrainConfig(epochs=1, augment=False))
     return model_dir
 
 
@@ -129,8 +129,8 @@ def test_the_torch_backend_module_does_not_import_torch():
 BUILD_CUDA = textwrap.dedent(
     """
     import json, sys, bentoml
-    from components.build_bento.packaging import build_bento
-    d = build_bento(sys.argv[1], sys.argv[2], accelerator="cuda")
+    from components.build_bento.packaging import build_bento_archive
+    d = build_bento_archive(sys.argv[1], sys.argv[2], accelerator="cuda")
     d["path"] = bentoml.get(d["bento_tag"]).path
     print(json.dumps(d))
     """

@@ -16,7 +16,7 @@ from components.common.dataset import DatasetFormatError
 from components.common.model import load_model
 from components.common.spec import load_spec
 from components.evaluate.evaluation import evaluate
-from components.train.trainer import CHECKPOINT_FILE, TrainConfig, lr_factor, train
+from components.train.trainer import CHECKPOINT_FILE, TrainConfig, lr_factor, train_model
 from tests.support.photos import write_photo_dataset
 
 # The 8x8 digits are neither flip-invariant nor croppable: the demo trains them without augmentation.
@@ -43,7 +43,7 @@ def photos(tmp_path_factory):
 @pytest.mark.slow
 def test_default_training_reaches_095_test_accuracy(digits_dir, tmp_path):
     config = TrainConfig(augment=False)
-    result = train(digits_dir, tmp_path / "model", config, dataset_info={"commit": "abc", "md5": {"x": "y"}})
+    result = train_model(digits_dir, tmp_path / "model", config, dataset_info={"commit": "abc", "md5": {"x": "y"}})
     evaluation = evaluate(tmp_path / "model", digits_dir)
     assert evaluation.accuracy >= 0.95
     assert len(result.history) == config.epochs
@@ -51,7 +51,7 @@ def test_default_training_reaches_095_test_accuracy(digits_dir, tmp_path):
 
 
 def test_spec_records_what_serving_and_audits_need(digits_dir, tmp_path):
-    train(digits_dir, tmp_path / "model", FAST, dataset_info={"commit": "c0ffee", "md5": {"data/raw": "m.dir"}})
+    train_model(digits_dir, tmp_path / "model", FAST, dataset_info={"commit": "c0ffee", "md5": {"data/raw": "m.dir"}})
     spec = load_spec(tmp_path / "model")
     assert spec.architecture == "small_cnn"
     assert spec.classes == [str(i) for i in range(10)]
@@ -82,7 +82,7 @@ def test_spec_records_what_serving_and_audits_need(digits_dir, tmp_path):
 def test_the_export_and_its_check_are_logged_as_they_start_and_end(digits_dir, tmp_path, caplog):
     """They take seconds to a minute after the last epoch; the log says what is happening, and for how long."""
     with caplog.at_level(logging.INFO):
-        train(digits_dir, tmp_path / "model", TrainConfig(epochs=1, augment=False))
+        train_model(digits_dir, tmp_path / "model", TrainConfig(epochs=1, augment=False))
     expected = [
         r"epoch 1/1  train_loss",
         r"training done: 1 epoch\(s\) in \d+\.\d s",
@@ -98,9 +98,9 @@ def test_the_export_and_its_check_are_logged_as_they_start_and_end(digits_dir, t
 
 
 def test_same_seed_same_weights_other_seed_other_weights(digits_dir, tmp_path):
-    train(digits_dir, tmp_path / "a", FAST)
-    train(digits_dir, tmp_path / "b", FAST)
-    train(digits_dir, tmp_path / "c", TrainConfig(epochs=3, seed=8, augment=False))
+    train_model(digits_dir, tmp_path / "a", FAST)
+    train_model(digits_dir, tmp_path / "b", FAST)
+    train_model(digits_dir, tmp_path / "c", TrainConfig(epochs=3, seed=8, augment=False))
     assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
     assert not torch.equal(weights(tmp_path / "a")["head.2.weight"], weights(tmp_path / "c")["head.2.weight"])
 
@@ -123,7 +123,7 @@ def test_resume_after_crash_gives_the_uninterrupted_result(digits_dir, tmp_path)
         gradient_accumulation_steps=2,
         early_stopping_patience=10,
     )
-    train(digits_dir, tmp_path / "straight", config)
+    train_model(digits_dir, tmp_path / "straight", config)
 
     def crash_after_epoch_2(result):
         if result.epoch == 2:
@@ -131,12 +131,14 @@ def test_resume_after_crash_gives_the_uninterrupted_result(digits_dir, tmp_path)
 
     checkpoints = tmp_path / "checkpoints"
     with pytest.raises(Crash):
-        train(digits_dir, tmp_path / "resumed", config, checkpoint_dir=checkpoints, on_epoch_end=crash_after_epoch_2)
+        train_model(
+            digits_dir, tmp_path / "resumed", config, checkpoint_dir=checkpoints, on_epoch_end=crash_after_epoch_2
+        )
     assert not (tmp_path / "resumed").exists()  # no model that looks complete
     assert (checkpoints / CHECKPOINT_FILE).is_file()
 
     epochs_run = []
-    result = train(
+    result = train_model(
         digits_dir,
         tmp_path / "resumed",
         config,
@@ -151,8 +153,10 @@ def test_resume_after_crash_gives_the_uninterrupted_result(digits_dir, tmp_path)
 
 def test_checkpoint_for_other_parameters_is_not_resumed(digits_dir, tmp_path):
     checkpoints = tmp_path / "checkpoints"
-    train(digits_dir, tmp_path / "first", TrainConfig(epochs=1, seed=1, augment=False), checkpoint_dir=checkpoints)
-    result = train(
+    train_model(
+        digits_dir, tmp_path / "first", TrainConfig(epochs=1, seed=1, augment=False), checkpoint_dir=checkpoints
+    )
+    result = train_model(
         digits_dir, tmp_path / "second", TrainConfig(epochs=1, seed=2, augment=False), checkpoint_dir=checkpoints
     )
     assert result.resumed_from_epoch == 0
@@ -163,10 +167,12 @@ def test_streaming_path_trains_what_the_in_memory_path_trains(digits_dir, tmp_pa
     weights, are the same as when the decoded images are held in memory."""
     config = TrainConfig(epochs=2, seed=5, augment=False, optimizer="sgd", learning_rate=0.05)
     with caplog.at_level(logging.INFO, logger="components.train.trainer"):
-        streamed = train(digits_dir, tmp_path / "streamed", TrainConfig(**{**config.__dict__, "memory_budget": "64Ki"}))
+        streamed = train_model(
+            digits_dir, tmp_path / "streamed", TrainConfig(**{**config.__dict__, "memory_budget": "64Ki"})
+        )
     assert "data path: streaming: 1438 decoded images would take 89.9 KiB, more than the memory budget" in caplog.text
     assert streamed.spec.training["data_path"] == "streamed"
-    in_memory = train(digits_dir, tmp_path / "in-memory", config)
+    in_memory = train_model(digits_dir, tmp_path / "in-memory", config)
     assert in_memory.spec.training["data_path"] == "in memory"
     assert streamed.spec.input_range == in_memory.spec.input_range and in_memory.spec.input_range["images"] == 1302
     assert_same_weights(weights(tmp_path / "streamed"), weights(tmp_path / "in-memory"))
@@ -174,13 +180,13 @@ def test_streaming_path_trains_what_the_in_memory_path_trains(digits_dir, tmp_pa
 
 def test_augmented_batches_do_not_depend_on_the_number_of_workers(photos, tmp_path):
     config = TrainConfig(epochs=1, batch_size=8, image_size=24, augment=True, memory_budget="1Ki", seed=2)
-    train(photos, tmp_path / "none", TrainConfig(**{**config.__dict__, "workers": 0}))
-    train(photos, tmp_path / "two", TrainConfig(**{**config.__dict__, "workers": 2}))
+    train_model(photos, tmp_path / "none", TrainConfig(**{**config.__dict__, "workers": 0}))
+    train_model(photos, tmp_path / "two", TrainConfig(**{**config.__dict__, "workers": 2}))
     assert_same_weights(weights(tmp_path / "none"), weights(tmp_path / "two"))
 
 
 def test_photos_of_every_size_and_mode_train_at_the_chosen_size(photos, tmp_path):
-    result = train(photos, tmp_path / "model", TrainConfig(epochs=1, batch_size=8, image_size=20, workers=1))
+    result = train_model(photos, tmp_path / "model", TrainConfig(epochs=1, batch_size=8, image_size=20, workers=1))
     spec = result.spec
     assert spec.input_shape == [3, 20, 20] and spec.classes == ["cat", "coffee", "rocket"]
     assert spec.preprocessing["train_augmentation"]["horizontal_flip"] == 0.5
@@ -190,7 +196,7 @@ def test_photos_of_every_size_and_mode_train_at_the_chosen_size(photos, tmp_path
 def test_gradient_accumulation_takes_one_optimizer_step_per_group(digits_dir, tmp_path):
     checkpoints = tmp_path / "checkpoints"
     config = TrainConfig(epochs=2, augment=False, gradient_accumulation_steps=4)  # 21 batches -> 6 steps
-    train(digits_dir, tmp_path / "model", config, checkpoint_dir=checkpoints)
+    train_model(digits_dir, tmp_path / "model", config, checkpoint_dir=checkpoints)
     state = torch.load(checkpoints / CHECKPOINT_FILE, weights_only=False)["optimizer"]["state"]
     assert {int(entry["step"]) for entry in state.values()} == {2 * 6}
 
@@ -205,7 +211,7 @@ def test_learning_rate_schedule():
 
 def test_early_stopping_keeps_the_best_epochs_weights(digits_dir, tmp_path):
     config = TrainConfig(epochs=10, augment=False, learning_rate=0.02, early_stopping_patience=2, seed=1)
-    result = train(digits_dir, tmp_path / "model", config)
+    result = train_model(digits_dir, tmp_path / "model", config)
     losses = [row.val_loss for row in result.history]
     best = result.spec.training["best_epoch"]
     assert result.spec.training["stopped_early"] and len(losses) == best + 2 < 10
@@ -233,7 +239,7 @@ def test_unreadable_image_fails_before_training_and_names_it(photos, tmp_path):
     (data / "cat" / "notes.png").write_text("not an image")
     epochs = []
     with pytest.raises(DatasetFormatError) as raised:
-        train(data, tmp_path / "model", TrainConfig(image_size=16), on_epoch_end=epochs.append)
+        train_model(data, tmp_path / "model", TrainConfig(image_size=16), on_epoch_end=epochs.append)
     message = str(raised.value)
     assert "2 of" in message and f"coffee/{victim.name}" in message and "cat/notes.png" in message
     assert epochs == [] and not (tmp_path / "model").exists()
@@ -244,7 +250,7 @@ def test_failed_training_leaves_no_model(digits_dir, tmp_path):
         raise Crash("out of memory")
 
     with pytest.raises(Crash):
-        train(digits_dir, tmp_path / "model", TrainConfig(epochs=1, augment=False), on_epoch_end=fail)
+        train_model(digits_dir, tmp_path / "model", TrainConfig(epochs=1, augment=False), on_epoch_end=fail)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -272,7 +278,7 @@ def test_failed_training_leaves_no_model(digits_dir, tmp_path):
 )
 def test_bad_parameters_are_named(digits_dir, tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
-        train(digits_dir, tmp_path / "model", TrainConfig(**overrides))
+        train_model(digits_dir, tmp_path / "model", TrainConfig(**overrides))
     assert not (tmp_path / "model").exists()
 
 
@@ -297,7 +303,7 @@ def test_unfit_dataset_fails_before_the_process_group_or_the_network(photos, tmp
     for name in ("device_for", "init_process_group", "build_network"):
         monkeypatch.setattr(trainer, name, lambda *args, name=name, **kwargs: called.append(name))
     with pytest.raises(DatasetFormatError, match=message):
-        train(data, tmp_path / "model", TrainConfig(architecture="resnet18"))
+        train_model(data, tmp_path / "model", TrainConfig(architecture="resnet18"))
     assert called == [] and not (tmp_path / "model").exists()
 
 
@@ -326,7 +332,7 @@ except Exception as error:
 def test_early_stopping_without_validation_images_is_refused(digits_dir, tmp_path):
     config = TrainConfig(validation_fraction=0.0, early_stopping_patience=2)
     with pytest.raises(ValueError, match=r"early_stopping_patience=2 needs validation images"):
-        train(digits_dir, tmp_path / "model", config)
+        train_model(digits_dir, tmp_path / "model", config)
 
 
 def test_metric_values_per_epoch_and_final():

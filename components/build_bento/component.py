@@ -3,10 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def build_bento(
     model: Input[Model],
     evaluation: Input[Metrics],
@@ -27,13 +29,15 @@ def build_bento(
             build of torch and its CUDA runtime wheels). Requirements are pinned from this step's
             own environment; the build needs no network.
     """
-    from components.build_bento.packaging import build_bento as package
+    from components.build_bento.packaging import build_bento_archive
     from components.build_bento.requirements import validate_accelerator
 
     validate_accelerator(accelerator)
 
     scores = {k: v for k, v in evaluation.metadata.items() if isinstance(v, (int, float, str, bool))}
-    descriptor = package(model.path, bento.path, evaluation=scores, base_image=base_image, accelerator=accelerator)
+    descriptor = build_bento_archive(
+        model.path, bento.path, evaluation=scores, base_image=base_image, accelerator=accelerator
+    )
     keys = ("bento_tag", "model_tag", "size_bytes", "archive", "accelerator")
     bento.metadata.update({k: descriptor[k] for k in keys})
     print(

@@ -122,7 +122,7 @@ def _label(value: Any) -> str:
     return str(value)[:63]
 
 
-def build_bento(
+def build_bento_archive(
     model_dir: str | Path,
     output_dir: str | Path,
     evaluation: dict[str, Any] | None = None,

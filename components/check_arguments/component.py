@@ -4,41 +4,44 @@ from typing import NamedTuple
 
 from kfp import dsl
 
-from components.images import COMPONENTS_IMAGE
+from components.check_arguments.parameters import DISTRIBUTED_PARAMETERS, PIPELINE_PARAMETERS
+from components.common.descriptions import described
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described(PIPELINE_PARAMETERS, DISTRIBUTED_PARAMETERS)
 def check_arguments(
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
-    seed: int,
-    validation_fraction: float,
-    test_fraction: float,
-    architecture: str,
-    model_factory: str,
-    image_size: int,
-    channels: int,
-    augment: bool,
-    normalization: str,
-    optimizer: str,
-    momentum: float,
-    weight_decay: float,
-    lr_schedule: str,
-    warmup_epochs: float,
-    label_smoothing: float,
-    early_stopping_patience: int,
-    gradient_accumulation_steps: int,
-    fine_tune: str,
-    workers: int,
-    memory_budget: str,
-    accuracy_threshold: float,
     gpus: int,
     accelerator_type: str,
     node_selector: dict,
     tolerations: list,
+    epochs: int = 12,
+    batch_size: int = 64,
+    learning_rate: float = 0.003,
+    seed: int = 0,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    architecture: str = "small_cnn",
+    model_factory: str = "",
+    image_size: int = -1,
+    channels: int = -1,
+    augment: bool = True,
+    normalization: str = "auto",
+    optimizer: str = "adamw",
+    momentum: float = 0.9,
+    weight_decay: float = 0.01,
+    lr_schedule: str = "constant",
+    warmup_epochs: float = 0.0,
+    label_smoothing: float = 0.0,
+    early_stopping_patience: int = 0,
+    gradient_accumulation_steps: int = 1,
+    fine_tune: str = "full",
+    workers: int = -1,
+    memory_budget: str = "",
+    accuracy_threshold: float = 0.95,
     image_repository: str = "",
-    serving_base_image: str = "",
+    serving_base_image: str = "docker.io/library/python:3.11-slim",
     build_image: bool = True,
     baseline: str = "none",
     push_image: bool = True,
@@ -46,11 +49,11 @@ def check_arguments(
     deploy_namespace: str = "",
     distributed: bool = False,
     launcher: str = "auto",
-    num_workers: int = 1,
+    num_workers: int = 2,
     nproc_per_node: int = 1,
-    cpu: str = "1",
-    memory: str = "1Gi",
-    shm_size: str = "",
+    cpu: str = "4",
+    memory: str = "16Gi",
+    shm_size: str = "2Gi",
     command: list = [],
     script_hyperparameters: dict = {},
     queue_name: str = "",
@@ -58,26 +61,22 @@ def check_arguments(
 ) -> NamedTuple("Placement", node_selector=dict, tolerations=list):
     """Checks every argument a later step would fail on, before any data is pulled.
 
+    Each input is the pipeline's parameter of the same name, checked as the step that takes it would check it.
+
     Args:
-        epochs ... memory_budget: the training parameters (see ``train``).
-        accuracy_threshold: the promotion gate's threshold, in [0, 1].
-        gpus, accelerator_type, node_selector, tolerations: where training runs.
-        image_repository, serving_base_image, build_image: the serving image (checked when one is built).
-        baseline: what evaluate compares with: ``production``, ``none`` or a model's URI.
-        push_image: whether the image is pushed (a cluster deployment pulls it).
-        deploy_target, deploy_namespace: where a promoted model is deployed: a known target; a namespace only
-            for the cluster targets, which need the image built and pushed.
-        distributed: true in the distributed pipeline, whose job settings follow
-            (launcher, num_workers, nproc_per_node, cpu, memory, shm_size, command,
-            script_hyperparameters, queue_name, queue_timeout_seconds).
-        launcher: The distributed pipeline's launcher: auto, trainjob, pytorchjob (kubeflow), or local.
-        queue_name: The Kueue LocalQueue the distributed job is queued in (a label value); empty for none.
-        queue_timeout_seconds: How long the distributed job may wait suspended in its queue; > 0.
+        gpus: GPUs for training: the training pipeline's train step, or each of the distributed pipeline's pods.
+        accelerator_type: The extended resource the GPUs are counted in, e.g. nvidia.com/gpu or amd.com/gpu.
+        node_selector: Node labels training must run on.
+        tolerations: Tolerations of the training pods, as Kubernetes writes them.
+        distributed: True in the distributed pipeline: its job's settings (launcher, num_workers, nproc_per_node,
+            cpu, memory, shm_size, command, script_hyperparameters, queue_name, queue_timeout_seconds) are
+            checked too. False (the training pipeline, which has no such job): they are not checked.
 
     Returns:
-        node_selector, tolerations: the train step's placement; with ``gpus=0`` the GPU node
-        selector and toleration the pipeline gives by default are dropped, so a CPU-only cluster
-        can schedule it; ones the user chose are kept.
+        node_selector: The train step's node selector: with gpus 0 the GPU node selector the training pipeline
+            gives by default is dropped, so a CPU-only cluster can schedule the step; one the user chose is kept.
+        tolerations: The train step's tolerations: with gpus 0 the GPU toleration the training pipeline gives by
+            default is dropped; ones the user chose are kept.
     """
     from collections import namedtuple
 

@@ -41,6 +41,39 @@ SCRIPT_RUNNER = ["python", "-m", "components.train.script_runner"]
 # GPUs idling forever then. The margin covers the launcher's own cleanup.
 DEADLINE_MARGIN_SECONDS = 600
 SCRIPT_PARAMETERS = ("epochs", "batch_size", "learning_rate", "seed", "validation_fraction", "test_fraction")
+# The inputs and outputs every distributed training component has beyond its job's config (``ReplicaConfig`` and
+# its kind's subclass) and ``TrainConfig``, described once for their docstrings.
+STEP_INPUTS = {
+    "dataset": "A dataset directory (dvc_pull's output); the training pods read it by URI.",
+    "model": "The trained model, written by rank 0 straight to this artifact's URI (a gs://, s3:// or minio:// "
+    "pipeline root, or a shared path), in train's format. Metadata: format, architecture, classes, input_shape, "
+    "world_size, dataset_commit and the dataset's lineage; with your own command, the command and image.",
+    "metrics": "Per-epoch and final train and validation loss and accuracy, or your own script's metrics.json.",
+    "job": "The job handle (launcher, kind, name, namespace, uid), written as soon as the job exists: which kind "
+    "ran, and what to look for with kubectl.",
+    "run_id": "Pass dsl.PIPELINE_JOB_ID_PLACEHOLDER: the job's name derives from it at run time, so that runs "
+    "(recurring ones too) never share a job.",
+    "task_name": "Pass dsl.PIPELINE_TASK_NAME_PLACEHOLDER: part of the job's name, the same when the step is "
+    "retried, so a retry re-attaches to its job.",
+    "task_id": "Pass dsl.PIPELINE_TASK_ID_PLACEHOLDER: part of the job's name, which tells the iterations of a "
+    "ParallelFor apart.",
+    "image": "The training pods' image; empty for this library's CUDA training image. With your own command, an "
+    "image that holds this library (its script runner fetches the dataset and publishes the output).",
+    "command": "Empty for the library's training; else your own command, run on every pod under torchrun in "
+    "image, with the contract of components.train.contract (environment, arguments, outputs).",
+    "script_hyperparameters": "Extra hyperparameters for your own command, beside "
+    f"{', '.join(SCRIPT_PARAMETERS)} (yours win); unused without command.",
+    "pretrained_weights": "A checkpoint file or Model directory to start from, by a path or URI the training pods "
+    "can read (gs://, s3://, minio://); never downloaded from a hub. Empty: from scratch.",
+    "namespace": "Where the job runs; empty for this step's own namespace.",
+    "timeout_seconds": "Wall-clock limit of the step; on timeout the job is deleted and the step fails.",
+    "scheduling_timeout_seconds": "How long the job's pods may wait to start (unschedulable, image not pulled); "
+    "then the step fails with the pods' own reasons and Events, and the job is deleted.",
+    "queue_timeout_seconds": "How long a TrainJob may stay suspended, waiting in its Kueue queue (queue_name), at a "
+    "stretch; then the step fails naming the queue, and the job is deleted.",
+    "checkpoint_dir": "A path every pod shares (such as a PVC) where rank 0 writes a checkpoint after every epoch, "
+    "so a retried step resumes; empty: no checkpoint.",
+}
 
 
 @dataclass

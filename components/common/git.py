@@ -22,6 +22,12 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 NON_INTERACTIVE = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true"}
+# The inputs of the steps that read the data's repository (resolve_revision, dvc_pull), described once.
+REPOSITORY_INPUTS = {
+    "repo_url": "The git repository (https, ssh or a path) that tracks the data with DVC; it must not embed "
+    "credentials.",
+    "rev": "A branch, tag, HEAD or commit SHA of repo_url.",
+}
 TRANSIENT_FAILURE = re.compile(
     r"could not resolve (host|proxy)|temporary failure in name resolution|connection (timed out|refused|reset)"
     r"|operation timed out|failed to connect|couldn't connect|early eof|rpc failed|the remote end hung up"

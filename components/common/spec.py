@@ -24,9 +24,9 @@ measured over the training images during the decode pass::
 Serving uses it to refuse JSON arrays on another scale (0..1, scikit-learn's 0..16
 digits; see ``serving.validation.ScaleCheck``). ``{}`` means not recorded.
 
-Older formats are still read and upgraded in memory: format 1 (before
-preprocessing and splits were recorded; its images had one fixed size and its
-test split came from ``labels.csv``) and format 2 (before ``input_range``).
+Formats 1 and 2 are read too, and upgraded in memory: format 1 records neither
+preprocessing nor a split rule (its images have one fixed size and its test split
+comes from ``labels.csv``); format 2 records no ``input_range``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ FACTORY_PREFIX = "factory:"
 DATASET_LINEAGE_KEYS = ("repo_url", "commit", "md5", "file_count", "total_bytes")
 # The ONNX graph's input and output names, and the batch dimension's name.
 ONNX_INPUT, ONNX_OUTPUT, ONNX_BATCH = "images", "logits", "batch"
+MODEL_FORMAT = "kfp-torch-lifecycle"  # a Model artifact's ``format`` metadata: a directory this module describes
 
 
 class ModelFormatError(ValueError):
@@ -121,3 +122,15 @@ def load_spec(directory: str | Path) -> ModelSpec:
 
 def write_spec(directory: str | Path, spec: ModelSpec) -> None:
     (Path(directory) / SPEC_FILE).write_text(spec.to_json())
+
+
+def model_metadata(spec: ModelSpec) -> dict[str, Any]:
+    """What every training step records about the model it wrote in its ``Model`` artifact's metadata (the
+    Kubeflow UI shows it): the format, the network and its classes and input, the dataset's commit."""
+    return {
+        "format": MODEL_FORMAT,
+        "architecture": spec.architecture,
+        "classes": spec.classes,
+        "input_shape": spec.input_shape,
+        "dataset_commit": spec.dataset.get("commit", ""),
+    }

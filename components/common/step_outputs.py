@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from components.common.distributed_step import StepResult
+from components.common.spec import model_metadata
 from components.train.metrics import metric_values
 
 
@@ -23,13 +24,4 @@ def publish_outputs(
     if spec is None:
         model.metadata["format"] = "custom: not the library's format (no spec.json); evaluate and serving need it"
         return
-    model.metadata.update(
-        {
-            "format": "kfp-torch-lifecycle",
-            "architecture": spec.architecture,
-            "classes": spec.classes,
-            "input_shape": spec.input_shape,
-            "world_size": spec.training.get("world_size", 1),
-            "dataset_commit": spec.dataset.get("commit", ""),
-        }
-    )
+    model.metadata.update({**model_metadata(spec), "world_size": spec.training.get("world_size", 1)})

@@ -182,7 +182,7 @@ def _size(size_bytes: int) -> str:
     return f"{size_bytes / 1e6:.1f} MB ({size_bytes} bytes)"
 
 
-def containerize(
+def build_image(
     bento_archive: str | Path,
     image: str,
     base_image: str,

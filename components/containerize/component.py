@@ -3,10 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def containerize(
     bento: Input[Artifact],
     image_repository: str,
@@ -29,14 +31,13 @@ def containerize(
         storage_root: buildah storage directory (empty: buildah's default).
 
     Returns:
-        The image as ``repository@sha256:…``; empty when buildah is missing and ``push`` is
-        false (the step says why), so a local run without buildah still completes.
+        Output: The image as ``repository@sha256:…``; empty when buildah is missing and ``push`` is
+            false (the step says why), so a local run without buildah still completes.
     """
     from pathlib import Path
 
     from components.build_bento.packaging import read_descriptor
-    from components.containerize.buildah import BuildahMissing
-    from components.containerize.buildah import containerize as build_image
+    from components.containerize.buildah import BuildahMissing, build_image
 
     descriptor = read_descriptor(bento.path)
     image = f"{image_repository}:{descriptor['bento_tag'].split(':', 1)[1]}"

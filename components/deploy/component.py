@@ -6,10 +6,12 @@ from typing import List, NamedTuple, Optional
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def deploy(
     deployment: Output[Artifact],
     target: str = "kserve",
@@ -109,16 +111,16 @@ def deploy(
         pipeline_run: the pipeline run's id (pass ``dsl.PIPELINE_JOB_ID_PLACEHOLDER``), a label on what is deployed.
 
     Returns:
-        url: where the service answers (the in-cluster URL; for ``local``, ``make serve``'s address); "" when
-        rolled back. image: the deployed image (for ``local``, the bento's tag). previous_image: what served
-        before ("" for a first deployment). rolled_back: whether it was rolled back (only with
-        ``fail_on_rollback`` false; otherwise the step fails).
+        url: Where the service answers (the in-cluster URL; for ``local``, ``make serve``'s address); "" when
+            rolled back.
+        image: The deployed image (for ``local``, the bento's tag).
+        previous_image: What served before ("" for a first deployment).
+        rolled_back: Whether it was rolled back (only with ``fail_on_rollback`` false; otherwise the step fails).
     """
     from collections import namedtuple
 
     from components.deploy.inputs import deploy_request, refuse_unpromoted
-    from components.deploy.step import deploy as run_step
-    from components.deploy.step import held_out_for, local_bento, read_deployment
+    from components.deploy.step import held_out_for, local_bento, read_deployment, run_step
     from components.deploy.verification import FIGURES
 
     refuse_unpromoted(evaluation.metadata if evaluation is not None else None)

@@ -4,7 +4,7 @@
 ``held_out_for`` picks what a deployment is verified with, before anything is applied: held-out test images
 from the Dataset by the Model's split rule with evaluate's predictions (a deploy after training), or the very
 images and answers a staging deployment was verified with (``promote_pipeline``'s canary, from that deploy's
-output). ``deploy`` then runs the target (``open_target``) and, after a verified deploy, tells the registry:
+output). ``run_step`` then runs the target (``open_target``) and, after a verified deploy, tells the registry:
 the image on the registered version (``record_image``) and, for production, that it serves
 (``mark_production``). The step's output directory (the ``deployment`` artifact) holds:
 
@@ -148,7 +148,7 @@ def open_target(request: DeployRequest, echo: Callable[[str], None] = print) -> 
     return KServeTarget(api, request.namespace, request.name, echo=echo)
 
 
-def deploy(
+def run_step(
     request: DeployRequest,
     verified_with: VerifiedWith,
     output_dir: str | Path,

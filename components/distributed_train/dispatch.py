@@ -1,7 +1,7 @@
 """The distributed pipeline's training step, without KFP: pick the kind of job the cluster runs, then run it.
 
 ``launcher`` is ``trainjob`` (Kubeflow Trainer v2, what current Kubeflow installs), ``pytorchjob`` (the Training
-Operator v1; ``kubeflow`` is its earlier name, which runs and schedules made before TrainJob pass), ``local``
+Operator v1; ``kubeflow`` is an alias of it), ``local``
 (torchrun on this machine, what ``kfp.local`` uses) or ``auto``: the kind the cluster's API discovery lists, which
 any authenticated user may read; TrainJob when it serves both. The choice is made at run time, in the step's own pod,
 because the pipeline is compiled once and runs on clusters of either kind (and ``dsl.OneOf``, which would pass on
@@ -11,7 +11,7 @@ the Model of one of several branches, is not supported by ``kfp.local`` 2.17.0).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from components.common.distributed_step import ArtifactLocation, StepResult, check_launcher
@@ -75,30 +75,34 @@ def run(
     job_output_path: str,
     train: TrainConfig,
     image: str,
-    nproc_per_node: int,
-    num_workers: int,
-    replica: dict[str, Any],
-    trainjob: dict[str, Any],
+    job: Mapping[str, Any],
     step: dict[str, Any],
     api: Callable[[], KubernetesApi] | None = None,
     clients: Callable[[JobKind], KubernetesJobClient] | None = None,
 ) -> StepResult:
-    """Resolve ``launcher`` and run the step of that kind: ``replica`` holds the settings every kind takes (cpu,
-    memory, gpus, placement, env, Secrets), ``trainjob`` the TrainJob's own (release, runtime, queue), ``step`` the
+    """Resolve ``launcher`` and run the step of that kind in ``image``: ``job`` holds the job's settings by the
+    component's parameter names (``nproc_per_node``, ``num_workers``, and every field of ``PyTorchJobConfig`` or
+    ``TrainJobConfig``: each kind takes those it has, a TrainJob's ``num_nodes`` is ``num_workers``), ``step`` the
     step's (run and task ids, timeouts, command, ...). ``api`` and ``clients`` make the API clients (by default from
     the pod's ServiceAccount, or the local kubeconfig)."""
     chosen = resolve_launcher(launcher, api) if api else resolve_launcher(launcher)
     if chosen == "pytorchjob":
+        from components.pytorchjob_train import manifest as pytorchjob_manifest
         from components.pytorchjob_train import step as pytorchjob_step
 
-        config = pytorchjob_step.default_job_config(image, nproc_per_node, num_workers=num_workers, **replica)
+        command = pytorchjob_manifest.training_command(job["nproc_per_node"])
+        config = pytorchjob_manifest.PyTorchJobConfig.from_parameters(job, image=image, command=command)
         own = {key: value for key, value in step.items() if key != "queue_timeout_seconds"}
         client = clients(PYTORCHJOB) if clients else None
         return pytorchjob_step.run_step(
             "pytorchjob", dataset, model, job_output_path, train, config, kube_client=client, **own
         )
+    from components.trainjob_train import manifest as trainjob_manifest
     from components.trainjob_train import step as trainjob_step
 
-    config = trainjob_step.default_job_config(image, nproc_per_node, num_nodes=num_workers, **replica, **trainjob)
+    command = trainjob_manifest.training_command()
+    config = trainjob_manifest.TrainJobConfig.from_parameters(
+        job, image=image, command=command, num_nodes=job["num_workers"]
+    )
     client = clients(TRAINJOB) if clients and chosen == "trainjob" else None
     return trainjob_step.run_step(chosen, dataset, model, job_output_path, train, config, kube_client=client, **step)

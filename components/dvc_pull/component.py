@@ -5,10 +5,13 @@ from typing import Dict, List
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described
+from components.common.git import REPOSITORY_INPUTS
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described(REPOSITORY_INPUTS)
 def dvc_pull(
     repo_url: str,
     rev: str,
@@ -25,17 +28,14 @@ def dvc_pull(
     """Pulls DVC-tracked paths of a git revision.
 
     Args:
-        repo_url: git repository (https, ssh or a path); must not embed credentials.
-        rev: branch, tag or commit SHA.
         paths: DVC-tracked paths relative to the repository root, e.g. ["data/raw"].
         dataset: output directory keeping the repository layout (``data/raw/...``).
             Metadata: ``commit`` (resolved SHA), ``md5`` (DVC hash per path),
             ``file_count``, ``total_bytes``, ``remote``, ``paths``.
-        remote: DVC remote name; empty for the repository's default remote.
-        remote_config: non-secret remote settings applied locally, e.g.
-            {"endpointurl": "https://..."} or {"url": "gs://bucket/path"}.
-            Credentials come from files (GOOGLE_APPLICATION_CREDENTIALS), never from here.
-        jobs: parallel transfer jobs.
+        remote: The DVC remote to pull from, by name; empty for the repository's default remote.
+        remote_config: Settings of that remote, applied locally, e.g. {"endpointurl": "https://..."} or
+            {"url": "gs://bucket/path"}. Never credentials: they come from files (GOOGLE_APPLICATION_CREDENTIALS).
+        jobs: Parallel downloads.
         cache_dir: a DVC cache to reuse (e.g. on a PVC); empty for a throwaway cache.
         connect_timeout: seconds to wait for a connection to the remote.
         read_timeout: seconds to wait for each read from the remote.

@@ -6,10 +6,12 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def evaluate(
     model: Input[Model],
     dataset: Input[Dataset],
@@ -22,6 +24,9 @@ def evaluate(
     baseline_model: Optional[Input[Model]] = None,
 ) -> bool:
     """Evaluates a model on the test split its training never saw, against the baseline.
+
+    The step fails when the ONNX export's logits differ from torch's by more than 1e-4 on any test image:
+    serving runs that export.
 
     Args:
         model: the candidate, as written by ``train`` (weights, ``spec.json``, ``model.onnx``).
@@ -46,7 +51,7 @@ def evaluate(
         worst_images: the 16 misclassified test images that gave their true class the least
             probability, as small pictures with what was predicted (a directory:
             ``index.json`` and the pictures; ``components.evaluate.worst_images``).
-        accuracy_threshold: the least test accuracy that may be promoted, in [0, 1].
+        accuracy_threshold: The promotion gate's threshold: the least test accuracy that may be promoted, in [0, 1].
         baseline_model: the model to beat, as the baseline-resolution step hands it over: a
             model of this library with metadata ``baseline`` = ``production`` or ``uri`` (and
             ``registry``, ``model_name``, ``version``, ``uri``), or an empty directory with
@@ -54,12 +59,10 @@ def evaluate(
             says why. Unconnected: no baseline.
 
     Returns:
-        promote: the promotion decision, true only when accuracy >= threshold and not worse than
-        the baseline on the same test files; the task's single output, so it is named
-        ``Output`` (``dsl.If(evaluated.outputs["Output"] == True)``): ``kfp.local`` 2.17 resolves
-        a task output in a ``dsl.If`` condition only under that name, and silently skips the
-        branch for a named one. The step fails when the ONNX export's logits differ from
-        torch's by more than 1e-4 on any test image: serving runs that export.
+        Output: The promotion decision: true only when accuracy >= accuracy_threshold and, with a baseline,
+            not worse than the baseline on the same test files. The task's single parameter output, so it is
+            named Output (dsl.If(evaluated.outputs["Output"] == True)): kfp.local 2.17 resolves a task output in
+            a dsl.If condition only under that name, and silently skips the branch for a named one.
     """
     import gc
     import logging

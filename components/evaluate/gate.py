@@ -19,6 +19,9 @@ from components.evaluate.scores import Evaluation, SharedComparison
 # (90 photos of 3 classes, mobilenet_v3_small from scratch: 0.20 accuracy); the digits demo,
 # about 126 per class on 8x8 images, trains well from scratch.
 SMALL_DATA_IMAGES_PER_CLASS = 100
+# The evaluate task's output that holds the promotion decision (true or false): its single parameter output, which
+# KFP names Output. kfp.local 2.17 resolves a task output in a dsl.If condition only under that name (README).
+DECISION_OUTPUT = "Output"
 
 
 @dataclass

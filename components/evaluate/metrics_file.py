@@ -5,8 +5,7 @@
 store, so evaluate also writes the same scores there, where anyone who can read the store finds
 them (``pipelines.run_metrics``). The file is one JSON object: metric name -> number (``accuracy``,
 ``macro_f1``, ``recall_<class>``, ...), plus ``promote`` (true or false), ``reason`` (text) and,
-in files written since evaluate takes a resolved baseline, ``baseline`` (text: what the candidate
-was compared with, or why with nothing).
+where present, ``baseline`` (text: what the candidate was compared with, or why with nothing).
 
 Plain JSON, no KFP and no torch: the notebook that reads it needs neither.
 """

@@ -1,6 +1,6 @@
 """Find the model a candidate is compared with: the one in production, none, or one named by URI.
 
-``find_baseline(baseline, output_dir)`` fills the ``Model`` directory ``evaluate`` takes as its
+``fetch_baseline(baseline, output_dir)`` fills the ``Model`` directory ``evaluate`` takes as its
 ``baseline_model`` and returns that artifact's metadata. The contract:
 
 - no baseline (``baseline="none"``, no registry, or no version in production yet): ``output_dir`` is an
@@ -26,7 +26,7 @@ from components.register.registry import RegisteredVersion, open_registry
 from components.register.settings import RegistrySettings
 
 
-def find_baseline(baseline: str, output_dir: str | Path, settings: RegistrySettings | None = None) -> dict[str, str]:
+def fetch_baseline(baseline: str, output_dir: str | Path, settings: RegistrySettings | None = None) -> dict[str, str]:
     """Fill ``output_dir`` as the module docstring says and return the artifact's metadata."""
     kind = baseline_kind(baseline)
     if kind == NONE:

@@ -3,10 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Model, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def find_baseline(baseline_model: Output[Model], baseline: str = "production"):
     """Finds the baseline: the version the model registry says is in production, none, or a model by URI.
 
@@ -27,8 +29,8 @@ def find_baseline(baseline_model: Output[Model], baseline: str = "production"):
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # before any client's
 
-    from components.find_baseline.baseline import find_baseline as resolve
+    from components.find_baseline.baseline import fetch_baseline
 
-    metadata = resolve(baseline, baseline_model.path)
+    metadata = fetch_baseline(baseline, baseline_model.path)
     baseline_model.metadata.update(metadata)
     print(metadata["reason"])

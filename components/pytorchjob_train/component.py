@@ -1,14 +1,21 @@
-"""KFP component: distributed data-parallel training as a Kubeflow PyTorchJob (or torchrun locally)."""
+"""KFP component: distributed data-parallel training as a Kubeflow PyTorchJob (or torchrun locally). Its inputs are
+described where they are defined: the job's in ``PyTorchJobConfig``, the training's in ``TrainConfig``, the step's in
+``components.common.distributed_step.STEP_INPUTS``."""
 
 from typing import Dict, List
 
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described, field_descriptions
+from components.common.distributed_step import STEP_INPUTS
+from components.container_images import COMPONENTS_IMAGE
+from components.pytorchjob_train.manifest import PyTorchJobConfig
+from components.train.config import TrainConfig
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described(STEP_INPUTS, field_descriptions(PyTorchJobConfig), field_descriptions(TrainConfig))
 def pytorchjob_train(
     dataset: Input[Dataset],
     model: Output[Model],
@@ -68,50 +75,18 @@ def pytorchjob_train(
     memory_budget: str = "",
     checkpoint_dir: str = "",
 ):
-    """Trains with DistributedDataParallel across ``num_workers`` pods x ``nproc_per_node`` processes.
+    """Trains with DistributedDataParallel across num_workers pods x nproc_per_node processes, as a PyTorchJob.
 
     Args:
-        dataset: a dataset directory (``dvc_pull``'s output); replicas read it by URI.
-        model: the trained model, written by rank 0 straight to this artifact's URI
-            (a ``gs://`` pipeline root or a shared path); same format as ``train``'s.
-        metrics: per-epoch and final train/validation loss and accuracy, or a custom
-            script's ``metrics.json``.
-        job: the job handle (kind, name, namespace, uid), written right after creation.
-        run_id, task_name, task_id: pass ``dsl.PIPELINE_JOB_ID_PLACEHOLDER``,
-            ``dsl.PIPELINE_TASK_NAME_PLACEHOLDER`` and ``dsl.PIPELINE_TASK_ID_PLACEHOLDER``; the
-            job's name derives from them at run time, so recurring runs and the iterations of a
-            ParallelFor never collide, and a retried step re-attaches.
-        launcher: "pytorchjob" (a PyTorchJob; "kubeflow", its earlier name, too) or "local" (``torchrun`` on
-            this machine, with num_workers x nproc_per_node processes: what ``kfp.local`` uses).
-        image: the replicas' image; empty for this library's CUDA training image.
-        command: empty for the library's training; else your own command, run on every
-            replica under torchrun in ``image`` (which must hold this library: its
-            ``script_runner`` fetches the dataset and publishes the output). The contract
-            (environment, arguments, outputs) is ``components.train.contract``'s.
-        script_hyperparameters: extra hyperparameters for a custom command (beside epochs,
-            batch_size, learning_rate, seed and the split fractions).
-        pretrained_weights: a checkpoint file or Model directory to start from, by path or URI
-            the replicas can read (see ``train``).
-        num_workers, nproc_per_node, cpu, memory, gpus, accelerator_type, node_selector, tolerations,
-        shm_size, env, secret_volumes, service_account, restart_policy, clean_pod_policy,
-        ttl_seconds_after_finished, active_deadline_seconds, backoff_limit: the PyTorchJob's
-            spec per replica; secrets are mounted as volumes (name -> path), never passed as values.
-        optional_secret_volumes: secrets mounted when they exist (the artifact store's credentials,
-            needed only for minio:// and s3:// URIs); a pod starts without them.
-            active_deadline_seconds 0 sets timeout_seconds plus 10 minutes: the operator stops the
-            job even when this step was killed before it could.
-        namespace: where the job runs; empty for this pod's own namespace.
-        timeout_seconds: wall-clock limit; on timeout the job is deleted and the step fails.
-        scheduling_timeout_seconds: how long the job's pods may wait to start (unschedulable, image
-            not pulled); then the step fails with the pods' own reasons and the job is deleted.
-        epochs ... memory_budget: as for ``train`` (``batch_size`` is per process);
-        checkpoint_dir: a shared path such as a PVC.
+        launcher: "pytorchjob" (a PyTorchJob; "kubeflow" is an alias) or "local" (torchrun on this machine, with
+            num_workers x nproc_per_node processes: what kfp.local uses).
     """
     import logging
 
     from components.common.step_outputs import publish_outputs
-    from components.images import TRAINING_IMAGE
-    from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
+    from components.container_images import TRAINING_IMAGE
+    from components.pytorchjob_train.manifest import PyTorchJobConfig, training_command
+    from components.pytorchjob_train.step import ArtifactLocation, run_step
     from components.train.config import TrainConfig
 
     parameters = dict(locals())
@@ -123,26 +98,8 @@ def pytorchjob_train(
         model=ArtifactLocation(model.path, model.uri),
         job_output_path=job.path,
         train=TrainConfig.from_parameters(parameters),
-        job=default_job_config(
-            image or TRAINING_IMAGE,
-            nproc_per_node,
-            num_workers=num_workers,
-            cpu=cpu,
-            memory=memory,
-            gpus=gpus,
-            accelerator_type=accelerator_type,
-            node_selector=node_selector,
-            tolerations=tolerations,
-            shm_size=shm_size,
-            env=env,
-            secret_volumes=secret_volumes,
-            optional_secret_volumes=optional_secret_volumes,
-            service_account=service_account,
-            restart_policy=restart_policy,
-            clean_pod_policy=clean_pod_policy,
-            ttl_seconds_after_finished=ttl_seconds_after_finished,
-            active_deadline_seconds=active_deadline_seconds,
-            backoff_limit=backoff_limit,
+        job=PyTorchJobConfig.from_parameters(
+            parameters, image=image or TRAINING_IMAGE, command=training_command(nproc_per_node)
         ),
         run_id=run_id,
         task_name=task_name,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from components.common.descriptions import option
 from components.common.kube.replicas import (
     POD_ANNOTATIONS,
     SHM_VOLUME,
@@ -41,12 +42,22 @@ class ManifestError(InvalidValue):
 class PyTorchJobConfig(ReplicaConfig):
     """Everything that shapes the job, apart from its name and namespace (decided at run time)."""
 
-    num_workers: int = 2  # training pods in all: 1 Master (rank 0) + num_workers-1 Workers
-    restart_policy: str = "OnFailure"
-    clean_pod_policy: str = "All"
-    ttl_seconds_after_finished: int = 3600
-    active_deadline_seconds: int = 0  # 0: no deadline
-    backoff_limit: int = 0
+    num_workers: int = option(2, "Training pods in all: 1 Master (rank 0) and num_workers - 1 Workers.")
+    restart_policy: str = option(
+        "OnFailure", f"What the operator does when a replica's container exits: {', '.join(RESTART_POLICIES)}."
+    )
+    clean_pod_policy: str = option(
+        "All", f"Which pods the operator deletes when the job ends: {', '.join(CLEAN_POD_POLICIES)}."
+    )
+    ttl_seconds_after_finished: int = option(
+        3600, "Seconds after the job ends before the operator deletes it (the step deletes it first)."
+    )
+    active_deadline_seconds: int = option(
+        0,
+        "The job's activeDeadlineSeconds, the backstop that stops its pods even when this step was killed "
+        "before its own cleanup; 0: the step sets timeout_seconds plus 10 minutes.",
+    )
+    backoff_limit: int = option(0, "Retries of the job before the operator marks it failed.")
 
     def validate(self) -> None:
         problems = replica_problems(self)

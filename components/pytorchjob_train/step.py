@@ -1,6 +1,6 @@
 """The pytorchjob_train step, without KFP: launch distributed training as a PyTorchJob, collect its model.
 
-``launcher="pytorchjob"`` (or ``"kubeflow"``, its earlier name, which existing runs and schedules pass) creates a
+``launcher="pytorchjob"`` (or its alias ``"kubeflow"``) creates a
 PyTorchJob whose replicas get the artifacts' URIs; ``launcher="local"`` runs the same under ``torchrun`` on this
 machine with the same number of processes. What the two share with every distributed step (the checks, the
 local run, the replicas' arguments, the collection of the model) is ``components.common.distributed_step``'s.

@@ -3,10 +3,12 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def register(
     model: Input[Model],
     evaluation: Input[Metrics],
@@ -37,7 +39,7 @@ def register(
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # before any client's
 
-    from components.register.register import register as register_model
+    from components.register.register import register_model
 
     version = register_model(
         model_dir=model.path,

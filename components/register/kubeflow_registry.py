@@ -29,12 +29,11 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 from components.common.artifacts import atomic_directory, write_json_atomic
-from components.common.spec import SPEC_FORMAT_VERSION
+from components.common.spec import MODEL_FORMAT, SPEC_FORMAT_VERSION
 from components.register.registration import Registration
 from components.register.registry import Deployment, RegisteredVersion, Registry, RegistryError, check_image
 
 REGISTRATION_FILE = "registration.json"
-MODEL_FORMAT = "kfp-torch-lifecycle"  # the directory spec.json describes: weights, ONNX export, spec
 SOURCE_KIND, SOURCE_CLASS = "kfp", "pipelinerun"
 DEPLOYED = "DEPLOYED"
 PAGE_SIZE = 100

@@ -1,6 +1,6 @@
 """Register a promoted model, and record later what it became: the image it runs in, the service that serves it.
 
-``register`` is the ``register`` step's logic: it collects a :class:`Registration` from the Model directory,
+``register_model`` is the ``register`` step's logic: it collects a :class:`Registration` from the Model directory,
 its URI, evaluate's metrics and the pipeline run, and registers it with the registry the step's
 environment names (``components.register.settings``). What it returns, a :class:`RegisteredVersion`, goes
 into the step's output artifact's metadata.
@@ -25,7 +25,7 @@ from components.register.settings import RegistrySettings
 log = logging.getLogger(__name__)
 
 
-def register(
+def register_model(
     model_dir: str | Path,
     model_uri: str,
     evaluation: Mapping[str, Any],

@@ -5,10 +5,12 @@ from typing import Optional
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Markdown, Output
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described()
 def report(
     comparison: Input[Artifact],
     worst_images: Input[Artifact],

@@ -2,10 +2,13 @@
 
 from kfp import dsl
 
-from components.images import COMPONENTS_IMAGE
+from components.common.descriptions import described
+from components.common.git import REPOSITORY_INPUTS
+from components.container_images import COMPONENTS_IMAGE
 
 
 @dsl.component(base_image=COMPONENTS_IMAGE, install_kfp_package=False)
+@described(REPOSITORY_INPUTS)
 def resolve_revision(repo_url: str, rev: str) -> str:
     """Resolves ``rev`` to the commit it names now in ``repo_url`` (``git ls-remote``, no clone).
 
@@ -13,15 +16,11 @@ def resolve_revision(repo_url: str, rev: str) -> str:
     cache key of ``dvc_pull`` and of every step after it then holds the commit,
     so a new data commit on a branch is never served from cache.
 
-    Args:
-        repo_url: git repository (https, ssh or a path); must not embed credentials.
-        rev: branch, tag, ``HEAD`` or commit SHA.
-
     Returns:
-        The commit SHA (a full or abbreviated SHA is returned as given, lower-cased).
+        Output: The commit SHA (a full or abbreviated SHA is returned as given, lower-cased).
     """
-    from components.resolve_revision.revision import resolve_revision as resolve
+    from components.resolve_revision.revision import resolve_commit
 
-    commit = resolve(repo_url, rev)
+    commit = resolve_commit(repo_url, rev)
     print(f"{rev} is commit {commit}")
     return commit

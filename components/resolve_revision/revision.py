@@ -43,7 +43,7 @@ def list_refs(repo_url: str) -> dict[str, str]:
     return refs
 
 
-def resolve_revision(repo_url: str, rev: str) -> str:
+def resolve_commit(repo_url: str, rev: str) -> str:
     """The commit SHA that ``rev`` names in ``repo_url``.
 
     A full SHA is returned as is; a branch, tag (peeled to its commit) or

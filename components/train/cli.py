@@ -72,7 +72,7 @@ def config_from(args: argparse.Namespace) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     # Imported here: the launcher pod builds the replicas' options with config_arguments, without torch.
-    from components.train.trainer import train
+    from components.train.trainer import train_model
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         pretrained = stack.enter_context(local_copy(args.pretrained_weights)) if args.pretrained_weights else None
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="model-"))
         model_dir = Path(tmp) / "model" if is_remote(args.model) else Path(args.model)
-        result = train(
+        result = train_model(
             dataset_dir,
             model_dir,
             config,

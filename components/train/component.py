@@ -1,14 +1,18 @@
-"""KFP component: train an image classifier on a ``Dataset`` into a ``Model``."""
+"""KFP component: train an image classifier on a ``Dataset`` into a ``Model``. Its training parameters are the fields
+of ``TrainConfig`` (``components/train/config.py``), described there."""
 
 from typing import Optional
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from components.images import TRAINING_IMAGE
+from components.common.descriptions import described, field_descriptions
+from components.container_images import TRAINING_IMAGE
+from components.train.config import TrainConfig
 
 
 @dsl.component(base_image=TRAINING_IMAGE, install_kfp_package=False)
+@described(field_descriptions(TrainConfig))
 def train(
     dataset: Input[Dataset],
     model: Output[Model],
@@ -43,48 +47,30 @@ def train(
     """Trains an image classifier: small_cnn, a torchvision architecture, or your own model_factory.
 
     Args:
-        dataset: a dataset directory (e.g. ``dvc_pull``'s output): ``labels.csv`` (filename,
-            label[, split]) or one folder per class, optionally under train/ val/ test/.
-            Files in no split are split by a hash of their path (``test_fraction``,
-            ``validation_fraction``), so a file never changes split as the data grows.
-        model: ``weights.pt``, ``spec.json`` (architecture, classes, preprocessing, split rule,
-            versions, dataset repository, commit, md5, file count and bytes, parameters, history)
-            and ``model.onnx`` (dynamic batch); a ``model_factory`` network also gets
-            ``program.pt2``. Written only when training succeeded.
-        metrics: per-epoch ``train_loss``/``train_accuracy``/``val_loss``/``val_accuracy``
-            (suffixed ``_epoch_N``) and the final values.
-        pretrained_weights: weights to start from, as a Model artifact (e.g. ``dsl.importer``
-            on a ``gs://`` checkpoint); ``pretrained_weights_uri`` takes a path or URI instead.
-            Never downloaded from a hub. Every key but the head's must match.
-        architecture: ``small_cnn`` or a torchvision classifier (resnet18, resnet50,
-            mobilenet_v3_small, mobilenet_v3_large, efficientnet_b0, convnext_tiny, vit_b_16, ...).
-        model_factory: ``package.module:function`` importable in this image, returning an
-            ``nn.Module`` for ``(num_classes=, in_channels=)``; replaces ``architecture``.
-        image_size: side of the square the network sees (resize to cover, centre crop);
-            -1: torchvision's resolution for its architectures, else the images' own size when
-            they all share one, else 224.
-        channels: 1 or 3; -1: 3 for torchvision architectures, else 1 when every image is grayscale.
-        augment: random resized crop and horizontal flip while training.
-        normalization: ``auto`` (the pretrained weights' values when known, else the data's),
-            ``data`` or ``pretrained``.
-        optimizer: ``adamw`` or ``sgd`` (with ``momentum``); ``weight_decay``; ``lr_schedule``
-            ``constant`` or ``cosine``, after ``warmup_epochs`` of linear warmup;
-            ``label_smoothing``; ``early_stopping_patience`` (epochs without a better validation
-            loss, 0 off; the best epoch's weights are kept); ``gradient_accumulation_steps``.
-        fine_tune: ``full``, or ``head`` to train the classification head only.
-        workers: DataLoader worker processes; -1: the CPUs the pod's cgroup quota allows.
-        memory_budget: decoded images are kept in memory when they fit (e.g. ``4Gi``), else
-            streamed; empty: a quarter of the pod's memory limit.
-        epochs, batch_size, learning_rate, seed: the same seed and data give the same weights on CPU.
-        checkpoint_dir: where a checkpoint is written after every epoch; a rerun with the same
-            data and parameters resumes from it. Empty: next to the model output, which a retry
-            of the same task reuses.
+        dataset: A dataset directory (e.g. dvc_pull's output): labels.csv (filename, label[, split]) or one folder
+            per class, optionally under train/, val/ and test/. Files in no split are split by a hash of their path
+            (test_fraction, validation_fraction), so a file never changes split as the data grows.
+        pretrained_weights: Weights to start from, as a Model artifact (e.g. dsl.importer on a gs:// checkpoint):
+            a torchvision checkpoint, a training checkpoint or a Model of this library; every key but the head's
+            must match. Never downloaded from a hub. Unconnected: from scratch, or pretrained_weights_uri.
+        pretrained_weights_uri: The same by a path or URI (gs://, s3://, minio://) instead of an artifact; empty
+            for none. Give one of the two, not both.
+        checkpoint_dir: Where a checkpoint is written after every epoch; a rerun with the same data and parameters
+            resumes from it. Empty: next to the model output, which a retry of the same task reuses.
+
+    Returns:
+        model: weights.pt, spec.json (architecture, classes, preprocessing, split rule, versions, dataset
+            repository, commit, md5, file count and bytes, parameters, history) and model.onnx (dynamic batch);
+            a model_factory network also gets program.pt2. Written only when training succeeded. Metadata:
+            format, architecture, classes, input_shape, dataset_commit, device, resumed_from_epoch.
+        metrics: Per-epoch train_loss, train_accuracy, val_loss and val_accuracy (suffixed _epoch_N) and the
+            final values.
     """
     import contextlib
     import gc
     import logging
 
-    from components.common.spec import DATASET_LINEAGE_KEYS
+    from components.common.spec import DATASET_LINEAGE_KEYS, model_metadata
     from components.common.storage import local_copy
     from components.train.config import TrainConfig
     from components.train.dataset_check import check_training_data
@@ -97,7 +83,7 @@ def train(
     # The data next, before torch is imported (below) or anything built: a wrong folder fails in a second.
     check_training_data(dataset.path, config.split_rule, config.early_stopping_patience)
 
-    from components.train.trainer import train as run_training
+    from components.train.trainer import train_model
 
     if pretrained_weights is not None and pretrained_weights_uri:
         raise ValueError("give pretrained_weights (an artifact) or pretrained_weights_uri (a path or URI), not both")
@@ -105,7 +91,7 @@ def train(
         pretrained = pretrained_weights.path if pretrained_weights is not None else None
         if pretrained_weights_uri:
             pretrained = stack.enter_context(local_copy(pretrained_weights_uri))
-        result = run_training(
+        result = train_model(
             dataset_dir=dataset.path,
             model_dir=model.path,
             config=config,
@@ -116,15 +102,7 @@ def train(
     for name, value in metric_values(result.spec.training["history"]).items():
         metrics.log_metric(name, value)
     model.metadata.update(
-        {
-            "architecture": result.spec.architecture,
-            "classes": result.spec.classes,
-            "input_shape": result.spec.input_shape,
-            "device": result.device,
-            "resumed_from_epoch": result.resumed_from_epoch,
-            "dataset_commit": result.spec.dataset.get("commit", ""),
-            "format": "kfp-torch-lifecycle",
-        }
+        {**model_metadata(result.spec), "device": result.device, "resumed_from_epoch": result.resumed_from_epoch}
     )
     # The step's process ends here. Its heap (torch, torch.export and the ONNX exporter: millions of objects)
     # goes back to the OS at exit; left tracked, the interpreter's last garbage collection walks it first,

@@ -13,6 +13,7 @@ from typing import Any
 
 from components.common.architectures import ARCHITECTURES, FACTORY_PATTERN
 from components.common.dataset import SplitRule
+from components.common.descriptions import option
 from components.common.resources import parse_quantity
 
 AUTO = -1  # image_size, channels, workers: decided from the data, the architecture and the pod
@@ -24,31 +25,94 @@ FINE_TUNE_MODES = ("full", "head")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Hyperparameters and input settings; every field is a parameter of the train components."""
+    """Hyperparameters and input settings; every field is a parameter of the train components, described here once
+    (``field_descriptions(TrainConfig)``: the components' and pipelines' docstrings take them from here)."""
 
-    epochs: int = 12
-    batch_size: int = 64  # per process
-    learning_rate: float = 3e-3
-    seed: int = 0
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.2
-    architecture: str = "small_cnn"
-    model_factory: str = ""  # "package.module:function" returning nn.Module for (num_classes, in_channels)
-    image_size: int = AUTO
-    channels: int = AUTO
-    augment: bool = True
-    normalization: str = "auto"
-    optimizer: str = "adamw"
-    momentum: float = 0.9  # SGD only
-    weight_decay: float = 0.01
-    lr_schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    early_stopping_patience: int = 0  # epochs without a better validation loss; 0: off
-    gradient_accumulation_steps: int = 1
-    fine_tune: str = "full"  # "head": train the classification head only, the backbone frozen
-    workers: int = AUTO  # DataLoader worker processes
-    memory_budget: str = ""  # e.g. "4Gi"; empty: a quarter of the pod's memory limit
+    epochs: int = option(12, "Passes over the training split.")
+    batch_size: int = option(64, "Images per batch, per training process in a distributed run.")
+    learning_rate: float = option(3e-3, "The optimiser's learning rate, after warmup (see lr_schedule).")
+    seed: int = option(
+        0,
+        "Every random draw derives from it (and the epoch and image): the same seed and data give the same "
+        "weights on CPU, whatever the number of workers.",
+    )
+    validation_fraction: float = option(
+        0.1,
+        "The share of the files carved out to validate each epoch when the data names no validation split (from "
+        "train/ or unsplit files), by a hash of each file's path, so a file never changes split as the data grows; "
+        "in [0, 1).",
+    )
+    test_fraction: float = option(
+        0.2,
+        "The share of the files carved out for evaluate's test split when the data names none, by path hash as for "
+        "validation_fraction; in [0, 1), and below 1 with validation_fraction.",
+    )
+    architecture: str = option(
+        "small_cnn",
+        f"The network: {', '.join(ARCHITECTURES)} (small_cnn for small images like the demo's "
+        "digits; the others are torchvision's classifiers, built with the dataset's classes as their head). "
+        "Ignored when model_factory is given.",
+    )
+    model_factory: str = option(
+        "",
+        "Your own network instead of architecture: 'package.module:function', importable in the training "
+        "image, called with (num_classes=, in_channels=) and returning an nn.Module. Empty: use architecture.",
+    )
+    image_size: int = option(
+        AUTO,
+        "The side of the square the network sees (images are resized to cover it, then centre-cropped). "
+        f"{AUTO}: automatic, the resolution torchvision trains its architectures at, else the images' own size "
+        "when they all share one, else 224.",
+    )
+    channels: int = option(
+        AUTO,
+        f"1 (grayscale) or 3 (RGB). {AUTO}: automatic, 3 for torchvision architectures, else 1 when every "
+        "image is grayscale, else 3.",
+    )
+    augment: bool = option(
+        True,
+        "Random resized crop and horizontal flip while training (turn off for images that are not "
+        "flip-invariant, such as digits).",
+    )
+    normalization: str = option(
+        "auto",
+        f"The per-channel mean and std: {', '.join(NORMALIZATIONS)}. auto: the pretrained weights' when "
+        "known (a Model of this library, or a torchvision architecture's checkpoint), else the training images'; "
+        "data: the training images'; pretrained: the pretrained weights' (an error when unknown).",
+    )
+    optimizer: str = option("adamw", f"The optimiser: {', '.join(OPTIMIZERS)}.")
+    momentum: float = option(0.9, "SGD's momentum, in [0, 1); adamw ignores it.")
+    weight_decay: float = option(0.01, "The optimiser's weight decay, in [0, 1).")
+    lr_schedule: str = option(
+        "constant", f"The learning rate after warmup: {', '.join(LR_SCHEDULES)} (cosine decays to 0 at the last epoch)."
+    )
+    warmup_epochs: float = option(0.0, "Epochs (fractions allowed) of linear warmup from 0 to learning_rate; 0: none.")
+    label_smoothing: float = option(0.0, "Label smoothing of the cross-entropy loss, in [0, 1); 0: none.")
+    early_stopping_patience: int = option(
+        0,
+        "Stop after this many epochs without a better validation loss, keeping the best epoch's weights; 0: "
+        "off (needs validation images).",
+    )
+    gradient_accumulation_steps: int = option(
+        1,
+        "Batches whose gradients are summed per optimiser step (an effective batch of batch_size times this); 1: none.",
+    )
+    fine_tune: str = option(
+        "full",
+        f"What trains: {', '.join(FINE_TUNE_MODES)}. full: every weight; head: the classification head "
+        "only, the backbone (and its BatchNorm statistics) frozen, for pretrained weights.",
+    )
+    workers: int = option(
+        AUTO,
+        f"DataLoader worker processes per training process, when the images are streamed. {AUTO}: "
+        "automatic, the CPUs the pod's cgroup quota allows (not the node's count), shared among the processes.",
+    )
+    memory_budget: str = option(
+        "",
+        "Memory for the decoded images, a Kubernetes quantity such as 4Gi: they are decoded once and kept in "
+        "memory when they fit, else streamed (decoded every epoch by the workers). Empty: automatic, a quarter of "
+        "the pod's memory limit (the machine's memory without one), shared among the processes.",
+    )
 
     def validate(self) -> None:
         """Raise ValueError naming every bad value and what would be valid."""

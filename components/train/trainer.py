@@ -1,6 +1,6 @@
 """Train an image classifier on a dataset directory, resumably, alone or under DistributedDataParallel.
 
-Plain PyTorch, no KFP. ``train`` checks and indexes the dataset first
+Plain PyTorch, no KFP. ``train_model`` checks and indexes the dataset first
 (``components.train.dataset_check``), then decides the input (channels, size,
 normalisation), builds the network (``small_cnn``, a torchvision architecture, or
 ``model_factory``), optionally loads pretrained weights and decodes every file once
@@ -233,7 +233,7 @@ def _load_checkpoint(directory: Path | None, fingerprint: str, epochs: int) -> d
 # --- training ---------------------------------------------------------------------------------------
 
 
-def train(
+def train_model(
     dataset_dir: str | Path,
     model_dir: str | Path,
     config: TrainConfig = TrainConfig(),

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from components.common.descriptions import option
 from components.common.kube.kinds import QUEUE_LABEL
 from components.common.kube.replicas import (
     POD_ANNOTATIONS,
@@ -59,12 +60,30 @@ class ManifestError(InvalidValue):
 class TrainJobConfig(ReplicaConfig):
     """Everything that shapes the TrainJob, apart from its name and namespace (decided at run time)."""
 
-    num_nodes: int = 2  # training pods (the runtime's "node" replicated job)
-    runtime: str = DEFAULT_RUNTIME
-    runtime_kind: str = "ClusterTrainingRuntime"
-    trainer_release: str = TRAINER_RELEASES[0]
-    queue_name: str = ""  # Kueue's LocalQueue; "" for none
-    active_deadline_seconds: int = 0  # 0: no deadline
+    num_nodes: int = option(2, "Training pods (the TrainJob's numNodes: the runtime's node replicated job).")
+    runtime: str = option(
+        DEFAULT_RUNTIME, f"The training runtime the TrainJob refers to; {DEFAULT_RUNTIME} is the one Trainer installs."
+    )
+    runtime_kind: str = option(
+        "ClusterTrainingRuntime",
+        f"The runtime's kind: {' or '.join(RUNTIME_KINDS)} (cluster-wide, or in the TrainJob's namespace).",
+    )
+    trainer_release: str = option(
+        TRAINER_RELEASES[0],
+        f"The Kubeflow Trainer release the cluster runs, {' or '.join(TRAINER_RELEASES)}: it "
+        "decides the field that carries placement and mounts (runtimePatches, podTemplateOverrides) and the deadline.",
+    )
+    queue_name: str = option(
+        "",
+        "A Kueue LocalQueue to queue a TrainJob in (the kueue.x-k8s.io/queue-name label); empty for none. A "
+        "PyTorchJob is not queued.",
+    )
+    active_deadline_seconds: int = option(
+        0,
+        "The backstop that stops the pods even when this step was killed before its own cleanup (the "
+        "TrainJob's activeDeadlineSeconds; on Trainer 2.1 a deadline around the node's command); 0: the step "
+        "sets timeout_seconds plus 10 minutes.",
+    )
 
     def validate(self) -> None:
         problems = replica_problems(self)

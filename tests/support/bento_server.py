@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 BUILD = (
-    "import json, sys, bentoml; from components.build_bento.packaging import build_bento; "
-    "d = build_bento(sys.argv[1], sys.argv[2], evaluation={'accuracy': 0.97}); "
+    "import json, sys, bentoml; from components.build_bento.packaging import build_bento_archive; "
+    "d = build_bento_archive(sys.argv[1], sys.argv[2], evaluation={'accuracy': 0.97}); "
     "d['requirements'] = (bentoml.get(d['bento_tag']).path_of('env/python/requirements.txt')); "
     "print(json.dumps(d))"
 )

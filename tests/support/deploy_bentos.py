@@ -16,11 +16,11 @@ DRIFTED_NORMALIZATION = {"mean": [0.5], "std": [0.5]}  # a common default, not t
 
 BUILD_ALL = """
 import json, sys
-from components.build_bento.packaging import build_bento
+from components.build_bento.packaging import build_bento_archive
 built = {}
 root = sys.argv[1]
 for name in sys.argv[2:]:
-    built[name] = build_bento(f"{root}/{name}-model", f"{root}/{name}-bento", evaluation={"accuracy": 0.97})
+    built[name] = build_bento_archive(f"{root}/{name}-model", f"{root}/{name}-bento", evaluation={"accuracy": 0.97})
 print(json.dumps(built))
 """
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from components.common.storage import publish
-from components.find_baseline.baseline import find_baseline
-from components.register.register import mark_production, record_image
-from components.register.register import register as register_model
+from components.find_baseline.baseline import fetch_baseline
+from components.register.register import mark_production, record_image, register_model
 from components.register.registry import Deployment, open_registry
 from components.register.settings import RegistrySettings
 from tests.support.registry_models import evaluation, synthetic_model
@@ -33,7 +32,7 @@ def publish_model(work: Path, root: str, run: str, tag: str) -> tuple[Path, str]
 
 def two_registrations(settings: RegistrySettings, work: Path, root: str, expected_first_reason: str) -> dict:
     """Run the scenario; returns what each step produced, for the backend's own assertions."""
-    first_baseline = find_baseline("production", work / "run-1" / "baseline", settings)
+    first_baseline = fetch_baseline("production", work / "run-1" / "baseline", settings)
     assert first_baseline["baseline"] == "none", first_baseline
     assert first_baseline["reason"] == expected_first_reason
     assert list((work / "run-1" / "baseline").iterdir()) == []
@@ -51,7 +50,7 @@ def two_registrations(settings: RegistrySettings, work: Path, root: str, expecte
     )
     assert open_registry(settings).production() == version_1
 
-    second_baseline = find_baseline("production", work / "run-2" / "baseline", settings)
+    second_baseline = fetch_baseline("production", work / "run-2" / "baseline", settings)
     baseline_dir = work / "run-2" / "baseline"
     assert second_baseline["baseline"] == "production"
     assert second_baseline["uri"] == uri_1

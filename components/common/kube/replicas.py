@@ -8,9 +8,11 @@ own fields and checks. ``replica_problems`` collects every problem, so that one 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
 
+from components.common.descriptions import option
 from components.common.kube.values import (
     DNS_1123_SUBDOMAIN,
     is_env_name,
@@ -26,25 +28,57 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "kfp-torch-lifecycle"}
 # Istio's sidecar would keep a finished replica pod running (and its Job incomplete) and sits between the replicas.
 POD_ANNOTATIONS = {"sidecar.istio.io/inject": "false"}
 
+Config = TypeVar("Config", bound="ReplicaConfig")
+
 
 @dataclass
 class ReplicaConfig:
-    image: str
-    command: list[str]
-    nproc_per_node: int = 1
-    cpu: str = "2"
-    memory: str = "8Gi"
-    gpus: int = 0
-    accelerator_type: str = "nvidia.com/gpu"  # the extended resource the GPUs are counted in
-    node_selector: dict[str, str] = field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    shm_size: str = "2Gi"  # "" for no /dev/shm volume
-    env: dict[str, str] = field(default_factory=dict)
-    secret_volumes: dict[str, str] = field(default_factory=dict)  # Secret name -> mount path
-    # Secrets the pods start without when they are missing (the artifact store's, needed only for minio:// or s3://).
-    optional_secret_volumes: dict[str, str] = field(default_factory=dict)
-    service_account: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
+    """The settings of a training pod, each described once (``field_descriptions``: the job components' docstrings
+    take them from here)."""
+
+    image: str = option(description="The training container's image.")
+    command: list[str] = option(description="The training container's command (torchrun and what it runs).")
+    nproc_per_node: int = option(
+        1, "Training processes per pod (torchrun's nproc_per_node); at most gpus when GPUs are asked for."
+    )
+    cpu: str = option("2", "CPU request per pod, a Kubernetes quantity such as 4 or 500m.")
+    memory: str = option("8Gi", "Memory request and limit per pod, a Kubernetes quantity such as 16Gi.")
+    gpus: int = option(0, "GPUs per pod, counted in accelerator_type; 0: a CPU pod.")
+    accelerator_type: str = option(
+        "nvidia.com/gpu", "The extended resource the GPUs are counted in, e.g. nvidia.com/gpu or amd.com/gpu."
+    )
+    node_selector: dict[str, str] = option(
+        description="Node labels the training pods must run on; {} for any node.", default_factory=dict
+    )
+    tolerations: list[dict[str, Any]] = option(
+        description="Tolerations of the training pods, as Kubernetes writes them; [] for none.", default_factory=list
+    )
+    shm_size: str = option(
+        "2Gi", 'Size of the pods\' /dev/shm (an emptyDir in memory) for DataLoader workers and NCCL; "" for none.'
+    )
+    env: dict[str, str] = option(
+        description="Environment variables of the training container (no credentials: those are refused).",
+        default_factory=dict,
+    )
+    secret_volumes: dict[str, str] = option(
+        description="Secrets mounted into the pods as read-only volumes, Secret name -> mount path; their contents "
+        "are never passed as values.",
+        default_factory=dict,
+    )
+    optional_secret_volumes: dict[str, str] = option(
+        description="Secrets mounted when they exist (the artifact store's credentials, needed only for minio:// "
+        "and s3:// URIs), Secret name -> mount path; a pod starts without them.",
+        default_factory=dict,
+    )
+    service_account: str = option("", "The pods' ServiceAccount; empty for the namespace's default.")
+    labels: dict[str, str] = option(description="Labels of the pods.", default_factory=dict)
+
+    @classmethod
+    def from_parameters(cls: type[Config], parameters: Mapping[str, Any], **given: Any) -> Config:
+        """The config from a component's parameters (the fields of this class; others are ignored), ``given``
+        taking the place of parameters of the same name (the image and command the step decides)."""
+        names = {item.name for item in fields(cls)}
+        return cls(**{name: value for name, value in parameters.items() if name in names} | given)
 
 
 def replica_problems(config: ReplicaConfig) -> list[str]:

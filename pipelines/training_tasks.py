@@ -1,4 +1,5 @@
-"""Pipeline fragments shared by the training pipelines, with each step's Kubernetes settings applied."""
+"""The tasks both training pipelines add (argument check, data pull, baseline, evaluation and its gate, report),
+each with its step's Kubernetes settings applied."""
 
 from dataclasses import fields
 
@@ -7,14 +8,16 @@ from kfp import dsl
 from components.build_bento.component import build_bento
 from components.check_arguments.component import check_arguments
 from components.containerize.component import containerize
+from components.distributed_train.component import distributed_train
 from components.dvc_pull.component import dvc_pull
 from components.evaluate.component import evaluate
+from components.evaluate.gate import DECISION_OUTPUT
 from components.find_baseline.component import find_baseline
 from components.register.component import register
 from components.report.component import report
 from components.resolve_revision.component import resolve_revision
 from components.train.config import TrainConfig
-from pipelines.deploy_stages import deploy_then
+from pipelines.deploy_tasks import deploy_then
 from pipelines.kubernetes_settings import ClusterSettings, configure_step
 
 TRAINING_ARGUMENTS = tuple(item.name for item in fields(TrainConfig))
@@ -23,7 +26,32 @@ REPORT_TASK = "report"  # the report tasks' name, suffixed by KFP's compiler: re
 
 def training_arguments(values: dict) -> dict:
     """The pipeline's training parameters (every ``TrainConfig`` field), to pass on to a training step."""
+    missing = [name for name in TRAINING_ARGUMENTS if name not in values]
+    if missing:
+        raise TypeError(f"the pipeline lacks the training parameter(s) {', '.join(missing)} (TrainConfig's fields)")
     return {name: values[name] for name in TRAINING_ARGUMENTS}
+
+
+def job_arguments(values: dict) -> dict:
+    """The distributed pipeline's parameters that ``distributed_train`` takes under the same name, apart from the
+    training parameters: the launcher, the job's pods, its timeouts and queue, your own image and command."""
+    inputs = distributed_train.component_spec.inputs
+    return {name: value for name, value in values.items() if name in inputs and name not in TRAINING_ARGUMENTS}
+
+
+def packaging_arguments(values: dict) -> dict:
+    """The pipeline's serving-image parameters, as ``evaluate_and_gate`` takes them (``packaging``)."""
+    return {
+        "image_repository": values["image_repository"],
+        "base_image": values["serving_base_image"],
+        "build_image": values["build_image"],
+        "push_image": values["push_image"],
+    }
+
+
+def deployment_arguments(values: dict) -> dict:
+    """The pipeline's deploy parameters, as ``evaluate_and_gate`` takes them (``deployment``)."""
+    return {"target": values["deploy_target"], "namespace": values["deploy_namespace"]}
 
 
 def check_first(values: dict, settings: ClusterSettings, distributed: bool = False) -> dsl.PipelineTask:
@@ -63,13 +91,13 @@ def evaluate_and_gate(
 ) -> dsl.PipelineTask:
     """evaluate on the test split against the baseline; only if it says promote: register the model, build the
     bento and (when ``packaging["build_image"]`` and an image repository is given) its container image, and deploy
-    it where ``deployment["target"]`` and ``deployment["namespace"]`` say (``pipelines.deploy_stages``). The
+    it where ``deployment["target"]`` and ``deployment["namespace"]`` say (``pipelines.deploy_tasks``). The
     report comes last on every path, with what that path made (see :func:`write_report`)."""
     evaluated = evaluate(
         model=model, dataset=dataset, accuracy_threshold=accuracy_threshold, baseline_model=baseline_model
     ).set_display_name("evaluate")
     configure_step(evaluated, "evaluate", settings)
-    promote = evaluated.outputs["Output"]  # evaluate's promotion decision (see components/evaluate/README.md)
+    promote = evaluated.outputs[DECISION_OUTPUT]  # evaluate's promotion decision
     evaluation = {"comparison": evaluated.outputs["comparison"], "worst_images": evaluated.outputs["worst_images"]}
     with dsl.If(promote == True, name="promotion-gate"):  # noqa: E712 (KFP condition)
         registered = register(
