@@ -26,8 +26,9 @@ run: install
 serve: install
 	$(PY) -m components.deploy.local_target serve --state-dir $(CURDIR)/.local/deploy
 
+# The ten slowest tests are listed at the end, so that growth shows when it happens (DEVELOPING.md).
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 compile: install
 	$(PY) -m pipelines.compile
@@ -58,8 +59,11 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+# Every section; `make bench BENCH=serving` (or several: BENCH="serving dvc_pull") runs sections alone, and
+# `make bench BENCH=list` lists them. BENCH_TRAIN_IMAGES=10000: the input pipeline on 10,000 images.
+BENCH ?=
 bench: install
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(BENCH)
 
 clean:
 	rm -rf build .local .pytest_cache

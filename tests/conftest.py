@@ -77,11 +77,6 @@ def gcs_remote(fake_gcs, digits_repo, tmp_path_factory) -> dict:
     return settings
 
 
-def leftovers(parent: Path, name: str) -> list[Path]:
-    """Anything under ``parent`` that looks like (part of) the output ``name``."""
-    return sorted(p for p in parent.iterdir() if name in p.name) if parent.exists() else []
-
-
 @pytest.fixture(scope="module")
 def s3():
     """An S3-compatible server on 127.0.0.1 with authentication, holding the bucket ``mlpipeline``."""

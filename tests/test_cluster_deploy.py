@@ -31,7 +31,7 @@ from components.deploy.kserve_target import KServeTarget
 from components.deploy.kube_client import INFERENCE_SERVICES, DeployApi
 from components.deploy.target import IMAGE_BY_DIGEST, DeployRequest, ServiceAddress, lineage_labels
 from tests.support.deploy_cluster import deploy_permissions
-from tests.test_cluster_pytorchjob import can_i
+from tests.support.kubectl_auth import can_i
 
 pytestmark = pytest.mark.cluster
 NAMESPACE = os.environ.get("KFP_TORCH_LIFECYCLE_CLUSTER_NAMESPACE", "")

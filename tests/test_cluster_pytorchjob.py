@@ -29,6 +29,7 @@ from components.common.kube.runner import JobFailed
 from components.pytorchjob_train.kind import PYTORCHJOB
 from components.pytorchjob_train.step import ArtifactLocation, default_job_config, run_step
 from components.train.config import TrainConfig
+from tests.support.kubectl_auth import can_i
 from tests.support.launcher_traffic import launcher_permissions
 
 pytestmark = pytest.mark.cluster
@@ -102,14 +103,6 @@ def test_real_failing_pytorchjob_fails_the_step(client):
                 timeout_seconds=900,
                 kube_client=client,
             )
-
-
-def can_i(kubectl: str, verb: str, group: str, resource: str, user: str, namespace: str) -> list[str]:
-    """`kubectl auth can-i` for one rule; e.g. `get pods --subresource=log`, `create pytorchjobs.kubeflow.org`."""
-    resource, _, subresource = resource.partition("/")
-    command = [kubectl, "auth", "can-i", verb, f"{resource}.{group}" if group else resource]
-    command += [f"--subresource={subresource}"] if subresource else []
-    return [*command, f"--as={user}", "-n", namespace]
 
 
 def test_the_steps_service_account_may_do_what_the_launcher_does():

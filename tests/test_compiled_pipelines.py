@@ -10,10 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from google.protobuf import json_format
 from kfp import compiler
-from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components.check_arguments.checks import GPU_NODE_SELECTOR, GPU_TOLERATIONS, train_placement
@@ -26,6 +24,7 @@ from pipelines.kubernetes_settings import (
     load_settings,
     settings_from_dict,
 )
+from tests.support.compiled_yaml import parse_strictly
 
 SECRET_SENTINEL = "-----BEGIN PRIVATE KEY----- sentinel-do-not-leak"
 
@@ -50,21 +49,6 @@ steps:
   containerize:
     caching: false
 """
-
-
-def parse_strictly(path: Path) -> tuple[pipeline_spec_pb2.PipelineSpec, dict[str, dict]]:
-    """Parse the YAML into the KFP protobufs, failing on any unknown field; return the spec and
-    each executor's KubernetesExecutorConfig as a dict."""
-    documents = list(yaml.safe_load_all(path.read_text()))
-    assert len(documents) == 2, "a pipeline spec and a platform spec"
-    spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec())
-    platform = json_format.ParseDict(documents[1], pipeline_spec_pb2.PlatformSpec())
-    executors = {}
-    for name, config in platform.platforms["kubernetes"].deployment_spec.executors.items():
-        as_dict = json_format.MessageToDict(config)
-        json_format.ParseDict(as_dict, kubernetes_executor_config_pb2.KubernetesExecutorConfig())
-        executors[name] = as_dict
-    return spec, executors
 
 
 @pytest.fixture(scope="module")

@@ -202,7 +202,7 @@ def test_the_cpu_classifier_bentos_image_is_under_1_gb_and_carries_its_lineage(s
     """The real bento build_bento makes (built offline), on the debootstrap base (648 MB of it: Debian with
     build-essential, which BentoML's Dockerfile installs anyway); its packages come from the package index."""
     from components.containerize.debian_base import build_base_image
-    from tests.test_build_bento import build_offline, make_model, network_can_be_closed
+    from tests.support.offline_bento import build_offline, make_model, network_can_be_closed
 
     if not network_can_be_closed():
         pytest.skip("needs unshare -rn to build the bento with the network closed")

@@ -13,7 +13,7 @@ from pipelines.compile import compile_all
 from pipelines.kubernetes_settings import DEFAULT_STEPS, SettingsError, settings_from_dict
 from pipelines.promote_pipeline import promote_pipeline
 from pipelines.training_pipeline import training_pipeline
-from tests.test_compiled_pipelines import parse_strictly
+from tests.support.compiled_yaml import parse_strictly
 
 IMAGE = "registry.example.com/ml/image-classifier@sha256:" + "ab" * 32
 DEPLOY_SETTINGS = """

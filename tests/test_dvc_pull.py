@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import filecmp
 import json
 import subprocess
 import time
@@ -15,15 +14,7 @@ from components.dvc_pull.checks import validate_inputs
 from components.dvc_pull.errors import DvcPullError, DvcPullInputError
 from components.dvc_pull.pull import pull
 from components.dvc_pull.redaction import redact_url
-from tests.conftest import leftovers
-
-
-def same_tree(left: Path, right: Path) -> bool:
-    compared = filecmp.dircmp(left, right)
-    if compared.left_only or compared.right_only or compared.funny_files:
-        return False
-    _, mismatch, errors = filecmp.cmpfiles(left, right, compared.common_files, shallow=False)
-    return not mismatch and not errors and all(same_tree(left / d, right / d) for d in compared.common_dirs)
+from tests.support.trees import leftovers, same_tree
 
 
 def dvc_md5(repo: Path, path: str) -> str:

@@ -16,8 +16,7 @@ import pytest
 
 from components.dvc_pull.errors import DvcPullError
 from components.dvc_pull.pull import pull
-from tests.conftest import leftovers
-from tests.test_dvc_pull import same_tree
+from tests.support.trees import leftovers, same_tree
 
 
 def copy_remote(fake_gcs, source: str, target: str) -> None:

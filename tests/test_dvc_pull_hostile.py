@@ -34,7 +34,7 @@ import pytest
 from components.dvc_pull.errors import DvcPullError
 from components.dvc_pull.pull import pull
 from tests.support.hostile_remote import FrozenServer, GcsMediaServer, TokenRefusingServer, refused_port
-from tests.test_dvc_pull import same_tree
+from tests.support.trees import same_tree
 
 DVC = [sys.executable, "-m", "dvc"]
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_local_data import food11_like
+from tests.support.photos import food11_like
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 SECTION = "## Train on your own images"

@@ -90,3 +90,16 @@ def write_photo_dataset(
                 counter += 1
                 encode(crop, fmt, mode, folder / f"{name}-{split or 'all'}-{i:03d}")
     return directory
+
+
+FOOD11_SPLITS = {"training": 4, "validation": 2, "evaluation": 2}
+FOOD11_CLASSES = {"cat": "Bread", "coffee": "Dairy product", "rocket": "Rice"}
+
+
+def food11_like(directory: Path, per_split: dict[str, int] = FOOD11_SPLITS) -> Path:
+    """Small real photos laid out as Food-11 is: training/, validation/, evaluation/ holding class folders."""
+    write_photo_dataset(directory, classes=tuple(FOOD11_CLASSES), splits=per_split, min_side=24, max_side=64)
+    for split in per_split:
+        for photo, food in FOOD11_CLASSES.items():
+            (directory / split / photo).rename(directory / split / food)
+    return directory
