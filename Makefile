@@ -27,8 +27,11 @@ serve: install
 	$(PY) -m components.deploy.local_target serve --state-dir $(CURDIR)/.local/deploy
 
 # The ten slowest tests are listed at the end, so that growth shows when it happens (DEVELOPING.md).
+# Test files run on TEST_WORKERS processes (pytest-xdist), each file whole on one worker, in the order
+# tests/conftest.py gives (longest first); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install
-	$(PY) -m pytest -q --durations=10
+	$(PY) -m pytest -q --durations=10 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 compile: install
 	$(PY) -m pipelines.compile

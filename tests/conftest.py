@@ -13,11 +13,46 @@ import pytest
 from components.common.storage import S3_CREDENTIALS_DIR_ENV, S3_ENDPOINT_ENV
 from pipelines.demo_data import DemoRepo, prepare_digits_repo
 from tests.support.fake_gcs import FakeGcs
+from tests.support.mlflow_server import MlflowServer, mlflow_server_venv
+from tests.support.once_per_run import made_once
 from tests.support.s3_server import S3Server, mount_secret
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")  # BentoML's usage analytics
+
+
+# The files that take a minute or more, longest first: `make test` runs files on two workers (pytest-xdist,
+# --dist loadfile), and a long file started last would leave one worker idle while the other finishes it.
+LONGEST_FIRST = (
+    "test_containerize.py",
+    "test_registry_mlflow.py",
+    "test_notebooks.py",
+    "test_components_local.py",
+    "test_readme_own_images.py",
+    "test_deploy_local.py",
+    "test_train.py",
+    "test_pytorchjob_step.py",
+    "test_dvc_pull_fast_path.py",
+    "test_models.py",
+    "test_deploy_local_target.py",
+    "test_trainjob_step.py",
+    "test_pytorchjob_custom_command.py",
+    "test_storage.py",
+    "test_serving.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its own order
+    if any(getattr(getattr(item, "module", None), "MlflowServer", None) is MlflowServer for item in items):
+        mlflow_server_venv.start()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session):
+    mlflow_server_venv.wait()
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -31,7 +66,18 @@ def bentoml_home(tmp_path_factory):
 @pytest.fixture(scope="session")
 def digits_repo(tmp_path_factory) -> DemoRepo:
     """The 1,797 digits as PNGs in ``data/raw`` of a git repo, tracked by DVC, pushed to a local remote."""
-    return prepare_digits_repo(tmp_path_factory.mktemp("demo"))
+
+    def prepare(directory: Path) -> dict:
+        repo = prepare_digits_repo(directory)
+        return {
+            "repo_url": repo.repo_url,
+            "remote_dir": str(repo.remote_dir),
+            "data_path": repo.data_path,
+            "commit": repo.commit,
+        }
+
+    made = made_once(tmp_path_factory, "digits-repo", prepare)
+    return DemoRepo(**{**made, "remote_dir": Path(made["remote_dir"])})
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +88,16 @@ def digits_dir(digits_repo) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_models(digits_dir, tmp_path_factory) -> Path:
-    """Two real models of the digits, trained once per session: ``weak`` (one epoch at a tiny learning
+    """Two real models of the digits, trained once per test run: ``weak`` (one epoch at a tiny learning
     rate) and ``strong`` (four epochs), under the returned directory."""
     from components.train.trainer import TrainConfig, train_model
 
-    root = tmp_path_factory.mktemp("trained")
-    train_model(digits_dir, root / "weak", TrainConfig(epochs=1, learning_rate=1e-4, augment=False))
-    train_model(digits_dir, root / "strong", TrainConfig(epochs=4, augment=False))
-    return root
+    def train(root: Path) -> str:
+        train_model(digits_dir, root / "weak", TrainConfig(epochs=1, learning_rate=1e-4, augment=False))
+        train_model(digits_dir, root / "strong", TrainConfig(epochs=4, augment=False))
+        return str(root)
+
+    return Path(made_once(tmp_path_factory, "trained-models", train))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ without), which is how the tests see credentials reach MLflow from a mounted Sec
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.metadata
 import os
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -52,6 +54,31 @@ def server_python() -> Path:
             )
             marker.touch()
     return venv / "bin" / "python"
+
+
+class _Preparation:
+    """:func:`server_python` in a background thread, so that making the venv (a minute and more on a fresh
+    machine) overlaps the tests that run before the MLflow ones; they then wait on its lock, not on pip."""
+
+    def __init__(self):
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._prepare, name="mlflow-server-venv")
+            self._thread.start()
+
+    @staticmethod
+    def _prepare() -> None:
+        with contextlib.suppress(Exception):  # the server fixture's own call then fails, with the cause
+            server_python()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+
+
+mlflow_server_venv = _Preparation()
 
 
 def _free_port() -> int:
