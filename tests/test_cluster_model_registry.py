@@ -8,7 +8,8 @@ and, for a registry behind Kubeflow's RBAC proxy, a token the registry accepts i
 
 Each run uses a registered model and a serving environment of its own (``kfp-torch-test-<uuid>``), so it
 touches nothing else in the registry; the Kubeflow Model Registry API has no delete, so they stay behind.
-The models' files live in a local directory (the registry stores URIs; the baseline is fetched from it).
+The models (the session's two real digits models) live in a local directory (the registry stores URIs; the
+baseline is fetched from it).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ URL = os.environ.get("KFP_TORCH_LIFECYCLE_CLUSTER_MODEL_REGISTRY_URL", "")
 
 
 @pytest.mark.skipif(not URL, reason="set KFP_TORCH_LIFECYCLE_CLUSTER_MODEL_REGISTRY_URL to run against a real registry")
-def test_two_registrations_against_a_real_kubeflow_model_registry(tmp_path):
+def test_two_registrations_against_a_real_kubeflow_model_registry(tmp_path, trained_models, digits_dir):
     name = f"kfp-torch-test-{uuid.uuid4().hex[:12]}"
     settings = RegistrySettings(registry="kubeflow", url=URL.rstrip("/"), model_name=name, serving_environment=name)
     settings.validate()
@@ -36,5 +37,7 @@ def test_two_registrations_against_a_real_kubeflow_model_registry(tmp_path):
         str(tmp_path / "artifact-store"),
         f"no version of {name} is deployed in the serving environment {name!r} of the Kubeflow Model Registry "
         f"at {settings.url}: this first model is compared with nothing",
+        trained_models,
+        digits_dir,
     )
     assert result["version_2"].registered_model_id == result["version_1"].registered_model_id

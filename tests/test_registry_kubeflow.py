@@ -13,7 +13,7 @@ from components.register.registry import Deployment, RegistryError, open_registr
 from components.register.settings import CREDENTIALS_DIR_ENV, RegistrySettings
 from tests.support.fake_model_registry import FakeModelRegistry, Spec
 from tests.support.registry_models import evaluation, synthetic_model
-from tests.support.registry_scenario import IMAGE_1, IMAGE_2, two_registrations
+from tests.support.registry_scenario import IMAGE_1, IMAGE_2, spec_properties, two_registrations
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.registry-token-for-tests.c2lnbmF0dXJl"
 
@@ -41,13 +41,16 @@ def custom(entity: dict) -> dict:
     return {key: next(v for k, v in value.items() if k != "metadataType") for key, value in entity.items()}
 
 
-def test_two_registrations_end_to_end(fake, settings, tmp_path, kfp_minio):
+@pytest.mark.slow  # the session's two real digits models
+def test_two_registrations_end_to_end(fake, settings, tmp_path, kfp_minio, trained_models, digits_dir):
     result = two_registrations(
         settings,
         tmp_path,
         "minio://mlpipeline/v2/artifacts/training",
         f"no version of image-classifier is deployed in the serving environment 'production' of the Kubeflow "
         f"Model Registry at {fake.url}: this first model is compared with nothing",
+        trained_models,
+        digits_dir,
     )
     first, second = result["version_1"], result["version_2"]
     assert (first.version, second.version) == ("run-1", "run-2")
@@ -55,16 +58,25 @@ def test_two_registrations_end_to_end(fake, settings, tmp_path, kfp_minio):
     assert model["name"] == "image-classifier" and model["state"] == "LIVE"
     version = fake.entities["model_versions"][first.version_id]
     properties = custom(version["customProperties"])
+    weak = spec_properties(trained_models / "weak")
     assert properties["model_uri"] == first.model_uri
-    assert properties["dataset_repository"] == "https://github.com/example/food-data.git"
-    assert properties["dataset_commit"] == (b"first".hex() * 40)[:40]
-    assert json.loads(properties["dataset_md5"]) == {"data/raw": "5f0f1b1ad1e7a1de5f3c5e3ee1a3c1d2.dir"}
-    assert properties["metric.accuracy"] == 0.90 and properties["promote"] is True
-    assert properties["param.epochs"] == "3"
+    assert properties["dataset_repository"] == weak["dataset_repository"]
+    assert properties["dataset_commit"] == weak["dataset_commit"]
+    assert properties["dataset_md5"] == weak["dataset_md5"]
+    assert properties["metric.accuracy"] == result["evaluation_1"]["accuracy"] and properties["promote"] is True
+    assert "metric.baseline_accuracy" not in properties  # the first model was compared with nothing
+    assert properties["param.epochs"] == json.dumps(weak["parameters"]["epochs"])
+    assert properties["param.learning_rate"] == json.dumps(weak["parameters"]["learning_rate"])
     assert (properties["pipeline_run_id"], properties["pipeline_run_name"]) == ("run-1", "training run 1")
     assert properties["image"] == IMAGE_1
     assert version["customProperties"]["metric.accuracy"]["metadataType"] == "MetadataDoubleValue"
-    assert custom(fake.entities["model_versions"][second.version_id]["customProperties"])["image"] == IMAGE_2
+    second_properties = custom(fake.entities["model_versions"][second.version_id]["customProperties"])
+    assert second_properties["image"] == IMAGE_2
+    assert second_properties["metric.accuracy"] == result["evaluation_2"]["accuracy"]
+    assert second_properties["metric.baseline_accuracy"] == result["evaluation_1"]["accuracy"]
+    assert second_properties["param.epochs"] == json.dumps(
+        spec_properties(trained_models / "strong")["parameters"]["epochs"]
+    )
     (artifact,) = fake.model_artifacts_of(first.version_id)
     assert artifact["uri"] == first.model_uri
     assert (artifact["modelSourceKind"], artifact["modelSourceClass"], artifact["modelSourceId"]) == (

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -12,7 +13,7 @@ from components.register.registry import Deployment, RegistryError, open_registr
 from components.register.settings import CREDENTIALS_DIR_ENV, RegistrySettings
 from tests.support.mlflow_server import ADMIN, MlflowServer
 from tests.support.registry_models import evaluation, synthetic_model
-from tests.support.registry_scenario import IMAGE_1, IMAGE_2, two_registrations
+from tests.support.registry_scenario import IMAGE_1, IMAGE_2, spec_properties, two_registrations
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +56,7 @@ def admin_environment(server, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", server.password)
 
 
-def test_two_registrations_end_to_end(server, settings, tmp_path, kfp_minio, monkeypatch):
+def test_two_registrations_end_to_end(server, settings, tmp_path, kfp_minio, monkeypatch, trained_models, digits_dir):
     name = settings.model_name
     result = two_registrations(
         settings,
@@ -63,8 +64,11 @@ def test_two_registrations_end_to_end(server, settings, tmp_path, kfp_minio, mon
         "minio://mlpipeline/v2/artifacts/training",
         f"no version of {name} is in production in the MLflow registry at {server.url}: "
         "this first model is compared with nothing",
+        trained_models,
+        digits_dir,
     )
     first, second = result["version_1"], result["version_2"]
+    evaluation_1, evaluation_2 = result["evaluation_1"], result["evaluation_2"]
     assert (first.version, second.version) == ("1", "2")
     assert (first.registry, first.registry_url, first.registered_model_id) == ("mlflow", server.url, name)
     admin_environment(server, monkeypatch)
@@ -72,21 +76,31 @@ def test_two_registrations_end_to_end(server, settings, tmp_path, kfp_minio, mon
 
     mlflow = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
     version = mlflow.get_model_version(name, first.version)
+    weak = spec_properties(trained_models / "weak")
     assert version.source == first.model_uri and version.run_id == first.run_id
-    assert version.tags["dataset_commit"] == (b"first".hex() * 40)[:40]
-    assert version.tags["dataset_repository"] == "https://github.com/example/food-data.git"
-    assert version.tags["dataset_md5"] == '{"data/raw": "5f0f1b1ad1e7a1de5f3c5e3ee1a3c1d2.dir"}'
-    assert version.tags["pipeline_run_id"] == "run-1" and version.tags["metric.accuracy"] == "0.9"
+    assert version.tags["dataset_commit"] == weak["dataset_commit"]
+    assert version.tags["dataset_repository"] == weak["dataset_repository"]
+    assert version.tags["dataset_md5"] == weak["dataset_md5"]
+    assert version.tags["pipeline_run_id"] == "run-1"
+    assert version.tags["metric.accuracy"] == str(evaluation_1["accuracy"])
     assert version.tags["image"] == IMAGE_1 and version.tags["deployment"] == "image-classifier"
     assert version.tags["deployment_url"] == "http://image-classifier.serving:3000"
     assert mlflow.get_model_version(name, "2").tags["image"] == IMAGE_2
     assert mlflow.get_registered_model(name).aliases == {"production": "2"}
     run = mlflow.get_run(first.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "training run 1"
-    assert run.data.metrics["accuracy"] == 0.9 and run.data.metrics["recall_ramen"] == 0.9
-    assert run.data.params["epochs"] == "3" and run.data.params["architecture"] == '"small_cnn"'
+    assert run.data.metrics["accuracy"] == evaluation_1["accuracy"]
+    recalls = {name: value for name, value in evaluation_1.items() if name.startswith("recall_")}
+    assert len(recalls) == 10 and {name: run.data.metrics[name] for name in recalls} == recalls
+    assert "baseline_accuracy" not in run.data.metrics  # the first model was compared with nothing
+    assert run.data.params["epochs"] == json.dumps(weak["parameters"]["epochs"])
+    assert run.data.params["architecture"] == json.dumps(weak["parameters"]["architecture"])
     assert run.data.tags["pipeline_run_id"] == "run-1"
     assert mlflow.get_experiment(run.info.experiment_id).name == "kfp-torch-lifecycle"
+    second_run = mlflow.get_run(second.run_id).data
+    assert second_run.metrics["accuracy"] == evaluation_2["accuracy"]
+    assert second_run.metrics["baseline_accuracy"] == evaluation_1["accuracy"]
+    assert second_run.params["epochs"] == json.dumps(spec_properties(trained_models / "strong")["parameters"]["epochs"])
 
 
 def test_a_retried_registration_finds_its_version(server, settings, tmp_path, monkeypatch):
