@@ -28,8 +28,9 @@ serve: install
 
 # The ten slowest tests are listed at the end, so that growth shows when it happens (DEVELOPING.md).
 # Test files run on TEST_WORKERS processes (pytest-xdist), each file whole on one worker, in the order
-# tests/conftest.py gives (longest first); TEST_WORKERS=0 runs them in this process.
-TEST_WORKERS ?= 2
+# tests/conftest.py gives (longest first); TEST_WORKERS=0 runs them in this process. Three on two cores: much
+# of the suite waits (servers starting, polls, subprocesses importing), and a third worker fills that time.
+TEST_WORKERS ?= 3
 test: install
 	$(PY) -m pytest -q --durations=10 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from components.common.storage import S3_CREDENTIALS_DIR_ENV, S3_ENDPOINT_ENV
 from pipelines.demo_data import DemoRepo, prepare_digits_repo
@@ -26,12 +27,12 @@ os.environ.setdefault("DO_NOT_TRACK", "true")  # BentoML's usage analytics
 # --dist loadfile), and a long file started last would leave one worker idle while the other finishes it.
 LONGEST_FIRST = (
     "test_containerize.py",
-    "test_registry_mlflow.py",
+    "test_readme_own_images.py",
     "test_notebooks.py",
     "test_components_local.py",
-    "test_readme_own_images.py",
-    "test_deploy_local.py",
     "test_train.py",
+    "test_deploy_local.py",
+    "test_registry_mlflow.py",  # after a few minutes: its server's venv is made in the background meanwhile
     "test_pytorchjob_step.py",
     "test_dvc_pull_fast_path.py",
     "test_models.py",
@@ -87,14 +88,23 @@ def digits_dir(digits_repo) -> Path:
 
 
 @pytest.fixture(scope="session")
-def trained_models(digits_dir, tmp_path_factory) -> Path:
-    """Two real models of the digits, trained once per test run: ``weak`` (one epoch at a tiny learning
-    rate) and ``strong`` (four epochs), under the returned directory."""
+def digits_lineage(digits_repo) -> dict:
+    """The dataset lineage dvc_pull records for the digits (repository, commit, DVC md5 of the path)."""
+    tracked = yaml.safe_load((Path(digits_repo.repo_url) / f"{digits_repo.data_path}.dvc").read_text())
+    md5 = {digits_repo.data_path: tracked["outs"][0]["md5"]}
+    return {"repo_url": digits_repo.repo_url, "commit": digits_repo.commit, "md5": md5}
+
+
+@pytest.fixture(scope="session")
+def trained_models(digits_dir, digits_lineage, tmp_path_factory) -> Path:
+    """Two real models of the digits, trained once per test run, with the digits' lineage in their spec:
+    ``weak`` (one epoch at a tiny learning rate) and ``strong`` (four epochs), under the returned directory."""
     from components.train.trainer import TrainConfig, train_model
 
     def train(root: Path) -> str:
-        train_model(digits_dir, root / "weak", TrainConfig(epochs=1, learning_rate=1e-4, augment=False))
-        train_model(digits_dir, root / "strong", TrainConfig(epochs=4, augment=False))
+        weak = TrainConfig(epochs=1, learning_rate=1e-4, augment=False)
+        train_model(digits_dir, root / "weak", weak, dataset_info=digits_lineage)
+        train_model(digits_dir, root / "strong", TrainConfig(epochs=4, augment=False), dataset_info=digits_lineage)
         return str(root)
 
     return Path(made_once(tmp_path_factory, "trained-models", train))

@@ -53,12 +53,8 @@ def reports(run_dir: Path) -> list[Path]:
 
 
 @pytest.mark.slow
-def test_training_pipeline_promotes_a_good_model(digits_repo, tmp_path):
-    run_dir = run_local(
-        {"repo_url": digits_repo.repo_url, "epochs": 6, "augment": False, "accuracy_threshold": 0.9}
-        | {"build_image": False},
-        tmp_path / "root",
-    )
+def test_training_pipeline_promotes_a_good_model(digits_repo, stock_sdk_run):
+    run_dir = stock_sdk_run["run_dir"]
     record = json.loads(promotion_record(run_dir).read_text())
     assert record["dataset"]["commit"] == digits_repo.commit
     assert record["evaluation"]["accuracy"] >= 0.9 and record["evaluation"]["promote"] is True
@@ -114,29 +110,37 @@ ROUND_TRIP = textwrap.dedent(
 
     pipeline = components.load_component_from_file(sys.argv[1])
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=sys.argv[2], raise_on_error=True)
-    pipeline(repo_url=sys.argv[3], epochs=2, augment=False, accuracy_threshold=0.5, build_image=False)
+    pipeline(repo_url=sys.argv[3], epochs=6, augment=False, accuracy_threshold=0.9, build_image=False)
     loaded = sorted(name for name in sys.modules if name.split(".")[0] in ("pipelines", "components"))
     print(json.dumps(loaded))
     """
 )
 
 
-@pytest.mark.slow
-def test_compiled_yaml_runs_with_the_stock_sdk_alone(digits_repo, tmp_path):
-    yaml_path = tmp_path / "compiled" / "training_pipeline.yaml"
-    assert yaml_path in compile_all(tmp_path / "compiled")
-    root = tmp_path / "root"
+@pytest.fixture(scope="module")
+def stock_sdk_run(digits_repo, tmp_path_factory) -> dict:
+    """One run of the compiled training pipeline, loaded and run by the stock KFP SDK alone (kfp.local) in a
+    process of its own, promoting a good model; the tests that read a whole run's results share it."""
+    work = tmp_path_factory.mktemp("stock-sdk")
+    yaml_path = work / "compiled" / "training_pipeline.yaml"
+    assert yaml_path in compile_all(work / "compiled")
+    root = work / "root"
     done = subprocess.run(
         [sys.executable, "-c", ROUND_TRIP, str(yaml_path), str(root), digits_repo.repo_url],
         capture_output=True,
         text=True,
-        cwd=tmp_path,  # not the repository: nothing of ours is importable from the working directory
+        cwd=work,  # not the repository: nothing of ours is importable from the working directory
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []  # the driver imported none of our code
     (run_dir,) = root.glob("pytorch-training-*")
-    assert promotion_record(run_dir).is_file()
+    return {"run_dir": run_dir, "driver_imported": json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+@pytest.mark.slow
+def test_compiled_yaml_runs_with_the_stock_sdk_alone(stock_sdk_run):
+    assert stock_sdk_run["driver_imported"] == []  # the driver imported none of our code
+    assert promotion_record(stock_sdk_run["run_dir"]).is_file()
 
 
 @pytest.mark.slow

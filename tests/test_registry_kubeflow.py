@@ -42,7 +42,7 @@ def custom(entity: dict) -> dict:
 
 
 @pytest.mark.slow  # the session's two real digits models
-def test_two_registrations_end_to_end(fake, settings, tmp_path, kfp_minio, trained_models, digits_dir):
+def test_two_registrations_end_to_end(fake, settings, tmp_path, kfp_minio, trained_models, digits_dir, digits_lineage):
     result = two_registrations(
         settings,
         tmp_path,
@@ -60,9 +60,9 @@ def test_two_registrations_end_to_end(fake, settings, tmp_path, kfp_minio, train
     properties = custom(version["customProperties"])
     weak = spec_properties(trained_models / "weak")
     assert properties["model_uri"] == first.model_uri
-    assert properties["dataset_repository"] == weak["dataset_repository"]
-    assert properties["dataset_commit"] == weak["dataset_commit"]
-    assert properties["dataset_md5"] == weak["dataset_md5"]
+    assert properties["dataset_repository"] == weak["dataset_repository"] == digits_lineage["repo_url"]
+    assert properties["dataset_commit"] == weak["dataset_commit"] == digits_lineage["commit"]
+    assert json.loads(properties["dataset_md5"]) == digits_lineage["md5"]
     assert properties["metric.accuracy"] == result["evaluation_1"]["accuracy"] and properties["promote"] is True
     assert "metric.baseline_accuracy" not in properties  # the first model was compared with nothing
     assert properties["param.epochs"] == json.dumps(weak["parameters"]["epochs"])

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,9 +51,16 @@ def test_default_training_reaches_095_test_accuracy(digits_dir, tmp_path):
     assert result.device == "cpu"
 
 
-def test_spec_records_what_serving_and_audits_need(digits_dir, tmp_path):
-    train_model(digits_dir, tmp_path / "model", FAST, dataset_info={"commit": "c0ffee", "md5": {"data/raw": "m.dir"}})
-    spec = load_spec(tmp_path / "model")
+@pytest.fixture(scope="module")
+def fast_model(digits_dir, tmp_path_factory) -> Path:
+    """The digits trained with ``FAST``, and a dataset lineage, once for the tests that read such a model."""
+    model_dir = tmp_path_factory.mktemp("fast") / "model"
+    train_model(digits_dir, model_dir, FAST, dataset_info={"commit": "c0ffee", "md5": {"data/raw": "m.dir"}})
+    return model_dir
+
+
+def test_spec_records_what_serving_and_audits_need(fast_model):
+    spec = load_spec(fast_model)
     assert spec.architecture == "small_cnn"
     assert spec.classes == [str(i) for i in range(10)]
     assert spec.input_shape == [1, 8, 8]  # automatic: every digit is an 8x8 grayscale PNG
@@ -76,7 +84,7 @@ def test_spec_records_what_serving_and_audits_need(digits_dir, tmp_path):
         "typical_max_percentile": 1,
         "images": 1302,
     }
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["model.onnx", "spec.json", "weights.pt"]
+    assert sorted(p.name for p in fast_model.iterdir()) == ["model.onnx", "spec.json", "weights.pt"]
 
 
 def test_the_export_and_its_check_are_logged_as_they_start_and_end(digits_dir, tmp_path, caplog):
@@ -97,12 +105,11 @@ def test_the_export_and_its_check_are_logged_as_they_start_and_end(digits_dir, t
     assert None not in positions and positions == sorted(positions), list(zip(expected, positions, strict=True))
 
 
-def test_same_seed_same_weights_other_seed_other_weights(digits_dir, tmp_path):
-    train_model(digits_dir, tmp_path / "a", FAST)
+def test_same_seed_same_weights_other_seed_other_weights(digits_dir, fast_model, tmp_path):
     train_model(digits_dir, tmp_path / "b", FAST)
     train_model(digits_dir, tmp_path / "c", TrainConfig(epochs=3, seed=8, augment=False))
-    assert_same_weights(weights(tmp_path / "a"), weights(tmp_path / "b"))
-    assert not torch.equal(weights(tmp_path / "a")["head.2.weight"], weights(tmp_path / "c")["head.2.weight"])
+    assert_same_weights(weights(fast_model), weights(tmp_path / "b"))
+    assert not torch.equal(weights(fast_model)["head.2.weight"], weights(tmp_path / "c")["head.2.weight"])
 
 
 class Crash(RuntimeError):
