@@ -113,6 +113,12 @@ def test_the_archive_is_a_plain_tar_that_bentoml_imports(offline_bento, tmp_path
     assert (tmp_path / "store" / "models" / "image-classifier").is_dir()
 
 
+def test_a_relative_output_directory_holds_the_archive(offline_bento, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    descriptor = build_bento_archive(offline_bento["root"] / "model", Path("out") / "bento")
+    assert (tmp_path / "out" / "bento" / descriptor["archive"]).is_file()
+
+
 def test_the_bentos_requirements_are_the_installed_versions_without_torch(offline_bento):
     lines = (offline_bento["path"] / "env/python/requirements.txt").read_text().split()
     assert all("==" in line for line in lines), lines

@@ -199,7 +199,9 @@ def build_bento_archive(
 
     with atomic_directory(output_dir) as staging:
         name = f"{bento.tag.name}-{bento.tag.version}.{ARCHIVE_FORMAT}"
-        archive = Path(bentoml.export_bento(bento.tag, str(staging / name), output_format=ARCHIVE_FORMAT))
+        # Absolute: BentoML's export resolves a relative path against the filesystem's root, not the working directory.
+        target = (staging / name).resolve()
+        archive = Path(bentoml.export_bento(bento.tag, str(target), output_format=ARCHIVE_FORMAT))
         descriptor = {
             "bento_tag": str(bento.tag),
             "model_tag": model_tag,
