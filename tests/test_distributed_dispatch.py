@@ -4,6 +4,7 @@ cluster's API discovery lists, against the fake API server serving TrainJob, PyT
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -65,30 +66,31 @@ def test_explicit_launchers_need_no_cluster(launcher, expected):
     assert resolve_launcher(launcher, api=lambda: pytest.fail("no discovery for an explicit launcher")) == expected
 
 
+def run_auto(kube: FakeKube, digits_dir: Path, tmp_path: Path, shared: Path, job: dict):
+    """The step with launcher auto against the fake cluster: one epoch of the digits, the model in ``shared``."""
+    return run(
+        launcher="auto",
+        dataset=ArtifactLocation(str(digits_dir), str(digits_dir)),
+        model=ArtifactLocation(str(tmp_path / "model"), str(shared)),
+        job_output_path=str(tmp_path / "job"),
+        train=TrainConfig(epochs=1),
+        image="registry.example.com/train:1",
+        job=job,
+        step={"run_id": "r", "task_name": "distributed-train", "dataset_info": {}, "namespace": "team-a"}
+        | {"poll_seconds": 0.05, "queue_timeout_seconds": 60},
+        api=lambda: KubernetesApi(kube.api_client()),
+        clients=lambda kind: KubernetesJobClient(kube.api_client(), kind),
+    )
+
+
 def test_auto_runs_a_trainjob_and_collects_its_model(digits_dir, tmp_path):
     shared = tmp_path / "shared-model"
     train_model(digits_dir, shared, TrainConfig(epochs=1))
     trainer, operator = KubeflowTrainer(), TrainingOperator()
     kube = FakeKube([trainer, operator]).start()
     try:
-        result = run(
-            launcher="auto",
-            dataset=ArtifactLocation(str(digits_dir), str(digits_dir)),
-            model=ArtifactLocation(str(tmp_path / "model"), str(shared)),
-            job_output_path=str(tmp_path / "job"),
-            train=TrainConfig(epochs=1),
-            image="registry.example.com/train:1",
-            job={"nproc_per_node": 1, "num_workers": 2, "trainer_release": "2.3"},
-            step={
-                "run_id": "r",
-                "task_name": "distributed-train",
-                "dataset_info": {},
-                "namespace": "team-a",
-                "poll_seconds": 0.05,
-                "queue_timeout_seconds": 60,
-            },  # fmt: skip
-            api=lambda: KubernetesApi(kube.api_client()),
-            clients=lambda kind: KubernetesJobClient(kube.api_client(), kind),
+        result = run_auto(
+            kube, digits_dir, tmp_path, shared, {"nproc_per_node": 1, "num_workers": 2, "trainer_release": "2.3"}
         )
     finally:
         kube.stop()
@@ -104,19 +106,7 @@ def test_a_pytorchjob_takes_the_settings_it_has_from_the_components_parameters(d
     job = {"nproc_per_node": 1, "num_workers": 3, "cpu": "1", "memory": "2Gi", "shm_size": "1Gi"}
     job |= {"queue_name": "gpu-queue", "trainer_release": "2.1", "command": ["ignored"], "image": ""}  # not its own
     try:
-        run(
-            launcher="auto",
-            dataset=ArtifactLocation(str(digits_dir), str(digits_dir)),
-            model=ArtifactLocation(str(tmp_path / "model"), str(shared)),
-            job_output_path=str(tmp_path / "job"),
-            train=TrainConfig(epochs=1),
-            image="registry.example.com/train:1",
-            job=job,
-            step={"run_id": "r", "task_name": "distributed-train", "dataset_info": {}, "namespace": "team-a"}
-            | {"poll_seconds": 0.05, "queue_timeout_seconds": 60},
-            api=lambda: KubernetesApi(kube.api_client()),
-            clients=lambda kind: KubernetesJobClient(kube.api_client(), kind),
-        )
+        run_auto(kube, digits_dir, tmp_path, shared, job)
     finally:
         kube.stop()
     (created,) = operator.created
