@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 
 from components.deploy.deploy import DeployFailed, run_deploy
 from components.deploy.held_out import select_held_out
-from components.deploy.local_bentos import BentoArchive, BentoArchiveError
+from components.deploy.local_bentos import BentoArchive, BentoArchiveError, BentoStore
 from components.deploy.local_server import BentoServer
 from components.deploy.local_target import LocalTarget, main
 from components.deploy.target import DeployRequest
@@ -82,6 +83,17 @@ def test_an_exported_bento_says_what_it_serves_and_with_which_environment(deploy
     assert archive.tag == good["bento_tag"] and archive.model_tag == good["model_tag"]
     assert archive.env["KFP_TORCH_LIFECYCLE_MODEL_TAG"] == good["model_tag"]
     assert len(archive.sha256) == 64
+
+
+def test_relative_paths_to_the_archive_and_the_store_are_taken_from_where_they_were_given(
+    deploy_bentos, tmp_path, monkeypatch
+):
+    good = Path(deploy_bentos["good"]["archive"])
+    (tmp_path / "bento").mkdir()
+    (tmp_path / "bento" / good.name).write_bytes(good.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert BentoStore("store").ensure(BentoArchive.read(f"bento/{good.name}")) is True
+    assert (tmp_path / "store" / "bentos" / deploy_bentos["good"]["bento_tag"].split(":")[0]).is_dir()
 
 
 def test_a_crash_loop_is_read_from_the_server_log(tmp_path):

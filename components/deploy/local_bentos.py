@@ -62,7 +62,7 @@ class BentoArchive:
         except (KeyError, TypeError) as error:
             raise BentoArchiveError(f"{path}: its {BENTO_FILE} lacks {error}: not a bento BentoML exported") from None
         model_tag = env.get(MODEL_TAG_ENV) or (models[0] if models else "")
-        return cls(path, tag, model_tag, env, _sha256(path))
+        return cls(path.resolve(), tag, model_tag, env, _sha256(path))  # the store imports it from its own directory
 
 
 def _bento_yaml(path: Path) -> dict:
@@ -123,7 +123,7 @@ class BentoStore:
     """A BENTOML_HOME at ``home``, used by short processes of its own."""
 
     def __init__(self, home: str | Path):
-        self.home = Path(home)
+        self.home = Path(home).resolve()
 
     def environment(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """The environment of a process that uses this store: this one's, without PYTHONPATH (what runs is the
