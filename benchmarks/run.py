@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 WORKDIR = Path(".local/bench")
-DEFAULT_TRAIN_IMAGES = 2000
+DEFAULT_TRAIN_IMAGES = 1000
 
 
 @functools.cache
