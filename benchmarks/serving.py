@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,18 +25,13 @@ import numpy as np
 from components.common.dataset import index_dataset
 from components.common.images import load_preprocessed, normalize
 from components.common.onnx_model import OnnxClassifier
+from components.common.processes import free_port, stop_process_group
 from components.common.resources import usable_cpus
 from components.common.spec import load_spec
 from components.train.trainer import TrainConfig, train_model
 
 CASES = ((1, 1), (1, 16), (1, 64), (1, 256), (32, 8))  # (images per request, concurrent clients)
 LARGEST_BATCH = 64  # what the service's batcher forms at most
-
-
-def _port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _test_images(model_dir: Path, dataset_dir: Path, count: int) -> np.ndarray:
@@ -115,7 +108,7 @@ def request_costs(model_dir: Path, body: Path, rounds: int = 300) -> dict[str, f
 
 
 def _serve(target: str, env: dict, cwd: Path) -> tuple[subprocess.Popen, str]:
-    port = _port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1", "--port", str(port)],
         env=env,
@@ -134,16 +127,8 @@ def _serve(target: str, env: dict, cwd: Path) -> tuple[subprocess.Popen, str]:
             if server.poll() is not None:
                 raise RuntimeError(f"bentoml serve {target} exited with {server.returncode}") from None
             time.sleep(0.5)
-    _stop(server)
+    stop_process_group(server, 30)
     raise RuntimeError(f"bentoml serve {target} was not ready in 180 s")
-
-
-def _stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
 
 
 def _load(url: str, body: Path, concurrency: int, seconds: float) -> dict:
@@ -196,7 +181,7 @@ def run(dataset_dir: Path, seconds: float = 8.0) -> dict:
                     case: _load(url, bodies[case[0]], case[1], seconds) for case in CASES
                 }  # fmt: skip
             finally:
-                _stop(server)
+                stop_process_group(server, 30)
         rows = []
         for images, clients in CASES:
             ours, bare = served["ours"][(images, clients)], served["bare"][(images, clients)]

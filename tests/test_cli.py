@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import kfp
 import pytest
 import yaml
 
+from components.common.processes import free_port
 from pipelines import kfp_client
 from pipelines.cli import main
 from pipelines.compile import compile_all
@@ -449,12 +449,6 @@ def test_bad_schedules_fail_before_any_request(fake, training_yaml, capsys, opti
 
 
 # -- connection and credentials -----------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_unreachable_host_says_what_was_tried_and_how_to_port_forward(training_yaml, capsys):
     host = f"http://127.0.0.1:{free_port()}"
     assert main(["upload", str(training_yaml), "--host", host]) == 1

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from kfp import local
 
-from components.deploy.local_server import free_port
+from components.common.processes import free_port
 from components.deploy.local_target import STATE_DIR_ENV, LocalTarget
 from tests.support.deploy_pipeline import deploy_locally
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from components.common.dataset import SplitRule, index_dataset
+from components.common.processes import free_port
 from components.common.spec import load_spec
 from components.deploy.held_out import HeldOutError, HeldOutImage, HeldOutSet, load_held_out, select_held_out
-from components.deploy.local_server import free_port
 from components.deploy.verification import Verification, percentile, verify, verify_held_out
 from components.evaluate.predictions import read_predictions, write_predictions
 from tests.support.bento_server import bento_environment, serve

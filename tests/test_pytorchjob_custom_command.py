@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from components.common.kube.jobs import KubernetesJobClient
+from components.common.processes import free_port
 from components.common.spec import ModelFormatError, load_spec
 from components.evaluate.evaluation import evaluate
 from components.pytorchjob_train.kind import PYTORCHJOB
@@ -21,7 +22,6 @@ from components.train.contract import ContractError, script_environment
 from components.train.local_launcher import LocalLaunchError
 from components.train.rendezvous import rendezvous_from_env
 from components.train.script_runner import ScriptFailed, main
-from tests.support.bento_server import free_port
 from tests.support.fake_kube import FakeKube
 from tests.support.fake_pytorchjob import TrainingOperator
 from tests.support.operator_rules import crd_validator, webhook_violations

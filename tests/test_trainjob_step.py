@@ -11,6 +11,7 @@ import time
 import pytest
 
 from components.common.kube.jobs import KubernetesJobClient
+from components.common.processes import free_port
 from components.common.spec import load_spec
 from components.train.config import TrainConfig
 from components.train.deadline import EXPIRED, run_until
@@ -21,7 +22,6 @@ from components.train.trainer import train_model
 from components.trainjob_train.kind import TRAINJOB
 from components.trainjob_train.manifest import build_manifest
 from components.trainjob_train.step import ArtifactLocation, default_job_config, run_step
-from tests.support.bento_server import free_port
 from tests.support.fake_jobs import Step
 from tests.support.fake_kube import FakeKube
 from tests.support.fake_trainjob import KubeflowTrainer, pod_environment

@@ -9,11 +9,7 @@ lines. The process runs in a session of its own, so stopping it stops its worker
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from components.common.processes import free_port, stop_process_group
 from components.deploy.target import RolloutFailed
 
 READY_PATH = "/readyz"
@@ -34,13 +31,6 @@ STARTUP_FAILED = re.compile(
     r"^(?P<when>\S+ \[ERROR\] \[[^\]]+\]) (?:Application startup failed|Initializing service error)"
 )
 CARETS = re.compile(r"^[\s^~]+$")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
 
 
 class BentoServer:
@@ -113,16 +103,8 @@ class BentoServer:
 
     def stop(self) -> None:
         """Stop the server and its workers (SIGTERM, then SIGKILL after ``STOP_SECONDS``)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            stop_process_group(self.process, STOP_SECONDS)
 
     def _ready(self) -> bool:
         try:

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from components.common.artifacts import write_json_atomic
+from components.common.processes import free_port
 from components.deploy.local_bentos import BentoArchive, BentoStore
-from components.deploy.local_server import BentoServer, free_port
+from components.deploy.local_server import BentoServer
 from components.deploy.target import Applied, DeployRequest, Revision
 
 STATE_DIR_ENV = "KFP_TORCH_LOCAL_DEPLOY_DIR"

@@ -14,11 +14,12 @@ a new window: its Job runs out of retries within seconds and the pods release th
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import subprocess
 import sys
 import time
+
+from components.common.processes import stop_process_group
 
 EXPIRED = 124  # coreutils timeout's status
 GRACE_SECONDS = 30.0
@@ -44,31 +45,17 @@ def run_until(command: list[str], until: float, grace_seconds: float = GRACE_SEC
         print(f"deadline: the job's deadline ({_stamp(until)}) has passed; not starting {command[0]}", flush=True)
         return EXPIRED
     process = subprocess.Popen(command, start_new_session=True)
-    previous = signal.signal(signal.SIGTERM, lambda *_: _stop(process, grace_seconds))
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop_process_group(process, grace_seconds))
     try:
         try:
             return process.wait(timeout=max(0.0, until - time.time()))
         except subprocess.TimeoutExpired:
             print(f"deadline: the job's deadline ({_stamp(until)}) has passed; stopping {command[0]}", flush=True)
-            _stop(process, grace_seconds)
+            stop_process_group(process, grace_seconds)
             return EXPIRED
     finally:
         signal.signal(signal.SIGTERM, previous)
-        _stop(process, grace_seconds)
-
-
-def _stop(process: subprocess.Popen, grace_seconds: float) -> None:
-    """SIGTERM the command's process group, then SIGKILL it after ``grace_seconds``."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace_seconds)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
+        stop_process_group(process, grace_seconds)
 
 
 def _stamp(epoch_seconds: float) -> str:

@@ -15,6 +15,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from components.common.processes import stop_process_group
+
+STOP_SECONDS = 10  # torchrun passes SIGTERM on to its workers; what has not exited by then is killed
 EXCEPTION_LINE = re.compile(r"^\s*(\[rank\d+\]:\s*)?[\w.]*(Error|Exception|Interrupt)\b: ")
 
 
@@ -85,7 +88,7 @@ def run_torchrun(
     previous = signal.getsignal(signal.SIGTERM)
 
     def stop(*_):
-        _kill_group(process)
+        stop_process_group(process, STOP_SECONDS)
         raise SystemExit(f"terminated: torchrun (pid {process.pid}) stopped")
 
     signal.signal(signal.SIGTERM, stop)
@@ -102,7 +105,7 @@ def run_torchrun(
             if first_step is None and "starting training" in line:
                 first_step = time.monotonic() - began
         if process.poll() is None:
-            _kill_group(process)
+            stop_process_group(process, STOP_SECONDS)
             raise LocalLaunchError(
                 f"torchrun did not finish within timeout_seconds={timeout_seconds:g}; last output:\n" + "\n".join(tail)
             )
@@ -115,7 +118,7 @@ def run_torchrun(
                 + "\n".join(tail[-20:])
             )
     finally:
-        _kill_group(process)
+        stop_process_group(process, STOP_SECONDS)
         signal.signal(signal.SIGTERM, previous)
     return first_step if first_step is not None else time.monotonic() - began
 
@@ -135,17 +138,3 @@ def _lines_until(process: subprocess.Popen, deadline: float):
                 process.wait()
                 return
             yield line.rstrip("\n")
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=10)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()

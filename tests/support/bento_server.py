@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from components.common.processes import free_port
 
 BUILD = (
     "import json, sys, bentoml; from components.build_bento.packaging import build_bento_archive; "
@@ -47,12 +48,6 @@ def run_build_script(
 def build(model_dir: Path, output_dir: Path, env: dict[str, str]) -> dict:
     """build_bento's descriptor, plus the path of the bento's locked requirements."""
     return run_build_script(BUILD, [str(model_dir), str(output_dir)], env)[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager

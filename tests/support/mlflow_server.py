@@ -17,7 +17,6 @@ import contextlib
 import fcntl
 import importlib.metadata
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from components.common.processes import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VENV_ENV = "KFP_TORCH_MLFLOW_SERVER_VENV"
@@ -81,16 +82,10 @@ class _Preparation:
 mlflow_server_venv = _Preparation()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class MlflowServer:
     def __init__(self, password: str = "s3cret-Adm1n-pa55"):
         self.password = password
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory(prefix="mlflow-server-")
         self.root = Path(self._tmp.name)

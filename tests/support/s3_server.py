@@ -10,7 +10,6 @@ user whose access key the tests mount as KFP's ``mlpipeline-minio-artifact`` Sec
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,20 +18,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from components.common.processes import free_port
+
 # Requests served before authentication starts: create the user, its key, and give it S3.
 SETUP_REQUESTS = 3
 S3_ACCESS = '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}'
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class S3Server:
     def __init__(self):
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._tmp = tempfile.TemporaryDirectory(prefix="s3-server-")
         self.access_key = self.secret_key = ""
