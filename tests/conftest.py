@@ -21,10 +21,14 @@ from tests.support.s3_server import S3Server, mount_secret
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")  # BentoML's usage analytics
+# One intra-op thread per process (set before torch is first imported; subprocesses inherit it): `make test`
+# runs three workers on two cores, each starting training and serving processes, and two threads each would
+# spin-wait for one another (OpenMP) on CPUs that are already taken. The notebooks keep their pinned two.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 # The files that take a minute or more, longest first: `make test` runs files on two workers (pytest-xdist,
-# --dist loadfile), and a long file started last would leave one worker idle while the other finishes it.
+# --dist loadfile), and a long file started last would leave one worker idle while the others finish it.
 LONGEST_FIRST = (
     "test_containerize.py",
     "test_readme_own_images.py",

@@ -10,6 +10,7 @@ from components.common.resources import (
     cgroup_cpu_limit,
     cgroup_memory_limit,
     format_bytes,
+    intra_op_threads,
     memory_limit,
     parse_quantity,
     usable_cpus,
@@ -44,6 +45,18 @@ def test_usable_cpus_is_the_quota_rounded_up_within_the_affinity(tmp_path):
     assert usable_cpus(cgroup(tmp_path / "b", {"cpu.max": "150000 100000"})) == min(2, affinity)
     assert usable_cpus(cgroup(tmp_path / "c", {"cpu.max": "9600000 100000"})) == affinity  # 96 CPUs on a small node
     assert usable_cpus(cgroup(tmp_path / "d", {})) == affinity
+
+
+def test_a_lone_process_takes_omp_num_threads_and_several_share_the_cpus():
+    cpus = usable_cpus()
+    assert intra_op_threads(1, {}) == cpus
+    assert intra_op_threads(1, {"OMP_NUM_THREADS": "3"}) == 3
+    assert intra_op_threads(1, {"OMP_NUM_THREADS": "4,2"}) == 4
+    # torchrun's default for several processes on one pod is 1 each: they share the pod's CPUs instead.
+    assert intra_op_threads(2, {"OMP_NUM_THREADS": "1"}) == max(1, cpus // 2)
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match=rf"OMP_NUM_THREADS='{bad}': expected a whole number >= 1"):
+            intra_op_threads(1, {"OMP_NUM_THREADS": bad})
 
 
 @pytest.mark.parametrize(

@@ -87,11 +87,18 @@ def test_spec_records_what_serving_and_audits_need(fast_model):
     assert sorted(p.name for p in fast_model.iterdir()) == ["model.onnx", "spec.json", "weights.pt"]
 
 
-def test_the_export_and_its_check_are_logged_as_they_start_and_end(digits_dir, tmp_path, caplog):
-    """They take seconds to a minute after the last epoch; the log says what is happening, and for how long."""
-    with caplog.at_level(logging.INFO):
-        train_model(digits_dir, tmp_path / "model", TrainConfig(epochs=1, augment=False))
+def test_the_export_and_its_check_are_logged_as_they_start_and_end(digits_dir, tmp_path, caplog, monkeypatch):
+    """They take seconds to a minute after the last epoch; the log says what is happening, and for how long.
+    The start says how many CPU threads train: OMP_NUM_THREADS's, for a process alone."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    threads = torch.get_num_threads()
+    try:
+        with caplog.at_level(logging.INFO):
+            train_model(digits_dir, tmp_path / "model", TrainConfig(epochs=1, augment=False))
+    finally:
+        torch.set_num_threads(threads)
     expected = [
+        r"starting training small_cnn: .*, 1 process\(es\), device cpu, 3 CPU thread\(s\) each, ",
         r"epoch 1/1  train_loss",
         r"training done: 1 epoch\(s\) in \d+\.\d s",
         r"exporting small_cnn to ONNX \(torch.export, then torch.onnx\) \.\.\.",

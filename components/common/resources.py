@@ -67,6 +67,22 @@ def usable_cpus(root: Path = CGROUP) -> int:
     return max(1, available)
 
 
+def intra_op_threads(local_processes: int = 1, environ=os.environ) -> int:
+    """Intra-op threads for each of ``local_processes`` training processes sharing this pod.
+
+    A process alone on its pod takes ``OMP_NUM_THREADS`` when it is set, as PyTorch does. Several share the
+    usable CPUs out, at least one each: torchrun sets ``OMP_NUM_THREADS=1`` for them when it is unset, which
+    would leave most of a pod's CPUs idle.
+    """
+    given = environ.get("OMP_NUM_THREADS", "").strip()
+    if local_processes == 1 and given:
+        outermost = given.split(",")[0].strip()  # "4,2": 4 threads, 2 in each nested region
+        if not outermost.isdigit() or int(outermost) < 1:
+            raise ValueError(f"OMP_NUM_THREADS={given!r}: expected a whole number >= 1, such as 4 (or a list: 4,2)")
+        return int(outermost)
+    return max(1, usable_cpus() // local_processes)
+
+
 def cgroup_memory_limit(root: Path = CGROUP) -> int | None:
     """The container's memory limit in bytes, or None when unlimited."""
     for path in (root / "memory.max", root / "memory" / "memory.limit_in_bytes"):

@@ -62,7 +62,7 @@ from components.common.model import (
     resolve_architecture,
     save_model,
 )
-from components.common.resources import format_bytes, memory_limit, parse_quantity, usable_cpus
+from components.common.resources import format_bytes, intra_op_threads, memory_limit, parse_quantity, usable_cpus
 from components.common.spec import ModelSpec
 from components.train.config import AUTO, TrainConfig
 from components.train.dataset_check import check_training_data
@@ -359,7 +359,7 @@ class _Training:
         config = self.config
         architecture = resolve_architecture(config.architecture, config.model_factory)
         workers = config.workers if config.workers != AUTO else default_workers(self.local_processes)
-        torch.set_num_threads(max(1, usable_cpus() // self.local_processes))
+        torch.set_num_threads(intra_op_threads(self.local_processes))
 
         train_samples, val_samples = index.samples("train"), index.samples("val")
         self.info(
@@ -496,7 +496,7 @@ class _Training:
             loop.network = DistributedDataParallel(loop.model, device_ids=device_ids)
         self.info(
             "starting training %s: %d images per epoch in %d batches of %d (x%d accumulated), %d process(es), "
-            "device %s, %s %s lr %g, epochs %d..%d",
+            "device %s, %d CPU thread(s) each, %s %s lr %g, epochs %d..%d",
             prepared.spec.architecture,
             len(prepared.train_data),
             len(loop.loaders.train),
@@ -504,6 +504,7 @@ class _Training:
             config.gradient_accumulation_steps,
             context.world_size,
             self.device,
+            torch.get_num_threads(),
             config.optimizer,
             config.lr_schedule,
             config.learning_rate,

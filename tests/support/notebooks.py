@@ -91,6 +91,7 @@ def notebook_environment(workdir: Path, **extra: str) -> dict[str, str]:
     home = workdir / "home"
     home.mkdir(parents=True, exist_ok=True)
     env |= {"HOME": str(home), "KFP_TORCH_LIFECYCLE_WORKDIR": str(workdir / "work"), "PYTHONHASHSEED": "0"}
+    env["OMP_NUM_THREADS"] = str(NOTEBOOK_CPUS)  # as many threads as CPUs, whatever the tests run with
     if platform.machine().lower() in ("x86_64", "amd64"):
         env |= SAME_MATH_ON_X86
     return env | extra
