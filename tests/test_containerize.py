@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from components.containerize import buildah
 from components.containerize.buildah import (
+    DOCKERFILE,
     DROP_APT_CACHES,
     LABEL_PREFIX,
     BuildahMissing,
@@ -21,6 +24,7 @@ from components.containerize.buildah import (
     build_image,
     drop_apt_caches,
     image_labels,
+    push_image,
     validate_image,
 )
 
@@ -100,56 +104,32 @@ def image_config(storage_root, image: str) -> dict:
     return json.loads(inspected.stdout)["OCIv1"]["config"]
 
 
-@pytest.mark.slow
-@needs_buildah
-def test_real_buildah_build_of_a_bento(storage_root, tiny_bento, monkeypatch):
-    from components.containerize.debian_base import build_base_image
-
-    base = build_base_image(storage_root)
-    lines: list[str] = []
-    image = f"localhost/kfp-torch-lifecycle/tiny:{tiny_bento['tag'].split(':')[1]}"
-    built = build_image(tiny_bento["archive"], image, base, storage_root=storage_root, echo=lines.append)
-    assert built.digest.startswith("sha256:") and not built.pushed
-    assert built.reference == f"localhost/kfp-torch-lifecycle/tiny@{built.digest}"
-    config = image_config(storage_root, image)
-    assert config["Entrypoint"] == ["/home/bentoml/bento/env/docker/entrypoint.sh"]
-    assert "3000/tcp" in config["ExposedPorts"]
-
-    # Pushing with credentials: the registry is unreachable, and the secret must not leak anywhere.
-    monkeypatch.setattr(buildah, "PUSH_RETRY_SECONDS", 0.1)  # the closed port is retried like a busy registry
-    auth = Path(storage_root) / "auth.json"
-    auth.write_text(json.dumps({"auths": {"127.0.0.1:9": {"auth": "dXNlcjpzM2NyZXQtdG9rZW4="}}}))
-    output: list[str] = []
-    with pytest.raises(ContainerizeError) as failed:
-        build_image(
-            tiny_bento["archive"],
-            image.replace("localhost/", "127.0.0.1:9/"),
-            base,
-            push=True,
-            registry_auth_file=str(auth),
-            storage_root=storage_root,
-            echo=output.append,
-        )
-    everything = str(failed.value) + "\n".join(output + lines)
-    assert "dXNlcjpzM2NyZXQtdG9rZW4=" not in everything and "s3cret-token" not in everything
+def buildah_output(storage_root: str, *arguments: str) -> str:
+    done = subprocess.run(["buildah", *_global_flags(storage_root), *arguments], check=True, capture_output=True)
+    return done.stdout.decode()
 
 
 @pytest.mark.slow
 @needs_buildah
-def test_containerize_component_under_kfp_local(storage_root, tiny_bento, tmp_path):
+def test_a_real_buildah_build_of_a_bento_by_the_component_under_kfp_local(
+    storage_root, tiny_bento, tmp_path, monkeypatch, capfd
+):
+    """The one real build of the tiny bento: by the containerize component, under kfp.local, on the debootstrap
+    base. Then a push of that image with credentials, to a registry that is not there: nothing leaks."""
     from kfp import dsl, local
 
     from components.containerize.component import containerize
     from components.containerize.debian_base import build_base_image
 
     base = build_base_image(storage_root)
+    repository = "localhost/kfp-torch-lifecycle/tiny-kfp"
 
     @dsl.pipeline(name="containerize-only")
     def only_containerize():
         bento = dsl.importer(artifact_uri=tiny_bento["dir"], artifact_class=dsl.Artifact, reimport=False)
         containerize(
             bento=bento.output,
-            image_repository="localhost/kfp-torch-lifecycle/tiny-kfp",
+            image_repository=repository,
             base_image=base,
             push=False,
             storage_root=storage_root,
@@ -159,7 +139,59 @@ def test_containerize_component_under_kfp_local(storage_root, tiny_bento, tmp_pa
     only_containerize()
     (output,) = tmp_path.glob("containerize-only-*/containerize/executor_output.json")
     reference = json.loads(output.read_text())["parameterValues"]["Output"]
-    assert reference.startswith("localhost/kfp-torch-lifecycle/tiny-kfp@sha256:")
+    image = f"{repository}:{tiny_bento['tag'].split(':')[1]}"
+    digest = buildah_output(storage_root, "images", "--no-trunc", "--digests", "--format", "{{.Digest}}", image)
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest.strip())
+    assert reference == f"{repository}@{digest.strip()}"
+    config = image_config(storage_root, image)
+    assert config["Entrypoint"] == ["/home/bentoml/bento/env/docker/entrypoint.sh"]
+    assert "3000/tcp" in config["ExposedPorts"]
+
+    # Pushing with credentials: the registry is unreachable, and the secret must not leak anywhere.
+    monkeypatch.setattr(buildah, "PUSH_RETRY_SECONDS", 0.1)  # the closed port is retried like a busy registry
+    auth = Path(storage_root) / "auth.json"
+    auth.write_text(json.dumps({"auths": {"127.0.0.1:9": {"auth": "dXNlcjpzM2NyZXQtdG9rZW4="}}}))
+    unreachable = image.replace("localhost/", "127.0.0.1:9/")
+    buildah_output(storage_root, "tag", image, unreachable)
+    output_lines: list[str] = []
+    with pytest.raises(ContainerizeError) as failed:
+        push_image(unreachable, registry_auth_file=str(auth), storage_root=storage_root, echo=output_lines.append)
+    everything = str(failed.value) + "\n".join(output_lines) + "".join(capfd.readouterr())
+    assert "failed on the way (attempt 1 of 3)" in everything
+    assert "dXNlcjpzM2NyZXQtdG9rZW4=" not in everything and "s3cret-token" not in everything
+
+
+def test_a_build_asked_to_push_pushes_what_it_built_with_the_credentials(tmp_path, monkeypatch):
+    """build_image's push: the image it built, with the credentials file given, and the pushed digest back."""
+    archive = tmp_path / "tiny.bento"
+    context = tmp_path / "context"
+    (context / "env" / "docker").mkdir(parents=True)
+    (context / DOCKERFILE).write_text("FROM base\n")
+    with tarfile.open(archive, "w") as tar:
+        tar.add(context, arcname=".")
+    auth = tmp_path / "auth.json"
+    auth.write_text("{}")
+    ran: list[list[str]] = []
+
+    def run(command, echo, what):
+        ran.append(command)
+        if "inspect" in command:
+            return json.dumps({"Manifest": json.dumps({"layers": [{"size": 10}], "config": {"size": 2}})})
+        if "push" in command:
+            Path(command[command.index("--digestfile") + 1]).write_text("sha256:" + "b" * 64)
+        return "sha256:" + "a" * 64
+
+    monkeypatch.setattr(buildah, "_run", run)
+    monkeypatch.setattr(buildah, "find_buildah", lambda: "buildah")
+    built = build_image(
+        archive, "registry.example.com/team/tiny:1", "localhost/base:1", push=True, registry_auth_file=str(auth)
+    )
+    (push,) = [command for command in ran if "push" in command]
+    assert push[push.index("--authfile") + 1] == str(auth)
+    assert push[-2:] == ["registry.example.com/team/tiny:1", "docker://registry.example.com/team/tiny:1"]
+    assert ran.index(push) > next(i for i, command in enumerate(ran) if "build" in command)
+    assert (built.pushed, built.digest) == (True, "sha256:" + "b" * 64)
+    assert built.reference == "registry.example.com/team/tiny@sha256:" + "b" * 64
 
 
 def test_apt_caches_are_dropped_as_root_before_the_user_switch(tmp_path):

@@ -194,11 +194,7 @@ def build_image(
     """Build ``bento_archive`` into ``image`` on ``base_image``; push it when asked. Returns the digest."""
     validate_image(image)
     validate_image(base_image, "base_image")
-    auth_file = registry_auth_file or os.environ.get("REGISTRY_AUTH_FILE", "")
-    if push and auth_file and not Path(auth_file).is_file():
-        raise ContainerizeError(
-            f"registry credentials file {auth_file} does not exist; mount the dockerconfigjson Secret there"
-        )
+    auth_file = _auth_file(registry_auth_file) if push else ""
     buildah = find_buildah()
     flags = _global_flags(storage_root)
     with tempfile.TemporaryDirectory(prefix="bento-context-") as tmp:
@@ -223,14 +219,31 @@ def build_image(
     )
     size_bytes = image_size(buildah, flags, image)
     echo(f"image {image}: {_size(size_bytes)}")
-    pushed = False
     if push:
-        with tempfile.TemporaryDirectory() as tmp:
-            digest_file = Path(tmp) / "digest"
-            command = [buildah, *flags, "push", "--digestfile", str(digest_file)]
-            if auth_file:
-                command += ["--authfile", auth_file]
-            _push(command + [image, f"docker://{image}"], image, echo)
-            digest = digest_file.read_text().strip()
-            pushed = True
-    return BuiltImage(image=image, digest=digest, pushed=pushed, size_bytes=size_bytes, labels=labels)
+        digest = push_image(image, auth_file, storage_root, echo)
+    return BuiltImage(image=image, digest=digest, pushed=push, size_bytes=size_bytes, labels=labels)
+
+
+def _auth_file(registry_auth_file: str) -> str:
+    """The registry credentials file to push with (``REGISTRY_AUTH_FILE`` when none is given), checked to
+    exist before anything is built."""
+    auth_file = registry_auth_file or os.environ.get("REGISTRY_AUTH_FILE", "")
+    if auth_file and not Path(auth_file).is_file():
+        raise ContainerizeError(
+            f"registry credentials file {auth_file} does not exist; mount the dockerconfigjson Secret there"
+        )
+    return auth_file
+
+
+def push_image(
+    image: str, registry_auth_file: str = "", storage_root: str = "", echo: Callable[[str], None] = print
+) -> str:
+    """Push the locally built ``image`` to its registry; return the pushed manifest's digest."""
+    auth_file = _auth_file(registry_auth_file)
+    with tempfile.TemporaryDirectory() as tmp:
+        digest_file = Path(tmp) / "digest"
+        command = [find_buildah(), *_global_flags(storage_root), "push", "--digestfile", str(digest_file)]
+        if auth_file:
+            command += ["--authfile", auth_file]
+        _push(command + [image, f"docker://{image}"], image, echo)
+        return digest_file.read_text().strip()
