@@ -30,8 +30,8 @@ from components.containerize.buildah import (
 
 TINY_SERVICE = Path(__file__).parent / "support" / "tiny_bento"
 needs_buildah = pytest.mark.skipif(
-    not (shutil.which("buildah") and shutil.which("debootstrap") and os.geteuid() == 0),
-    reason="needs buildah and debootstrap as root (.ci/run installs them)",
+    not (shutil.which("buildah") and shutil.which("mmdebstrap") and os.geteuid() == 0),
+    reason="needs buildah and mmdebstrap as root (.ci/run installs them)",
 )
 
 
@@ -114,7 +114,7 @@ def buildah_output(storage_root: str, *arguments: str) -> str:
 def test_a_real_buildah_build_of_a_bento_by_the_component_under_kfp_local(
     storage_root, tiny_bento, tmp_path, monkeypatch, capfd
 ):
-    """The one real build of the tiny bento: by the containerize component, under kfp.local, on the debootstrap
+    """The one real build of the tiny bento: by the containerize component, under kfp.local, on the mmdebstrap
     base. Then a push of that image with credentials, to a registry that is not there: nothing leaks."""
     from kfp import dsl, local
 
@@ -231,7 +231,7 @@ CPU_IMAGE_LIMIT = 1_000_000_000  # bytes; the CUDA build of torch alone is sever
 @pytest.mark.slow
 @needs_buildah
 def test_the_cpu_classifier_bentos_image_is_under_1_gb_and_carries_its_lineage(storage_root, tmp_path):
-    """The real bento build_bento makes (built offline), on the debootstrap base (648 MB of it: Debian with
+    """The real bento build_bento makes (built offline), on the mmdebstrap base (598 MB of it: Debian with
     build-essential, which BentoML's Dockerfile installs anyway); its packages come from the package index."""
     from components.containerize.debian_base import build_base_image
     from tests.support.offline_bento import build_offline, make_model, network_can_be_closed

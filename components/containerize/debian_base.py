@@ -1,4 +1,4 @@
-"""A Debian base image for bentos, made from Debian packages with debootstrap (no registry needed).
+"""A Debian base image for bentos, made from Debian packages with mmdebstrap (no registry needed).
 
 Where no image can be pulled (air-gapped CI, this project's test machines), this
 builds ``localhost/kfp-torch-lifecycle/bento-base:bookworm`` once into buildah's
@@ -46,16 +46,21 @@ def build_base_image(storage_root: str = "", image: str = BASE_IMAGE, suite: str
     buildah = find_buildah()
     if image_exists(image, storage_root):
         return image
-    if shutil.which("debootstrap") is None:
-        raise RuntimeError("debootstrap is not installed (Debian/Ubuntu: apt-get install debootstrap)")
+    if shutil.which("mmdebstrap") is None:
+        raise RuntimeError("mmdebstrap is not installed (Debian/Ubuntu: apt-get install mmdebstrap)")
     flags = _global_flags(storage_root)
-    with tempfile.TemporaryDirectory(prefix="debootstrap-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mmdebstrap-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(rootfs), MIRROR],
-            check=True,
+        # mmdebstrap rather than debootstrap: apt installs every package in one pass (half the time and CPU
+        # here), and apt's lists and downloaded packages are left out of the tree.
+        made = subprocess.run(
+            ["mmdebstrap", "--mode=root", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite, str(rootfs)]
+            + [MIRROR],
             capture_output=True,
+            text=True,
         )
+        if made.returncode != 0:
+            raise RuntimeError(f"mmdebstrap failed (exit {made.returncode}):\n{made.stderr[-3000:]}")
         extra_cas = sorted(Path("/usr/local/share/ca-certificates").glob("*.crt"))
         for ca in extra_cas:
             shutil.copy2(ca, rootfs / "usr/local/share/ca-certificates" / ca.name)
@@ -64,8 +69,6 @@ def build_base_image(storage_root: str = "", image: str = BASE_IMAGE, suite: str
         uv = _uv_binary()
         if uv:  # BentoML's Dockerfile pip-installs uv when it is missing; Debian's pip refuses (PEP 668)
             shutil.copy2(uv, rootfs / "usr/local/bin/uv")
-        shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
-        (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
         container = subprocess.run(
             [buildah, *flags, "from", "scratch"], check=True, capture_output=True, text=True
         ).stdout.strip()
