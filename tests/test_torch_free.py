@@ -1,5 +1,7 @@
-"""What runs without a GPU imports no torch: compiling the pipelines, checking arguments, the CLI, and the small
-pod that launches a PyTorchJob and only talks to the Kubernetes API. Each is run in a fresh process."""
+"""What runs without a GPU imports no torch: compiling the pipelines, checking arguments, the CLI, the small
+pod that launches a PyTorchJob and only talks to the Kubernetes API, and the steps that only read a model's
+files (find_baseline, register, deploy, report: each would pay for torch's import in every run). Each is run
+in a fresh process."""
 
 from __future__ import annotations
 
@@ -40,6 +42,10 @@ def heavy_modules_after(code: str, *args: str) -> list[str]:
         "components.distributed_train.component",
         "components.distributed_train.dispatch",
         "components.train.config",
+        "components.find_baseline.baseline",
+        "components.register.register",
+        "components.deploy.step",
+        "components.report.step",
     ],
 )
 def test_importing_loads_no_torch(module):

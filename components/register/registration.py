@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from components.common.model import load_spec
+from components.common.spec import load_spec
 from components.evaluate.metrics_file import DECISION_FIELDS
 
 # KFP's placeholders arrive as written when a runner does not substitute them.
