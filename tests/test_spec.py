@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from components.common.loader import DecodePassResult
 from components.common.spec import SPEC_FORMAT_VERSION, ModelFormatError, ModelSpec, load_spec, write_spec
@@ -107,3 +108,41 @@ def test_no_test_image_of_the_digits_is_taken_for_another_scale(digits_dir):
     images = result.images[len(train) :, 0].numpy()
     assert len(images) == 359 and int(images.reshape(359, -1).max(1).min()) > check.ceiling
     assert arrays_to_batch(images.tolist(), [1, 8, 8], 359, check).shape == (359, 1, 8, 8)
+
+
+def test_dataloader_workers_decode_only_what_would_take_longer_here_than_their_start():
+    from components.common.loader import WORKER_START_SECONDS, decode_workers
+
+    assert decode_workers(0.0001, 1374, 2) == 0  # the digits: 0.14 s here, against 0.5 s to start two workers
+    assert decode_workers(0.005, 1000, 2) == 2  # photos: 5 s here, 2.5 s each with two workers
+    assert decode_workers(1.0, 1000, 0) == 0  # none allowed
+    started = WORKER_START_SECONDS * 2
+    assert decode_workers(1.0, round(started * 2) + 1, 2) == 2 and decode_workers(1.0, round(started * 2) - 1, 2) == 0
+
+
+def test_workers_and_this_process_decode_the_same_and_list_the_same_bad_files(digits_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from components.common import loader
+    from components.common.dataset import DatasetFormatError, index_dataset
+
+    data = tmp_path / "digits"
+    shutil.copytree(digits_dir, data)
+    index = index_dataset(data)
+    samples = index.samples("train")[:300]
+    here = loader.decode_pass(index.root, samples, 1, (8, 8), 2, keep=True, statistics_for=300, range_for=300)
+    monkeypatch.setattr(loader, "WORKER_START_SECONDS", 0.0)  # workers for the rest, whatever it costs
+    chosen = []
+    monkeypatch.setattr(loader, "DataLoader", lambda *a, **k: chosen.append(k["num_workers"]) or DataLoader(*a, **k))
+    by_workers = loader.decode_pass(index.root, samples, 1, (8, 8), 2, keep=True, statistics_for=300, range_for=300)
+    assert chosen == [2]
+    assert by_workers.digests == here.digests and torch.equal(by_workers.images, here.images)
+    assert torch.equal(by_workers.channel_sum, here.channel_sum) and by_workers.input_range() == here.input_range()
+
+    for sample in (samples[3], samples[200]):  # one in the first batch, one after it
+        (index.root / sample.path).write_bytes(b"not a png")
+    for start_seconds in (0.0, 1e9):
+        monkeypatch.setattr(loader, "WORKER_START_SECONDS", start_seconds)
+        with pytest.raises(DatasetFormatError, match=r"2 of 300 image\(s\) in the x under .* cannot be read") as error:
+            loader.decode_pass(index.root, samples, 1, (8, 8), 2, keep=True, what="x")
+        assert samples[3].path in str(error.value) and samples[200].path in str(error.value)

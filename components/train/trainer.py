@@ -408,10 +408,9 @@ class _Training:
         if normalization is None:
             normalization = decoded.statistics()
         self.info(
-            "decode pass: %d images checked in %.1f s with %d worker(s); normalisation from %s",
+            "decode pass: %d images checked in %.1f s; normalisation from %s",
             len(everything),
             time.perf_counter() - began,
-            workers,
             normalization_source,
         )
         input_range = decoded.input_range()
