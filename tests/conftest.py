@@ -101,17 +101,28 @@ def digits_lineage(digits_repo) -> dict:
 
 @pytest.fixture(scope="session")
 def trained_models(digits_dir, digits_lineage, tmp_path_factory) -> Path:
-    """Two real models of the digits, trained once per test run, with the digits' lineage in their spec:
-    ``weak`` (one epoch at a tiny learning rate) and ``strong`` (four epochs), under the returned directory."""
+    """Real models of the digits, trained once per test run, with the digits' lineage in their spec, under the
+    returned directory: ``weak`` (one epoch at a tiny learning rate), ``strong`` (four epochs) and
+    ``one-epoch`` (one epoch at the default rate). Read only: copy one to change it."""
     from components.train.trainer import TrainConfig, train_model
 
     def train(root: Path) -> str:
         weak = TrainConfig(epochs=1, learning_rate=1e-4, augment=False)
         train_model(digits_dir, root / "weak", weak, dataset_info=digits_lineage)
         train_model(digits_dir, root / "strong", TrainConfig(epochs=4, augment=False), dataset_info=digits_lineage)
+        train_model(digits_dir, root / "one-epoch", TrainConfig(epochs=1, augment=False), dataset_info=digits_lineage)
         return str(root)
 
     return Path(made_once(tmp_path_factory, "trained-models", train))
+
+
+@pytest.fixture
+def one_epoch_model(trained_models, tmp_path) -> Path:
+    """A copy, this test's own, of a digits model trained for one epoch: for tests where rank 0 must have
+    written some real model, or a server some real model to serve."""
+    copy = tmp_path / "one-epoch-model"
+    shutil.copytree(trained_models / "one-epoch", copy)
+    return copy
 
 
 @pytest.fixture(scope="session")

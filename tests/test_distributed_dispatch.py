@@ -14,7 +14,6 @@ from components.common.kube.api import KubernetesApi, RetryPolicy
 from components.common.kube.jobs import KubernetesJobClient
 from components.distributed_train.dispatch import NoJobKind, resolve_launcher, run
 from components.train.config import TrainConfig
-from components.train.trainer import train_model
 from pipelines.distributed_training_pipeline import build_distributed_training_pipeline
 from pipelines.kubernetes_settings import SettingsError, settings_from_dict
 from tests.support.fake_kube import FakeKube
@@ -83,9 +82,8 @@ def run_auto(kube: FakeKube, digits_dir: Path, tmp_path: Path, shared: Path, job
     )
 
 
-def test_auto_runs_a_trainjob_and_collects_its_model(digits_dir, tmp_path):
-    shared = tmp_path / "shared-model"
-    train_model(digits_dir, shared, TrainConfig(epochs=1))
+def test_auto_runs_a_trainjob_and_collects_its_model(digits_dir, one_epoch_model, tmp_path):
+    shared = one_epoch_model
     trainer, operator = KubeflowTrainer(), TrainingOperator()
     kube = FakeKube([trainer, operator]).start()
     try:
@@ -98,9 +96,8 @@ def test_auto_runs_a_trainjob_and_collects_its_model(digits_dir, tmp_path):
     assert json.loads((tmp_path / "job").read_text())["kind"] == "TrainJob"
 
 
-def test_a_pytorchjob_takes_the_settings_it_has_from_the_components_parameters(digits_dir, tmp_path):
-    shared = tmp_path / "shared-model"
-    train_model(digits_dir, shared, TrainConfig(epochs=1))
+def test_a_pytorchjob_takes_the_settings_it_has_from_the_components_parameters(digits_dir, one_epoch_model, tmp_path):
+    shared = one_epoch_model
     operator = TrainingOperator()
     kube = FakeKube([operator]).start()
     job = {"nproc_per_node": 1, "num_workers": 3, "cpu": "1", "memory": "2Gi", "shm_size": "1Gi"}

@@ -64,9 +64,8 @@ def test_failing_local_training_fails_the_step_without_a_model(digits_dir, tmp_p
     assert not (tmp_path / "model").exists()
 
 
-def test_kubeflow_launcher_collects_the_model_rank_0_wrote(digits_dir, tmp_path):
-    shared = tmp_path / "shared-model"  # where rank 0 writes: the output's URI (a gs:// root or shared path)
-    train_model(digits_dir, shared, TrainConfig(epochs=1))
+def test_kubeflow_launcher_collects_the_model_rank_0_wrote(digits_dir, one_epoch_model, tmp_path):
+    shared = one_epoch_model  # where rank 0 wrote: the output's URI (a gs:// root or shared path)
     operator = TrainingOperator()
     kube = FakeKube([operator]).start()
     try:

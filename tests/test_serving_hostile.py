@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 import statistics
 import struct
 import threading
@@ -24,7 +25,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.train.trainer import TrainConfig, train_model
 from tests.support.bento_server import bento_environment, build, serve
 
 BODY_LIMIT = 8 * 2**20
@@ -100,9 +100,9 @@ GOOD_JSON = json.dumps({"images": [np.zeros((8, 8), dtype=int).tolist()]}).encod
 
 
 @pytest.fixture(scope="module")
-def server(digits_dir, tmp_path_factory):
+def server(trained_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("serving-hostile")
-    train_model(digits_dir, root / "model", TrainConfig(epochs=1, augment=False))
+    shutil.copytree(trained_models / "one-epoch", root / "model")
     env = bento_environment(root)
     descriptor = build(root / "model", root / "bento", env)
     env = {**env, "KFP_TORCH_LIFECYCLE_MAX_BODY_BYTES": str(BODY_LIMIT)}

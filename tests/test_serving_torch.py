@@ -6,6 +6,7 @@ ONNX Runtime answers; without that override, and without CUDA, it must refuse to
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,6 @@ from components.common.images import normalize
 from components.common.onnx_model import OnnxClassifier, check_parity
 from components.common.spec import load_spec
 from components.train.contract import save_model
-from components.train.trainer import TrainConfig, train_model
 from serving.service import ACCELERATOR_ENV, load_backend, serving_accelerator, softmax
 from serving.torch_backend import DEVICE_ENV, ServingDeviceError, TorchClassifier
 from tests.support.bento_server import bento_environment, post_json, run_build_script, serve
@@ -30,9 +30,9 @@ no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refus
 
 
 @pytest.fixture(scope="module")
-def digits_model(digits_dir, tmp_path_factory) -> Path:
+def digits_model(trained_models, tmp_path_factory) -> Path:
     model_dir = tmp_path_factory.mktemp("torch-digits") / "model"
-    train_model(digits_dir, model_dir, TrainConfig(epochs=1, augment=False))
+    shutil.copytree(trained_models / "one-epoch", model_dir)
     return model_dir
 
 

@@ -18,7 +18,6 @@ from components.train.deadline import EXPIRED, run_until
 from components.train.deadline import main as deadline_main
 from components.train.rendezvous import rendezvous_from_env
 from components.train.script_runner import main as script_runner
-from components.train.trainer import train_model
 from components.trainjob_train.kind import TRAINJOB
 from components.trainjob_train.manifest import build_manifest
 from components.trainjob_train.step import ArtifactLocation, default_job_config, run_step
@@ -37,9 +36,8 @@ def photos(tmp_path_factory):
 
 
 @pytest.mark.parametrize("release", ["2.3", "2.1"])
-def test_the_trainjob_launcher_collects_the_model_rank_0_wrote(digits_dir, tmp_path, release):
-    shared = tmp_path / "shared-model"  # where rank 0 writes: the output's URI
-    train_model(digits_dir, shared, TrainConfig(epochs=1))
+def test_the_trainjob_launcher_collects_the_model_rank_0_wrote(digits_dir, one_epoch_model, tmp_path, release):
+    shared = one_epoch_model  # where rank 0 wrote: the output's URI
     trainer = KubeflowTrainer(release=release)
     kube = FakeKube([trainer]).start()
     try:
