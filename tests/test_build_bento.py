@@ -148,3 +148,17 @@ def test_the_lineage_is_in_the_bentos_labels_and_its_images_environment(offline_
     dockerfile = (offline_bento["path"] / "env/docker/Dockerfile").read_text()
     for name, value in expected.items():
         assert f"ARG {name}={value}" in dockerfile and f"ENV {name}=${name}" in dockerfile
+
+
+def test_the_bento_carries_exactly_the_library_files_it_needs_from_a_context_of_only_those(offline_bento):
+    """BentoML walks its whole build context; the library's root (a repository with its venv, or
+    site-packages) would cost seconds and grow with what lies there."""
+    from components.build_bento.packaging import build_context, included_files
+
+    def files(root: Path) -> list[str]:
+        return sorted(str(path.relative_to(root)) for path in root.rglob("*") if path.is_file())
+
+    with build_context("cuda") as context:
+        assert files(context) == sorted(included_files("cuda"))
+    assert not context.exists()
+    assert files(offline_bento["path"] / "src") == sorted([*included_files("cpu"), "bentofile.yaml"])
