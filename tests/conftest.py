@@ -27,8 +27,8 @@ os.environ.setdefault("DO_NOT_TRACK", "true")  # BentoML's usage analytics
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-# The files that take a minute or more, longest first: `make test` runs files on two workers (pytest-xdist,
-# --dist loadfile), and a long file started last would leave one worker idle while the others finish it.
+# The files that take a minute or more, longest first: `make test` runs files on several workers (pytest-xdist,
+# --dist loadfile), and a long file started last would leave one worker busy while the others sit idle.
 LONGEST_FIRST = (
     "test_containerize.py",
     "test_readme_own_images.py",

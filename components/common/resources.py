@@ -67,6 +67,11 @@ def usable_cpus(root: Path = CGROUP) -> int:
     return max(1, available)
 
 
+def cpus_each(processes: int = 1) -> int:
+    """The usable CPUs shared out between ``processes`` processes on this pod, at least one each."""
+    return max(1, usable_cpus() // max(1, processes))
+
+
 def intra_op_threads(local_processes: int = 1, environ=os.environ) -> int:
     """Intra-op threads for each of ``local_processes`` training processes sharing this pod.
 
@@ -80,7 +85,7 @@ def intra_op_threads(local_processes: int = 1, environ=os.environ) -> int:
         if not outermost.isdigit() or int(outermost) < 1:
             raise ValueError(f"OMP_NUM_THREADS={given!r}: expected a whole number >= 1, such as 4 (or a list: 4,2)")
         return int(outermost)
-    return max(1, usable_cpus() // local_processes)
+    return cpus_each(local_processes)
 
 
 def cgroup_memory_limit(root: Path = CGROUP) -> int | None:

@@ -68,11 +68,11 @@ def run_torchrun(
     Raises LocalLaunchError with the last lines of output when a process fails or the
     timeout passes. The whole process group is stopped on failure, timeout or SIGTERM.
     """
-    from components.common.resources import usable_cpus
+    from components.common.resources import cpus_each
 
     # Share the pod's CPUs between the processes rather than oversubscribe them (torchrun's default is 1 each).
     processes = nproc_per_node if isinstance(nproc_per_node, int) else 1  # torchrun's word: it decides
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, usable_cpus() // processes))
+    threads = os.environ.get("OMP_NUM_THREADS") or str(cpus_each(processes))
     env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
     # "python" in a command means this environment's interpreter, as it does in the images.
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])

@@ -62,7 +62,7 @@ from components.common.model import (
     resolve_architecture,
     save_model,
 )
-from components.common.resources import format_bytes, intra_op_threads, memory_limit, parse_quantity, usable_cpus
+from components.common.resources import cpus_each, format_bytes, intra_op_threads, memory_limit, parse_quantity
 from components.common.spec import ModelSpec
 from components.train.config import AUTO, TrainConfig
 from components.train.dataset_check import check_training_data
@@ -151,7 +151,7 @@ def memory_budget(config: TrainConfig, local_processes: int) -> tuple[int, str]:
 
 def default_workers(local_processes: int) -> int:
     """Worker processes per training process: the CPUs the pod may use (cgroup quota), shared out."""
-    return max(1, usable_cpus() // max(1, local_processes))
+    return cpus_each(local_processes)
 
 
 # --- optimisation -----------------------------------------------------------------------------------
