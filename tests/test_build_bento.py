@@ -162,3 +162,23 @@ def test_the_bento_carries_exactly_the_library_files_it_needs_from_a_context_of_
         assert files(context) == sorted(included_files("cuda"))
     assert not context.exists()
     assert files(offline_bento["path"] / "src") == sorted([*included_files("cpu"), "bentofile.yaml"])
+
+
+def test_bentoml_is_handed_the_staged_context_not_the_librarys_root(offline_bento, monkeypatch):
+    import bentoml
+
+    from components.build_bento.packaging import included_files, library_root
+
+    class Handed(Exception):
+        pass
+
+    def build(*args, build_ctx, **kwargs):
+        context = Path(build_ctx)
+        assert context != library_root()
+        raise Handed(sorted(str(p.relative_to(context)) for p in context.rglob("*") if p.is_file()))
+
+    assert bentoml.bentos.build  # BentoML's lazy module copies the real one's names in on first use
+    monkeypatch.setattr(bentoml.bentos, "build", build)
+    with pytest.raises(Handed) as handed:
+        build_bento_archive(offline_bento["root"] / "model", offline_bento["root"] / "unused")
+    assert handed.value.args[0] == sorted(included_files("cpu"))
